@@ -1,0 +1,1 @@
+"""Image I/O, masks and geometry shared by every adapter and method."""

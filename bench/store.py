@@ -1,0 +1,146 @@
+"""The results store: one folder per run, written atomically and in chunks so runs resume.
+
+Layout of a run folder `results/<run_id>/`::
+
+    run.json          provenance: method, dataset, split, protocol, prompt, configs,
+                      checkpoint sha256, seed, versions, git revision, timings, skipped counts,
+                      "synthetic", "status" ("running" | "complete")
+    rows/part-NNNNN.parquet
+                      per-sample rows of chunk NNNNN (localization: one row per (sample, query);
+                      classification: one row per (sample, pathology)); a chunk file exists
+                      only once complete, so a restarted run skips it
+    summary.json      aggregate metrics with bootstrap CIs (schema in `bench.eval.summary`)
+    maps/             optional, the first N heatmaps (`--keep-maps N`) for figures
+
+`run_id` is `<method>[@tag]__<dataset>__<split>__<protocol>[__<prompt>]`; tables find runs by
+the fields in run.json, never by parsing the folder name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+RUN_JSON = "run.json"
+SUMMARY_JSON = "summary.json"
+ROWS_DIR = "rows"
+MAPS_DIR = "maps"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=True)
+    atomic_write_bytes(path, (text + "\n").encode())
+
+
+def atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def run_id(method: str, dataset: str, split: str, protocol: str, prompt: str | None = None,
+           tag: str | None = None) -> str:
+    m = f"{method}@{tag}" if tag else method
+    parts = [m, dataset, split, protocol] + ([prompt] if prompt else [])
+    return "__".join(p.replace("/", "-").replace(" ", "_") for p in parts)
+
+
+class RunDir:
+    """One run folder; all writes are atomic."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def rows_dir(self) -> Path:
+        return self.path / ROWS_DIR
+
+    def chunk_path(self, index: int) -> Path:
+        return self.rows_dir / f"part-{index:05d}.parquet"
+
+    def has_chunk(self, index: int) -> bool:
+        return self.chunk_path(index).is_file()
+
+    def write_chunk(self, index: int, rows: pd.DataFrame) -> None:
+        atomic_write_parquet(self.chunk_path(index), rows)
+
+    def chunk_indices(self) -> list[int]:
+        if not self.rows_dir.is_dir():
+            return []
+        return sorted(int(p.stem.split("-")[1]) for p in self.rows_dir.glob("part-*.parquet"))
+
+    def read_rows(self) -> pd.DataFrame:
+        parts = [pd.read_parquet(self.chunk_path(i)) for i in self.chunk_indices()]
+        if not parts:
+            return pd.DataFrame()
+        parts = [p for p in parts if len(p)] or parts[:1]
+        return pd.concat(parts, ignore_index=True)
+
+    def read_run(self) -> dict[str, Any]:
+        p = self.path / RUN_JSON
+        return json.loads(p.read_text()) if p.is_file() else {}
+
+    def write_run(self, info: dict[str, Any]) -> None:
+        atomic_write_json(self.path / RUN_JSON, info)
+
+    def read_summary(self) -> dict[str, Any] | None:
+        p = self.path / SUMMARY_JSON
+        return json.loads(p.read_text()) if p.is_file() else None
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_json(self.path / SUMMARY_JSON, summary)
+
+
+def iter_runs(results_dir: str | Path) -> Iterator[tuple[RunDir, dict[str, Any], dict[str, Any]]]:
+    """Every complete run under `results_dir`: (folder, run.json, summary.json)."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        return
+    for p in sorted(root.iterdir()):
+        rd = RunDir(p)
+        info = rd.read_run()
+        summary = rd.read_summary()
+        if info and summary is not None and info.get("status") == "complete":
+            yield rd, info, summary

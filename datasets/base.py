@@ -1,0 +1,109 @@
+"""The `Dataset` contract shared by every adapter (real or synthetic).
+
+An adapter indexes its files cheaply in `__init__` (CSV/JSON only, no pixel decoding), then
+`load(i)` decodes one sample. The evaluator walks positions in order, so a killed run can skip
+finished chunks without decoding their images. Bad rows raise `DataError` naming file and row,
+or, with `on_error="skip"`, are counted in `self.skipped` (reason -> count) for run.json.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+from bench.errors import DataError, UsageError
+from bench.types import Finding, Sample
+
+
+@dataclass
+class CheckReport:
+    """What `bench data check` prints: counts against expectations and every problem found."""
+
+    dataset: str
+    root: str
+    split: str | None
+    counts: dict[str, Any] = field(default_factory=dict)
+    expected: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # "file, row N: what"
+    missing: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def usable(self) -> bool:
+        return not self.missing and not self.problems
+
+
+class Dataset:
+    name: ClassVar[str] = "dataset"
+    tasks: ClassVar[tuple[str, ...]] = ()
+    pathologies: ClassVar[tuple[str, ...]] = ()
+    splits: ClassVar[tuple[str, ...]] = ("test",)
+    default_split: ClassVar[str] = "test"
+    expected_counts: ClassVar[dict[str, Any]] = {}
+    synthetic: ClassVar[bool] = False
+    description: ClassVar[str] = ""
+    # AFLoc's localization prompt; adapters override `prompt` where the official code differs.
+    simple_prompt: ClassVar[str] = "Findings suggesting {pathology}."
+
+    def __init__(self, root: str | Path | None = None, split: str | None = None,
+                 on_error: str = "raise", **options: Any):
+        self.root = Path(root) if root is not None else None
+        self.split = split or self.default_split
+        if self.split not in self.splits:
+            raise UsageError(
+                f"dataset '{self.name}' has no split '{self.split}' (splits: {', '.join(self.splits)})"
+            )
+        if on_error not in ("raise", "skip"):
+            raise UsageError("on_error must be 'raise' or 'skip'")
+        self.on_error = on_error
+        self.options = options
+        self.skipped: Counter[str] = Counter()
+
+    # -- what adapters override ---------------------------------------------------------
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def load(self, index: int) -> Sample:
+        """Decode sample number `index` (0 <= index < len)."""
+        raise NotImplementedError
+
+    def check(self) -> CheckReport:
+        raise NotImplementedError
+
+    # -- shared -------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(len(self)):
+            yield self.load(i)
+
+    def prompt(self, finding: Finding, mode: str = "simple") -> str:
+        """The query text for a finding: the phrase itself ('precise') or the category prompt."""
+        if mode == "precise":
+            if finding.phrase:
+                return finding.phrase
+            raise UsageError(f"dataset '{self.name}' has no precise phrases; use --prompt simple")
+        return self.simple_prompt.format(pathology=finding.pathology.lower()
+                                         if self.lowercase_prompt else finding.pathology)
+
+    lowercase_prompt: ClassVar[bool] = False
+
+    def bad(self, message: str, path: object = None, row: object = None, reason: str = "") -> None:
+        """Raise, or count and continue when the user asked to skip bad input."""
+        if self.on_error == "skip":
+            self.skipped[reason or message] += 1
+            return
+        raise DataError(message, path, row)
+
+    def config(self) -> dict[str, Any]:
+        return dict(self.options)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "dataset": self.name,
+            "root": str(self.root) if self.root else None,
+            "split": self.split,
+            "synthetic": self.synthetic,
+            "n_samples": len(self),
+            "config": self.config(),
+        }

@@ -1,0 +1,1 @@
+"""Method adapters, one module (or package) per method; installed as `bench.methods`."""

@@ -9,9 +9,10 @@ or, with `on_error="skip"`, are counted in `self.skipped` (reason -> count) for 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 from bench.errors import DataError, UsageError
 from bench.types import Finding, Sample
@@ -52,9 +53,8 @@ class Dataset:
         self.root = Path(root) if root is not None else None
         self.split = split or self.default_split
         if self.split not in self.splits:
-            raise UsageError(
-                f"dataset '{self.name}' has no split '{self.split}' (splits: {', '.join(self.splits)})"
-            )
+            known = ", ".join(self.splits)
+            raise UsageError(f"dataset '{self.name}' has no split '{self.split}' (splits: {known})")
         if on_error not in ("raise", "skip"):
             raise UsageError("on_error must be 'raise' or 'skip'")
         self.on_error = on_error

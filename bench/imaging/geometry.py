@@ -93,15 +93,22 @@ def to_frame(image: np.ndarray, frame: Frame, interpolation: int = cv2.INTER_ARE
     if frame.kind == SQUARE:
         return cv2.resize(image, (frame.size, frame.size), interpolation=interpolation)
     if frame.kind == SHORT_SIDE_CROP:
-        h, w = image.shape[:2]
-        short = frame.pre or frame.size
-        if h <= w:
-            nh, nw = short, int(short * w / h)
-        else:
-            nh, nw = int(short * h / w), short
-        out = cv2.resize(image, (nw, nh), interpolation=interpolation)
-        return center_crop(out, frame.size)
+        return short_side_crop(image, frame.pre or frame.size, frame.size)
     raise ValueError(f"unknown frame kind {frame.kind!r}")
+
+
+def short_side_crop(image: np.ndarray, short: int, size: int) -> np.ndarray:
+    """torchvision `Resize(short)` + `CenterCrop(size)` on a PIL image, as AFLoc's classifier does.
+
+    Done through torchvision itself (PIL bilinear with antialiasing) so the pixels are the
+    official ones, not an approximation.
+    """
+    import torchvision.transforms.functional as TF
+    from PIL import Image
+
+    pil = Image.fromarray(image)
+    pil = TF.resize(pil, short, interpolation=TF.InterpolationMode.BILINEAR)
+    return np.asarray(TF.center_crop(pil, size))
 
 
 def resize_map(heatmap: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
@@ -151,7 +158,7 @@ def map_to_original(heatmap: np.ndarray, frame: Frame, hw: tuple[int, int]) -> n
 def boxes_to_letterbox_mask(
     boxes_xywh: np.ndarray, hw: tuple[int, int], size: int = 224, accumulate: bool = False
 ) -> np.ndarray:
-    """AFLoc's box -> 224 mask: scale by size/max(h, w), add floor(pad/2), floor, fill [y:y+h, x:x+w].
+    """AFLoc's box -> 224 mask: scale by size/max(h, w), shift by floor(pad/2), floor, fill.
 
     With `accumulate`, overlapping boxes add up (AFLoc's MS-CXR merge sums masks); otherwise
     the union is taken.
@@ -173,7 +180,14 @@ def boxes_to_letterbox_mask(
     return mask
 
 
-def mask_to_letterbox(mask: np.ndarray, size: int = 224, threshold: float = 1e-5) -> np.ndarray:
-    """AFLoc's mask -> 224: letterbox the mask as an image (INTER_AREA), then >= threshold -> 1."""
-    m = letterbox(mask.astype(np.float32), size, cv2.INTER_AREA)
+def mask_to_letterbox(
+    mask: np.ndarray, size: int = 224, threshold: float = 1e-5, dtype: type = np.float32
+) -> np.ndarray:
+    """AFLoc's mask -> 224: letterbox the mask as an image (INTER_AREA), then >= threshold -> 1.
+
+    `dtype` is the array type the official loader resizes: COVID Rural casts the PNG to float32
+    (any covered fraction survives), CheXlocalize resizes the uint8 0/1 mask from pycocotools
+    (cv2 rounds each INTER_AREA average, so a pixel survives only if >= half covered).
+    """
+    m = letterbox(mask.astype(dtype), size, cv2.INTER_AREA)
     return (m >= threshold).astype(np.uint8)

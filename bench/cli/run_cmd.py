@@ -1,0 +1,152 @@
+"""`bench run`: evaluate methods on datasets, one run folder per (method, dataset, task)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from bench.cli.format import render_comparison, render_table, summary_row
+from bench.cli.options import options_for, parse_kv, resolve_device, split_names
+from bench.store import RunDir
+from bench.types import CLASSIFICATION, LOCALIZATION
+
+
+@click.command("run")
+@click.option("--methods", help="Comma-separated method names (default: the embedded default).")
+@click.option("--datasets", help="Comma-separated dataset names (default: the synthetic world).")
+@click.option("--split", default=None, help="Dataset split (default: each dataset's own).")
+@click.option("--protocol", default="afloc", show_default=True,
+              help="Localization protocol: afloc or chexlocalize.")
+@click.option("--prompt", type=click.Choice(["simple", "precise"]), default="simple",
+              show_default=True, help="Category prompt, or the dataset's own phrase.")
+@click.option("--task", type=click.Choice(["all", LOCALIZATION, CLASSIFICATION]), default="all",
+              show_default=True)
+@click.option("--bootstrap", "n_boot", type=int, default=1000, show_default=True,
+              help="Bootstrap replicates for the 95% CIs.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--chunk-size", type=int, default=64, show_default=True,
+              help="Samples per results chunk (the unit of resumption).")
+@click.option("--results-dir", default="results", show_default=True)
+@click.option("--root", default=None, help="Data folder (only with a single dataset).")
+@click.option("--method-arg", multiple=True, metavar="[METHOD.]KEY=VALUE",
+              help="Option for the methods, e.g. afloc.checkpoint=ckpt/best.safetensors.")
+@click.option("--dataset-arg", multiple=True, metavar="[DATASET.]KEY=VALUE")
+@click.option("--protocol-arg", multiple=True, metavar="KEY=VALUE",
+              help="Protocol option, e.g. sum_boxes=true (afloc) or method=otsu (chexlocalize).")
+@click.option("--tag", default=None, help="Label for a method configuration (e.g. levels=word).")
+@click.option("--keep-maps", type=int, default=0, show_default=True,
+              help="Store the heatmaps of the first N samples per dataset (for figures).")
+@click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise",
+              show_default=True, help="Stop at bad input, or skip it and count it in run.json.")
+@click.option("--force", is_flag=True, help="Recompute runs that already exist.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def run_cmd(methods, datasets, split, protocol, prompt, task, n_boot, seed, device, batch_size,
+            chunk_size, results_dir, root, method_arg, dataset_arg, protocol_arg, tag,
+            keep_maps, on_error, force, as_json, quiet) -> None:
+    """Evaluate every method on every dataset it can serve and print 95% CIs."""
+    from bench.errors import UsageError
+    from bench.eval.plan import build_plan, default_names
+    from bench.eval.runner import Evaluator
+
+    method_names, dataset_names = split_names(methods), split_names(datasets)
+    notes: list[str] = []
+    default_ckpt = None
+    if not method_names or not dataset_names:
+        default_ckpt = _default_afloc_checkpoint()
+        dm, dd, notes = default_names(default_ckpt)
+        method_names = method_names or dm
+        dataset_names = dataset_names or dd
+    m_opts = parse_kv(method_arg, method_names, "--method-arg")
+    if default_ckpt and "afloc" in method_names and "checkpoint" not in options_for(m_opts,
+                                                                                      "afloc"):
+        m_opts.setdefault("afloc", {})["checkpoint"] = default_ckpt
+    if root and len(dataset_names) != 1:
+        raise UsageError("--root names one dataset's folder; pass a single --datasets name")
+    d_opts = parse_kv(dataset_arg, dataset_names, "--dataset-arg")
+    p_opts = parse_kv(protocol_arg, None, "--protocol-arg")[None]
+    tasks = (LOCALIZATION, CLASSIFICATION) if task == "all" else (task,)
+    base = dict(split=split, protocol=protocol, prompt=prompt, tag=tag, seed=seed, n_boot=n_boot,
+                device=resolve_device(device), batch_size=batch_size, chunk_size=chunk_size,
+                keep_maps=keep_maps, on_error=on_error, root=root, protocol_options=p_opts)
+    plan = build_plan(method_names, dataset_names, tasks=tasks, base=base,
+                      method_options={m: options_for(m_opts, m) for m in method_names},
+                      dataset_options={d: options_for(d_opts, d) for d in dataset_names})
+    for note in notes + plan.notes:
+        click.echo(f"note: {note}", err=True)
+
+    ev = Evaluator(results_dir, progress=not quiet and sys.stderr.isatty(), force=force)
+    results = []
+    for spec in plan.specs:
+        r = ev.run(spec)
+        plan.specs[plan.specs.index(spec)] = r.spec
+        results.append(r)
+    comparisons = _comparisons(results, n_boot, seed)
+
+    if as_json:
+        payload = {"runs": [{"run_id": r.info["run_id"], "path": str(r.path),
+                             "reused": r.reused, **_public(r.info), "summary": r.summary}
+                            for r in results],
+                   "comparisons": comparisons}
+        click.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
+        return
+    rows = [summary_row(r.info, r.summary) for r in results]
+    click.echo(render_table(rows))
+    if any(r.info.get("synthetic") for r in results):
+        click.echo("\nSynthetic data: these numbers test the harness; they are not a "
+                   "reproduction of the paper's results.")
+    if comparisons:
+        click.echo("\nPaired comparisons (same bootstrap resamples):")
+        for c in comparisons:
+            click.echo("  " + render_comparison(c))
+    click.echo(f"\nResults in {results_dir}/ ({len(results)} runs).")
+
+
+def _public(info: dict) -> dict:
+    keys = ("method", "method_tag", "dataset", "split", "task", "protocol", "prompt",
+            "synthetic", "seed", "n_rows", "skipped")
+    return {k: info.get(k) for k in keys}
+
+
+def _comparisons(results, n_boot: int, seed: int) -> list[dict]:
+    from bench.eval.compare import paired_comparison
+
+    groups: dict[tuple, list] = {}
+    for r in results:
+        i = r.info
+        groups.setdefault((i["dataset"], i["split"], i["task"], i["protocol"], i["prompt"]),
+                          []).append(r)
+    out = []
+    for (dataset, _split, task, protocol, _prompt), runs in groups.items():
+        if len(runs) < 2:
+            continue
+        metric = "iou" if task == LOCALIZATION else "auroc"
+        rows = {id(r): RunDir(r.path).read_rows() for r in runs}
+        proto = None
+        if task == LOCALIZATION:
+            from bench.eval.protocols import get_protocol
+
+            proto = get_protocol(protocol, **(runs[0].info.get("protocol_options") or {}))
+        for a_i, a in enumerate(runs):
+            for b in runs[a_i + 1:]:
+                c = paired_comparison(rows[id(a)], rows[id(b)], proto, metric, n_boot, seed)
+                c.update(a=_label(a.info), b=_label(b.info), dataset=dataset, metric=metric)
+                out.append(c)
+    return out
+
+
+def _label(info: dict) -> str:
+    return info["method"] + (f"@{info['method_tag']}" if info.get("method_tag") else "")
+
+
+def _default_afloc_checkpoint() -> str | None:
+    try:
+        from bench.paths import default_afloc_checkpoint
+    except ImportError:
+        return None
+    p = default_afloc_checkpoint()
+    return str(p) if p else None

@@ -1,0 +1,164 @@
+"""Heatmaps produced elsewhere, scored like any method's (`bench score`).
+
+Two layouts are read:
+
+* NumPy: one `<sample_id>__<query_id>.npy` per (sample, query) — a 2-D float map on the frame
+  given with `--frame` (default `original`: resized straight to the image's native size). Run
+  `bench score --print-names ...` to list the exact file names a dataset expects.
+* CheXlocalize: `<cxr_id>_<task>_map.pkl` with keys `map` (tensor 1x1xhxw), `prob` (float or a
+  14-vector in CheXlocalize's CHEXPERT_TASKS order) and `cxr_dims` (w, h); the map is resized
+  straight to the native size, as `heatmap_to_segmentation.pkl_to_mask` does.
+
+Pickles are untrusted: they are read with an unpickler that only rebuilds tensors, arrays and
+plain containers (tensor storages go through `torch.load(weights_only=True)`); anything else is
+refused. A missing map is scored as an all-zero map (CheXlocalize counts a missing CXR as an
+empty prediction) and counted in run.json.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.errors import DataError
+from bench.imaging.geometry import LETTERBOX, ORIGINAL, SQUARE, Frame
+from bench.methods.base import Method
+from bench.types import Capabilities, Query, Sample
+
+# CheXlocalize eval_constants.CHEXPERT_TASKS: the order of a 14-element `prob`.
+CHEXPERT_TASKS = (
+    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Lesion",
+    "Airspace Opacity", "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax",
+    "Pleural Effusion", "Pleural Other", "Fracture", "Support Devices",
+)
+ALIASES = {"Lung Opacity": "Airspace Opacity"}
+
+
+def parse_frame(text: str) -> Frame:
+    """`original`, `letterbox:224`, `letterbox:256/224` (letterbox 256, crop 224), `square:320`."""
+    if text == "original":
+        return Frame(ORIGINAL)
+    kind, _, size = text.partition(":")
+    if kind not in (LETTERBOX, SQUARE) or not size:
+        raise DataError(f"unknown frame '{text}' (original, letterbox:224, letterbox:256/224, "
+                        f"square:320)")
+    pre, _, crop = size.partition("/")
+    if crop:
+        return Frame(kind, int(crop), int(pre))
+    return Frame(kind, int(pre))
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        import torch
+
+        allowed = {
+            ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+            ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
+            ("collections", "OrderedDict"): __import__("collections").OrderedDict,
+            ("numpy.core.multiarray", "_reconstruct"): np.core.multiarray._reconstruct,
+            ("numpy._core.multiarray", "_reconstruct"): np.core.multiarray._reconstruct,
+            ("numpy", "ndarray"): np.ndarray,
+            ("numpy", "dtype"): np.dtype,
+            ("numpy.core.multiarray", "scalar"): np.core.multiarray.scalar,
+            ("numpy._core.multiarray", "scalar"): np.core.multiarray.scalar,
+        }
+        if (module, name) == ("torch.storage", "_load_from_bytes"):
+            return lambda b: torch.load(io.BytesIO(b), map_location="cpu", weights_only=True)
+        if (module, name) in allowed:
+            return allowed[(module, name)]
+        if module == "torch" and name.endswith("Storage"):
+            return getattr(torch, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from an untrusted pickle")
+
+
+def load_pkl(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            obj = _SafeUnpickler(f).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, RuntimeError) as exc:
+        raise DataError(f"cannot read saliency pickle: {exc}", path) from exc
+    if not isinstance(obj, dict) or "map" not in obj:
+        raise DataError("saliency pickle has no 'map' key", path)
+    return obj
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+class ExternalMaps(Method):
+    """A folder of maps, served through the Method contract so the evaluator treats it alike."""
+
+    capabilities = Capabilities(localize=True, classify=True, free_text=True)
+
+    def __init__(self, folder: str | Path, frame: Frame | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise DataError("maps folder not found", self.folder)
+        self.frame = frame or Frame(ORIGINAL)
+        self.missing: Counter[str] = Counter()
+        self._npy = {p.stem: p for p in self.folder.glob("*.npy")}
+        self._pkl = {p.name[: -len("_map.pkl")]: p for p in self.folder.glob("*_map.pkl")}
+        if not self._npy and not self._pkl:
+            raise DataError("no .npy or *_map.pkl files", self.folder)
+
+    @staticmethod
+    def npy_name(sample_id: str, query_id: str) -> str:
+        return f"{sample_id}__{query_id}.npy"
+
+    def _pkl_key(self, sample_id: str, pathology: str) -> str:
+        return f"{sample_id}_{ALIASES.get(pathology, pathology)}"
+
+    def _read(self, sample: Sample, q: Query) -> tuple[np.ndarray | None, float | None]:
+        p = self._npy.get(f"{sample.id}__{q.id}")
+        if p is not None:
+            m = np.load(p, allow_pickle=False)
+            return np.squeeze(m).astype(np.float32), None
+        p = self._pkl.get(self._pkl_key(sample.id, q.pathology))
+        if p is not None:
+            d = load_pkl(p)
+            m = np.squeeze(_to_numpy(d["map"]))
+            prob = d.get("prob")
+            if prob is not None:
+                arr = _to_numpy(prob).reshape(-1)
+                if arr.size == len(CHEXPERT_TASKS):
+                    name = ALIASES.get(q.pathology, q.pathology)
+                    prob = float(arr[CHEXPERT_TASKS.index(name)])
+                else:
+                    prob = float(arr[0])
+            return m, prob
+        return None, None
+
+    def localize(self, samples: list[Sample], queries: list[list[Query]]) -> list[list[np.ndarray]]:
+        out = []
+        for s, qs in zip(samples, queries):
+            maps = []
+            for q in qs:
+                m, _ = self._read(s, q)
+                if m is None:
+                    self.missing["missing map (scored as an empty prediction)"] += 1
+                    m = np.zeros((8, 8), np.float32)
+                maps.append(m)
+            out.append(maps)
+        return out
+
+    def classify(self, samples: list[Sample], pathologies: list[str]) -> np.ndarray:
+        out = np.zeros((len(samples), len(pathologies)))
+        for i, s in enumerate(samples):
+            for j, p in enumerate(pathologies):
+                _, prob = self._read(s, Query(p, p, p))
+                out[i, j] = np.nan if prob is None else prob
+        return out
+
+    def config(self) -> dict[str, Any]:
+        return {"folder": str(self.folder), "frame": self.frame.describe(),
+                "n_npy": len(self._npy), "n_pkl": len(self._pkl)}

@@ -1,0 +1,419 @@
+"""The streaming evaluator: dataset -> method -> protocol -> rows -> store, one chunk at a time.
+
+Samples are processed in fixed chunks of consecutive positions. A chunk's rows are written as one
+Parquet file, atomically, only when the chunk is complete; a restarted run skips the chunks it
+finds, so a run killed at any point ends with exactly the rows of an uninterrupted run. Maps are
+never accumulated: each leaves memory once its rows exist (except the first `keep_maps`, saved
+for figures).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+import bench
+from bench.errors import UsageError
+from bench.imaging.geometry import (
+    LETTERBOX,
+    Frame,
+    boxes_to_letterbox_mask,
+    letterbox,
+    letterbox_placement,
+    map_to_original,
+    mask_to_letterbox,
+    resize_map,
+)
+from bench.registry import get_dataset, get_method
+from bench.store import MAPS_DIR, RunDir, atomic_write_bytes, atomic_write_json, run_id
+from bench.types import CLASSIFICATION, LOCALIZATION, Query, Sample
+
+CLASSIFICATION_PROTOCOL = "zero-shot"
+
+
+@dataclass
+class RunSpec:
+    """Everything that defines one (method, dataset, task) run; its hash names the results."""
+
+    method: str
+    dataset: str
+    task: str = LOCALIZATION
+    split: str | None = None
+    protocol: str = "afloc"
+    prompt: str | None = "simple"
+    tag: str | None = None
+    method_options: dict[str, Any] = field(default_factory=dict)
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    protocol_options: dict[str, Any] = field(default_factory=dict)
+    root: str | None = None
+    seed: int = 0
+    n_boot: int = 1000
+    # Not part of the identity: how the work is done, not what is computed.
+    device: str = "cpu"
+    batch_size: int = 16
+    chunk_size: int = 64
+    keep_maps: int = 0
+    on_error: str = "raise"
+
+    def identity(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("device", "batch_size", "keep_maps"):
+            d.pop(k)
+        return d
+
+    def fingerprint(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def run_id(self) -> str:
+        protocol = self.protocol if self.task == LOCALIZATION else CLASSIFICATION_PROTOCOL
+        prompt = self.prompt if self.task == LOCALIZATION else None
+        return run_id(self.method, self.dataset, self.split or "default", protocol, prompt,
+                      self.tag)
+
+
+@dataclass
+class RunResult:
+    spec: RunSpec
+    path: Path
+    info: dict[str, Any]
+    summary: dict[str, Any]
+    reused: bool = False
+
+
+def versions() -> dict[str, str]:
+    import sklearn
+    import torch
+
+    out = {"bench": bench.__version__, "python": platform.python_version(),
+           "numpy": np.__version__, "pandas": pd.__version__, "torch": torch.__version__,
+           "scikit-learn": sklearn.__version__}
+    try:
+        import transformers
+
+        out["transformers"] = transformers.__version__
+    except Exception:  # optional at evaluation time
+        pass
+    return out
+
+
+def git_revision() -> str | None:
+    try:
+        here = Path(bench.__file__).resolve().parent
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                           text=True, timeout=5)
+        return r.stdout.strip() or None
+    except Exception:
+        return None
+
+
+def build_dataset(spec: RunSpec):
+    cls = get_dataset(spec.dataset)
+    root = spec.root
+    if root is None and not getattr(cls, "synthetic", False):
+        try:
+            from bench.data_paths import resolve_root
+        except ImportError:  # pragma: no cover - data_paths ships with the adapters
+            resolve_root = None
+        if resolve_root is not None:
+            root = resolve_root(spec.dataset, None)
+    return cls(root=root, split=spec.split, on_error=spec.on_error, **spec.dataset_options)
+
+
+def build_method(spec: RunSpec):
+    cls = get_method(spec.method)
+    method = cls(device=spec.device, seed=spec.seed, **spec.method_options)
+    if hasattr(method, "bind_protocol"):
+        method.bind_protocol(spec.protocol)
+    return method
+
+
+def _queries(dataset, sample: Sample, prompt: str | None) -> list[Query]:
+    return [Query(f.query_id, f.pathology, dataset.prompt(f, prompt or "simple"))
+            for f in sample.findings]
+
+
+class Evaluator:
+    """Runs one RunSpec into its run folder (resuming what is there)."""
+
+    def __init__(self, results_dir: str | Path = "results", progress: bool = True,
+                 force: bool = False):
+        self.results_dir = Path(results_dir)
+        self.progress = progress
+        self.force = force
+        self._methods: dict[str, Any] = {}
+
+    # -- public -------------------------------------------------------------------------
+    def run(self, spec: RunSpec, method=None, dataset=None) -> RunResult:
+        dataset = dataset or build_dataset(spec)
+        if spec.split is None:
+            spec = replace(spec, split=dataset.split)
+        rd = RunDir(self.results_dir / spec.run_id())
+        existing = rd.read_run()
+        if existing and existing.get("fingerprint") != spec.fingerprint():
+            if not self.force:
+                raise UsageError(
+                    f"{rd.path} holds a different run (other options); pass --force to "
+                    f"replace it or use another --results-dir"
+                )
+            _clear(rd)
+            existing = {}
+        if existing.get("status") == "complete" and not self.force:
+            summary = rd.read_summary()
+            if summary is not None:
+                return RunResult(spec, rd.path, existing, summary, reused=True)
+        if self.force and existing.get("status") == "complete":
+            _clear(rd)
+
+        method = method or self._method(spec)
+        self._check_capable(spec, method, dataset)
+        protocol = self._protocol(spec) if spec.task == LOCALIZATION else None
+        tuning_rows = None
+        if protocol is not None and getattr(protocol, "tuning_split", None):
+            tuning_rows = self._tuning_rows(spec, protocol, method)
+
+        started = time.time()
+        info = self._run_info(spec, method, dataset, status="running")
+        info["started"] = existing.get("started", started)
+        rd.write_run(info)
+
+        skipped = self._process(spec, rd, method, dataset, protocol)
+        rows = rd.read_rows()
+        t_sum = time.time()
+        if spec.task == LOCALIZATION:
+            summary = protocol.summarize(rows, n_boot=spec.n_boot, seed=spec.seed,
+                                         tuning_rows=tuning_rows)
+        else:
+            from bench.eval.summary import summarize_classification
+
+            summary = summarize_classification(rows, n_boot=spec.n_boot, seed=spec.seed)
+        summary["synthetic"] = bool(info["synthetic"])
+        rd.write_summary(summary)
+        skipped.update(dataset.skipped)
+        info.update(status="complete", finished=time.time(), n_rows=int(len(rows)),
+                    skipped=dict(sorted(skipped.items())),
+                    timings={"total_s": round(time.time() - info["started"], 3),
+                             "summary_s": round(time.time() - t_sum, 3)})
+        rd.write_run(info)
+        return RunResult(spec, rd.path, info, summary)
+
+    # -- internals ----------------------------------------------------------------------
+    def _method(self, spec: RunSpec):
+        key = json.dumps([spec.method, spec.method_options, spec.device, spec.seed,
+                          spec.protocol], sort_keys=True, default=str)
+        if key not in self._methods:
+            self._methods[key] = build_method(spec)
+        return self._methods[key]
+
+    @staticmethod
+    def _protocol(spec: RunSpec):
+        from bench.eval.protocols import get_protocol
+
+        return get_protocol(spec.protocol, **spec.protocol_options)
+
+    @staticmethod
+    def _check_capable(spec: RunSpec, method, dataset) -> None:
+        caps = method.capabilities
+        if spec.task == LOCALIZATION and not caps.localize:
+            raise UsageError(f"method '{spec.method}' cannot localize")
+        if spec.task == CLASSIFICATION and not caps.classify:
+            raise UsageError(f"method '{spec.method}' cannot classify")
+        if spec.task not in dataset.tasks:
+            raise UsageError(f"dataset '{spec.dataset}' has no {spec.task} task")
+        if spec.task == LOCALIZATION and spec.prompt == "precise" and not caps.free_text:
+            raise UsageError(f"method '{spec.method}' takes no free-text queries")
+
+    def _tuning_rows(self, spec: RunSpec, protocol, method) -> pd.DataFrame:
+        tuning = replace(spec, split=protocol.tuning_split, keep_maps=0)
+        try:
+            ds = build_dataset(tuning)
+        except UsageError as exc:
+            raise UsageError(f"protocol '{spec.protocol}' tunes on the "
+                             f"'{protocol.tuning_split}' split: {exc}") from exc
+        if spec.split == protocol.tuning_split:
+            return None  # tuning on itself: the protocol picks from these rows
+        result = self.run(tuning, method=method, dataset=ds)
+        return RunDir(result.path).read_rows()
+
+    def _run_info(self, spec: RunSpec, method, dataset, status: str) -> dict[str, Any]:
+        return {
+            "run_id": spec.run_id(),
+            "fingerprint": spec.fingerprint(),
+            "status": status,
+            "method": spec.method,
+            "method_tag": spec.tag,
+            "dataset": spec.dataset,
+            "split": spec.split,
+            "task": spec.task,
+            "protocol": spec.protocol if spec.task == LOCALIZATION else CLASSIFICATION_PROTOCOL,
+            "protocol_options": spec.protocol_options,
+            "prompt": spec.prompt if spec.task == LOCALIZATION else None,
+            "synthetic": bool(getattr(dataset, "synthetic", False)),
+            "seed": spec.seed,
+            "n_bootstrap": spec.n_boot,
+            "chunk_size": spec.chunk_size,
+            "device": spec.device,
+            "batch_size": spec.batch_size,
+            "method_info": method.describe(),
+            "dataset_info": dataset.describe(),
+            "versions": versions(),
+            "git_rev": git_revision(),
+        }
+
+    def _process(self, spec: RunSpec, rd: RunDir, method, dataset, protocol) -> Counter:
+        n = len(dataset)
+        n_chunks = (n + spec.chunk_size - 1) // spec.chunk_size
+        done = set(rd.chunk_indices())
+        skipped: Counter = Counter()
+        for i in done:
+            skipped.update(_read_skips(rd, i))
+        todo = [c for c in range(n_chunks) if c not in done]
+        bar = tqdm(total=n, initial=n - sum(_chunk_len(c, spec.chunk_size, n) for c in todo),
+                   desc=f"{spec.method} on {spec.dataset}/{spec.split}", unit="img",
+                   disable=not self.progress, leave=False)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for c in todo:
+                lo, hi = c * spec.chunk_size, min(n, (c + 1) * spec.chunk_size)
+                samples, positions, chunk_skips = [], [], Counter()
+                for pos, s in zip(range(lo, hi),
+                                  pool.map(_safe_load(dataset, chunk_skips), range(lo, hi))):
+                    if s is not None:
+                        samples.append(s)
+                        positions.append(pos)
+                rows: list[dict[str, Any]] = []
+                for b in range(0, len(samples), spec.batch_size):
+                    batch = samples[b:b + spec.batch_size]
+                    if spec.task == LOCALIZATION:
+                        rows += self._localize_batch(spec, rd, method, dataset, protocol, batch,
+                                                     positions[b:b + spec.batch_size])
+                    else:
+                        rows += _classify_batch(method, dataset, batch)
+                    bar.update(len(batch))
+                bar.update((hi - lo) - len(samples))
+                if chunk_skips:
+                    atomic_write_json(rd.rows_dir / f"part-{c:05d}.skipped.json",
+                                      dict(chunk_skips))
+                rd.write_chunk(c, pd.DataFrame(rows))
+                skipped.update(chunk_skips)
+        bar.close()
+        return skipped
+
+    def _localize_batch(self, spec, rd, method, dataset, protocol, batch, positions):
+        keep = [(p, s) for p, s in zip(positions, batch) if s.findings]
+        if not keep:
+            return []
+        positions, batch = [p for p, _ in keep], [s for _, s in keep]
+        queries = [_queries(dataset, s, spec.prompt) for s in batch]
+        maps = method.localize(batch, queries)
+        probs: list[list[float | None]] = [[None] * len(q) for q in queries]
+        if getattr(protocol, "wants_probs", False) and method.capabilities.classify:
+            paths = sorted({f.pathology for s in batch for f in s.findings})
+            scores = method.classify(batch, paths)
+            col = {p: j for j, p in enumerate(paths)}
+            probs = [[_prob(scores[i, col[f.pathology]]) for f in s.findings]
+                     for i, s in enumerate(batch)]
+        rows = []
+        for pos, s, qs, ms, ps in zip(positions, batch, queries, maps, probs):
+            rows += protocol.localization_rows(s, s.findings, ms, method.frame, ps)
+            if pos < spec.keep_maps:
+                for j, (f, q, m) in enumerate(zip(s.findings, qs, ms)):
+                    _save_map(rd, f"{pos:05d}_{j:02d}", s, f, q, m, method.frame)
+        return rows
+
+
+def _prob(x: float) -> float | None:
+    return None if np.isnan(x) else float(x)
+
+
+def _classify_batch(method, dataset, batch: list[Sample]) -> list[dict[str, Any]]:
+    paths = list(dataset.pathologies)
+    batch = [s for s in batch if s.labels]
+    if not batch:
+        return []
+    scores = method.classify(batch, paths)
+    rows = []
+    for i, s in enumerate(batch):
+        for j, p in enumerate(paths):
+            if p in s.labels:
+                rows.append({"sample_id": s.id, "pathology": p, "label": int(s.labels[p]),
+                             "score": float(scores[i, j])})
+    return rows
+
+
+def _safe_load(dataset, skips: Counter):
+    def load(i: int):
+        s = dataset.load(i)
+        if s is None:
+            skips["unreadable sample"] += 1
+        return s
+
+    return load
+
+
+def _chunk_len(c: int, size: int, n: int) -> int:
+    return min(n, (c + 1) * size) - c * size
+
+
+def _read_skips(rd: RunDir, c: int) -> dict[str, int]:
+    p = rd.rows_dir / f"part-{c:05d}.skipped.json"
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def _clear(rd: RunDir) -> None:
+    import shutil
+
+    if rd.path.is_dir():
+        shutil.rmtree(rd.path)
+
+
+def _to_letterbox_224(m: np.ndarray, frame: Frame, hw: tuple[int, int]) -> np.ndarray:
+    if frame.kind == LETTERBOX and not frame.pre and frame.size == 224:
+        return resize_map(m, (224, 224))
+    full = map_to_original(m, frame, hw)
+    return letterbox(np.nan_to_num(full, nan=float(np.nanmin(full))).astype(np.float32), 224,
+                     interpolation=1)
+
+
+def _save_map(rd: RunDir, key: str, s: Sample, f, q: Query, m: np.ndarray, frame: Frame) -> None:
+    """Store one heatmap in the AFLoc 224 letterbox frame for figures (bench figure fig4/fig5)."""
+    import io
+
+    hw = s.hw
+    image = s.image
+    if image is not None and image.dtype != np.uint8:
+        lo, hi = float(image.min()), float(image.max())
+        image = ((image - lo) / max(hi - lo, 1e-12) * 255).astype(np.uint8)
+    img224 = letterbox(image, 224) if image is not None else np.zeros((224, 224), np.uint8)
+    if f.boxes is not None and len(f.boxes):
+        gt = boxes_to_letterbox_mask(f.boxes, hw)
+        p = letterbox_placement(hw[0], hw[1], 224)
+        scale = 224.0 / max(hw)
+        boxes = np.asarray(f.boxes, np.float32).reshape(-1, 4) * scale
+        boxes[:, 0] += p.left
+        boxes[:, 1] += p.top
+    else:
+        gt = mask_to_letterbox(f.mask) if f.mask is not None else np.zeros((224, 224), np.uint8)
+        boxes = np.zeros((0, 4), np.float32)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, image=img224, heatmap=_to_letterbox_224(m, frame, hw),
+                        gt=(gt > 0).astype(np.uint8), boxes=boxes)
+    name = f"{key}.npz"
+    atomic_write_bytes(rd.path / MAPS_DIR / name, buf.getvalue())
+    index_path = rd.path / MAPS_DIR / "index.json"
+    index = json.loads(index_path.read_text()) if index_path.is_file() else []
+    index = [e for e in index if e["file"] != name]
+    index.append({"file": name, "sample_id": s.id, "query_id": f.query_id,
+                  "pathology": f.pathology, "query": q.text})
+    atomic_write_json(index_path, sorted(index, key=lambda e: e["file"]))

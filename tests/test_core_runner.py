@@ -1,0 +1,193 @@
+"""The streaming evaluator and `bench run` / `bench score` end to end on the built-in `shapes` set."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from bench.cli.main import main as bench_main
+from bench.eval.runner import Evaluator, RunSpec
+from bench.imaging.geometry import mask_to_letterbox
+from bench.registry import get_dataset
+from bench.store import RunDir
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    code = 0
+    try:
+        bench_main(args)
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_oracle_scores_one_and_random_scores_chance(tmp_path, capsys):
+    code, out, err = run_cli(["run", "--methods", "oracle,random,center", "--datasets",
+                              "shapes", "--bootstrap", "200", "--results-dir", str(tmp_path),
+                              "--json", "--quiet"], capsys)
+    assert code == 0, err
+    payload = json.loads(out)
+    runs = {(r["method"], r["task"]): r["summary"]["metrics"] for r in payload["runs"]}
+    oracle = runs[("oracle", "localization")]
+    for metric in ("iou", "dice"):
+        assert oracle[metric]["overall"]["dataset_mean"] == pytest.approx(1.0)
+        assert oracle[metric]["overall"]["lower"] == pytest.approx(1.0)
+    assert runs[("oracle", "classification")]["auroc"]["overall"]["dataset_mean"] == 1.0
+    assert runs[("random", "classification")]["auroc"]["overall"]["dataset_mean"] == 0.5
+    assert ("center", "classification") not in runs  # center cannot classify
+    rand_iou = runs[("random", "localization")]["iou"]["overall"]["dataset_mean"]
+    assert 0.0 < rand_iou < 0.5
+    pairs = {(c["a"], c["b"], c["metric"]) for c in payload["comparisons"]}
+    assert ("oracle", "random", "iou") in pairs and ("oracle", "random", "auroc") in pairs
+
+
+def test_same_seed_gives_byte_identical_summaries(tmp_path, capsys):
+    for d in ("a", "b"):
+        code, _, err = run_cli(["run", "--methods", "random", "--datasets", "shapes",
+                                "--bootstrap", "100", "--results-dir", str(tmp_path / d),
+                                "--quiet", "--chunk-size", "7" if d == "a" else "64"], capsys)
+        assert code == 0, err
+    for run in (tmp_path / "a").iterdir():
+        a = (run / "summary.json").read_bytes()
+        b = (tmp_path / "b" / run.name / "summary.json").read_bytes()
+        assert a == b
+
+
+def test_complete_run_is_reused_and_other_options_are_refused(tmp_path):
+    ev = Evaluator(tmp_path, progress=False)
+    spec = RunSpec(method="center", dataset="shapes", n_boot=50)
+    first = ev.run(spec)
+    assert not first.reused
+    assert ev.run(spec).reused
+    changed = RunSpec(method="center", dataset="shapes", n_boot=50, method_options={"sigma": 0.1})
+    from bench.errors import UsageError
+
+    with pytest.raises(UsageError, match="holds a different run"):
+        ev.run(changed)
+    assert not Evaluator(tmp_path, progress=False, force=True).run(changed).reused
+
+
+def test_keep_maps_stores_first_samples_in_the_224_frame(tmp_path):
+    spec = RunSpec(method="oracle", dataset="shapes", n_boot=20, keep_maps=3)
+    result = Evaluator(tmp_path, progress=False).run(spec)
+    index = json.loads((result.path / "maps" / "index.json").read_text())
+    ds = get_dataset("shapes")()
+    expected = [(ds.load(i).id, f.query_id) for i in range(3) for f in ds.load(i).findings]
+    assert [(e["sample_id"], e["query_id"]) for e in index] == expected
+    first = index[0]
+    z = np.load(result.path / "maps" / first["file"])
+    assert z["image"].shape == (224, 224) and z["image"].dtype == np.uint8
+    sample = next(ds.load(i) for i in range(3) if ds.load(i).id == first["sample_id"])
+    finding = next(f for f in sample.findings if f.query_id == first["query_id"])
+    assert z["boxes"].shape == (1, 4)
+    np.testing.assert_array_equal(z["heatmap"] > 0.5, z["gt"] > 0)
+    assert first["query"] == f"Findings suggesting {finding.pathology}."
+
+
+def _rows(path: Path) -> pd.DataFrame:
+    return RunDir(path).read_rows()
+
+
+def test_killed_run_resumes_to_the_same_rows(tmp_path):
+    args = ["run", "--methods", "random", "--datasets", "shapes", "--dataset-arg", "n=1500",
+            "--task", "localization", "--chunk-size", "10", "--batch-size", "5",
+            "--bootstrap", "20", "--quiet"]
+    full = tmp_path / "full"
+    subprocess.run([sys.executable, "-m", "bench.cli.main", *args, "--results-dir", str(full)],
+                   check=True, capture_output=True, timeout=600)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli.main", *args, "--results-dir",
+                             str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows_dir = None
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        found = list(killed.glob("*/rows/part-*.parquet"))
+        if len(found) >= 3:
+            rows_dir = found[0].parent
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert rows_dir is not None, "the run finished or never started before it could be killed"
+    run = rows_dir.parent
+    assert json.loads((run / "run.json").read_text())["status"] == "running"
+    n_before = len(list(rows_dir.glob("part-*.parquet")))
+    assert n_before < 150
+    subprocess.run([sys.executable, "-m", "bench.cli.main", *args, "--results-dir", str(killed)],
+                   check=True, capture_output=True, timeout=600)
+    pd.testing.assert_frame_equal(_rows(run), _rows(full / run.name))
+    assert (run / "summary.json").read_bytes() == (full / run.name / "summary.json").read_bytes()
+    assert not list(rows_dir.glob(".*tmp"))
+
+
+def test_score_reads_npy_maps_and_matches_oracle(tmp_path, capsys):
+    ds = get_dataset("shapes")()
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    for i in range(len(ds)):
+        s = ds.load(i)
+        for f in s.findings:
+            np.save(maps / f"{s.id}__{f.query_id}.npy", mask_to_letterbox(f.mask).astype(np.float32))
+    code, out, err = run_cli(["score", "--maps", str(maps), "--dataset", "shapes", "--frame",
+                              "letterbox:224", "--bootstrap", "50", "--results-dir",
+                              str(tmp_path / "res"), "--json"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)["summary"]
+    assert summary["metrics"]["iou"]["overall"]["dataset_mean"] == pytest.approx(1.0)
+    code, out, _ = run_cli(["score", "--maps", str(maps), "--dataset", "shapes",
+                            "--print-names"], capsys)
+    assert code == 0 and out.split()[0].endswith(".npy")
+
+
+def test_score_reads_chexlocalize_pickles_safely(tmp_path, capsys):
+    from bench.eval.external_maps import ExternalMaps
+    from bench.types import Query
+
+    ds = get_dataset("shapes")()
+    s = next(ds.load(i) for i in range(len(ds)) if ds.load(i).findings)
+    f = s.findings[0]
+    good = tmp_path / "good"
+    good.mkdir()
+    with open(good / f"{s.id}_{f.pathology}_map.pkl", "wb") as fh:
+        pickle.dump({"map": torch.from_numpy(f.mask[None, None].astype(np.float32)),
+                     "prob": torch.tensor([0.25]), "task": f.pathology, "gt": 1,
+                     "cxr_dims": (s.hw[1], s.hw[0])}, fh)
+    m = ExternalMaps(good)
+    out = m.localize([s], [[Query(f.query_id, f.pathology, "x")]])
+    np.testing.assert_array_equal(out[0][0], f.mask.astype(np.float32))
+    assert m.classify([s], [f.pathology])[0, 0] == pytest.approx(0.25)
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    with open(bad / f"{s.id}_{f.pathology}_map.pkl", "wb") as fh:
+        pickle.dump({"map": Evil()}, fh)
+    code, _, err = run_cli(["score", "--maps", str(bad), "--dataset", "shapes", "--bootstrap",
+                            "10", "--results-dir", str(tmp_path / "res")], capsys)
+    assert code == 1
+    assert "refusing to load" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_usage_errors_are_one_line_with_exit_2(tmp_path, capsys):
+    code, _, err = run_cli(["run", "--methods", "nope", "--datasets", "shapes",
+                            "--results-dir", str(tmp_path)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "unknown method 'nope'" in err
+    code, _, err = run_cli(["run", "--methods", "center", "--datasets", "shapes",
+                            "--task", "classification", "--results-dir", str(tmp_path)], capsys)
+    assert code == 2 and "nothing to run" in err

@@ -44,6 +44,7 @@ class Dataset:
     default_split: ClassVar[str] = "test"
     expected_counts: ClassVar[dict[str, Any]] = {}
     synthetic: ClassVar[bool] = False
+    needs_root: ClassVar[bool] = True  # False for sets generated in memory or on demand
     description: ClassVar[str] = ""
     # AFLoc's localization prompt; adapters override `prompt` where the official code differs.
     simple_prompt: ClassVar[str] = "Findings suggesting {pathology}."

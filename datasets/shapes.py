@@ -1,7 +1,7 @@
 """`shapes`: a tiny built-in set of generated images and masks (synthetic), for smoke tests.
 
-Each image holds zero to two bright ellipses, one per pathology, on a noisy background; GT masks
-are exact and boxes are their bounding boxes. It exists so the evaluator, protocols and CLI can
+Each image holds up to three bright ellipses, one per pathology, on a noisy background; the GT
+masks are exact. It exists so the evaluator, protocols and CLI can
 be exercised in seconds without the full synthetic world; it says nothing about real methods.
 """
 
@@ -25,6 +25,7 @@ class Shapes(Dataset):
     splits = ("val", "test")
     default_split = "test"
     synthetic = True
+    needs_root = False
     description = "synthetic: tiny generated ellipses with exact masks (smoke tests)"
 
     def __init__(self, root=None, split=None, on_error="raise", n: int | str = 48,
@@ -56,10 +57,7 @@ class Shapes(Dataset):
             ry, rx = rng.uniform(0.08, 0.2) * h, rng.uniform(0.08, 0.2) * w
             mask = (((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1).astype(np.uint8)
             image += mask * rng.uniform(60, 120)
-            ys, xs = np.nonzero(mask)
-            box = np.array([[xs.min(), ys.min(), xs.max() - xs.min() + 1,
-                             ys.max() - ys.min() + 1]], dtype=np.float32)
-            findings.append(Finding(pathology=name, query_id=name, mask=mask, boxes=box,
+            findings.append(Finding(pathology=name, query_id=name, mask=mask,
                                     phrase=f"{'large' if rx * ry > 0.02 * h * w else 'small'} "
                                            f"{name.lower()}"))
         image = np.clip(image, 0, 255).astype(np.uint8)

@@ -49,7 +49,8 @@ def test_broken_builtin_module_fails_only_itself(tmp_path, monkeypatch):
 PLUGIN_SETUP = """
 from setuptools import setup
 setup(
-    name="bench-plugin-demo", version="0.0.1", py_modules=["bench_plugin_demo", "bench_plugin_broken"],
+    name="bench-plugin-demo", version="0.0.1",
+    py_modules=["bench_plugin_demo", "bench_plugin_broken"],
     entry_points={
         "bench.methods": ["plugin-constant = bench_plugin_demo:ConstantMethod",
                           "plugin-broken = bench_plugin_broken:Nothing"],
@@ -77,6 +78,7 @@ class Squares(Dataset):
     tasks = ("localization",)
     pathologies = ("Square",)
     description = "plugin: four squares"
+    needs_root = False
 
     def __len__(self):
         return 4

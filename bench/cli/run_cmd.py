@@ -113,7 +113,9 @@ def _public(info: dict) -> dict:
 
 
 def _comparisons(results, n_boot: int, seed: int) -> list[dict]:
+    """Every pair of runs on the same data, task, protocol and prompt, paired resamples."""
     from bench.eval.compare import paired_comparison
+    from bench.eval.compare_auroc import paired_auroc
 
     groups: dict[tuple, list] = {}
     for r in results:
@@ -121,20 +123,22 @@ def _comparisons(results, n_boot: int, seed: int) -> list[dict]:
         groups.setdefault((i["dataset"], i["split"], i["task"], i["protocol"], i["prompt"]),
                           []).append(r)
     out = []
-    for (dataset, _split, task, protocol, _prompt), runs in groups.items():
+    for (dataset, split, task, protocol, prompt), runs in groups.items():
         if len(runs) < 2:
             continue
-        metric = "iou" if task == LOCALIZATION else "auroc"
         rows = {id(r): RunDir(r.path).read_rows() for r in runs}
-        proto = None
-        if task == LOCALIZATION:
-            from bench.eval.protocols import get_protocol
-
-            proto = get_protocol(protocol, **(runs[0].info.get("protocol_options") or {}))
         for a_i, a in enumerate(runs):
             for b in runs[a_i + 1:]:
-                c = paired_comparison(rows[id(a)], rows[id(b)], proto, metric, n_boot, seed)
-                c.update(a=_label(a.info), b=_label(b.info), dataset=dataset, metric=metric)
+                if task == LOCALIZATION:
+                    from bench.eval.protocols import get_protocol
+
+                    proto = get_protocol(protocol, **(a.info.get("protocol_options") or {}))
+                    c = paired_comparison(rows[id(a)], rows[id(b)], proto, "iou", n_boot, seed)
+                    c["value_a"], c["value_b"] = c.pop("a"), c.pop("b")
+                else:
+                    c = paired_auroc(rows[id(a)], rows[id(b)], n_boot, seed)
+                c.update(a=_label(a.info), b=_label(b.info), dataset=dataset, split=split,
+                         task=task, protocol=protocol, prompt=prompt)
                 out.append(c)
     return out
 

@@ -122,7 +122,7 @@ def git_revision() -> str | None:
 def build_dataset(spec: RunSpec):
     cls = get_dataset(spec.dataset)
     root = spec.root
-    if root is None and not getattr(cls, "synthetic", False):
+    if root is None and getattr(cls, "needs_root", True) and not getattr(cls, "synthetic", False):
         try:
             from bench.data_paths import resolve_root
         except ImportError:  # pragma: no cover - data_paths ships with the adapters

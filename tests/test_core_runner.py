@@ -192,3 +192,54 @@ def test_usage_errors_are_one_line_with_exit_2(tmp_path, capsys):
     code, _, err = run_cli(["run", "--methods", "center", "--datasets", "shapes",
                             "--task", "classification", "--results-dir", str(tmp_path)], capsys)
     assert code == 2 and "nothing to run" in err
+
+
+def test_skipped_inputs_are_counted_in_run_json_across_a_resume(tmp_path):
+    from bench.datasets.base import Dataset
+
+    from bench.registry import DATASETS
+    from bench.types import Finding, Sample
+
+    class Flaky(Dataset):
+        """Indexing drops one row; image 3 and 7 are 'corrupt' (skipped when asked to)."""
+
+        tasks = ("localization",)
+        pathologies = ("Square",)
+        needs_root = False
+
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.bad("malformed row", "labels.csv", 2, reason="malformed CSV row")
+
+        def __len__(self):
+            return 10
+
+        def load(self, i):
+            if i in (3, 7):
+                self.bad("cannot decode image", f"img{i}.png", reason="corrupt image")
+                return None
+            m = np.zeros((32, 32), np.uint8)
+            m[4:20, 4:20] = 1
+            return Sample(id=f"f{i}", image=m * 255, findings=[Finding("Square", "Square", mask=m)])
+
+    DATASETS.add("flaky-test", Flaky)
+    spec = RunSpec(method="oracle", dataset="flaky-test", n_boot=10, chunk_size=4,
+                   on_error="skip")
+    ev = Evaluator(tmp_path, progress=False)
+    first = ev.run(spec)
+    assert first.info["skipped"] == {"corrupt image": 2, "malformed CSV row": 1}
+    assert first.info["n_rows"] == 8
+    # drop the last chunk and its run status, as if killed, then resume
+    run = RunDir(first.path)
+    run.chunk_path(2).unlink()
+    info = run.read_run()
+    info["status"] = "running"
+    run.write_run(info)
+    again = Evaluator(tmp_path, progress=False).run(spec)
+    assert not again.reused
+    assert again.info["skipped"] == {"corrupt image": 2, "malformed CSV row": 1}
+    from bench.errors import DataError
+
+    with pytest.raises(DataError, match="labels.csv, row 2: malformed row"):
+        Evaluator(tmp_path / "strict", progress=False).run(
+            RunSpec(method="oracle", dataset="flaky-test", n_boot=10))

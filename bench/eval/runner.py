@@ -189,7 +189,8 @@ class Evaluator:
         info["started"] = existing.get("started", started)
         rd.write_run(info)
 
-        skipped = self._process(spec, rd, method, dataset, protocol)
+        index_skips = Counter(dataset.skipped)  # found while indexing, before any load
+        skipped = self._process(spec, rd, method, dataset, protocol) + index_skips
         rows = rd.read_rows()
         t_sum = time.time()
         if spec.task == LOCALIZATION:
@@ -201,7 +202,6 @@ class Evaluator:
             summary = summarize_classification(rows, n_boot=spec.n_boot, seed=spec.seed)
         summary["synthetic"] = bool(info["synthetic"])
         rd.write_summary(summary)
-        skipped.update(dataset.skipped)
         info.update(status="complete", finished=time.time(), n_rows=int(len(rows)),
                     skipped=dict(sorted(skipped.items())),
                     timings={"total_s": round(time.time() - info["started"], 3),
@@ -286,12 +286,15 @@ class Evaluator:
         with ThreadPoolExecutor(max_workers=2) as pool:
             for c in todo:
                 lo, hi = c * spec.chunk_size, min(n, (c + 1) * spec.chunk_size)
-                samples, positions, chunk_skips = [], [], Counter()
-                for pos, s in zip(range(lo, hi),
-                                  pool.map(_safe_load(dataset, chunk_skips), range(lo, hi))):
-                    if s is not None:
+                samples, positions = [], []
+                before = Counter(dataset.skipped)
+                for pos, s in zip(range(lo, hi), pool.map(dataset.load, range(lo, hi))):
+                    if s is not None:  # None: skipped and counted by the dataset (on_error=skip)
                         samples.append(s)
                         positions.append(pos)
+                chunk_skips = Counter(dataset.skipped)
+                chunk_skips.subtract(before)
+                chunk_skips = +chunk_skips
                 rows: list[dict[str, Any]] = []
                 for b in range(0, len(samples), spec.batch_size):
                     batch = samples[b:b + spec.batch_size]
@@ -350,16 +353,6 @@ def _classify_batch(method, dataset, batch: list[Sample]) -> list[dict[str, Any]
                 rows.append({"sample_id": s.id, "pathology": p, "label": int(s.labels[p]),
                              "score": float(scores[i, j])})
     return rows
-
-
-def _safe_load(dataset, skips: Counter):
-    def load(i: int):
-        s = dataset.load(i)
-        if s is None:
-            skips["unreadable sample"] += 1
-        return s
-
-    return load
 
 
 def _chunk_len(c: int, size: int, n: int) -> int:

@@ -1,0 +1,88 @@
+"""`bench data`: inspect and validate a local copy of a dataset.
+
+`bench data check NAME [--root PATH] [--split S] [--on-error raise|skip]` reads the labels,
+counts images and positives per split against the documented counts, decodes a sample of the
+images, and prints what is missing, extra or malformed (file and row). It exits 0 only when
+the copy is usable; otherwise it raises `BenchError` (exit 1) after printing the report.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from bench.errors import BenchError
+
+
+def _format_counts(counts: dict[str, Any]) -> list[str]:
+    lines = []
+    for key, value in counts.items():
+        if isinstance(value, dict):
+            if not value:
+                continue
+            inner = ", ".join(f"{k} {v}" for k, v in value.items())
+            lines.append(f"  {key}: {inner}")
+        else:
+            lines.append(f"  {key}: {value}")
+    return lines
+
+
+def render(report) -> str:
+    """The text `bench data check` prints for a CheckReport."""
+    head = f"{report.dataset} at {report.root} (split {report.split})"
+    out = [head, "counts:"] + _format_counts(report.counts)
+    if report.notes:
+        out.append("notes:")
+        out += [f"  {n}" for n in report.notes]
+    if report.missing:
+        out.append("missing:")
+        out += [f"  {m}" for m in report.missing]
+    if report.problems:
+        out.append("malformed:")
+        out += [f"  {p}" for p in report.problems]
+    out.append("usable: yes" if report.usable else "usable: NO")
+    return "\n".join(out)
+
+
+@click.group("data")
+def data_cmd() -> None:
+    """Inspect and validate local copies of the datasets."""
+
+
+@data_cmd.command("check")
+@click.argument("name")
+@click.option("--root", type=click.Path(file_okay=False), default=None,
+              help="Dataset folder (else $BENCH_DATA/NAME or the data.toml mapping).")
+@click.option("--split", default=None, help="Split to check (default: the dataset's default).")
+@click.option("--on-error", type=click.Choice(["raise", "skip"]), default="skip",
+              show_default=True,
+              help="skip: collect every bad row and report them all; raise: stop at the first.")
+@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
+              help="Adapter option, e.g. -o split_list=my.csv (repeatable).")
+def check_cmd(name: str, root: str | None, split: str | None, on_error: str,
+              options: tuple[str, ...]) -> None:
+    """Validate the local copy of dataset NAME; exit 0 only when it is usable."""
+    from bench.data_paths import resolve_root
+    from bench.errors import UsageError
+    from bench.registry import get_dataset
+
+    cls = get_dataset(name)
+    kwargs: dict[str, Any] = {}
+    for item in options:
+        if "=" not in item:
+            raise UsageError(f"--option expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        kwargs[k.strip()] = v
+    synthetic = getattr(cls, "synthetic", False)
+    folder = resolve_root(name, root) if root is not None or not synthetic else None
+    dataset = cls(root=folder, split=split, on_error=on_error, **kwargs)
+    report = dataset.check()
+    policy = set(getattr(dataset, "policy_skips", ()))  # drops the protocol asks for
+    for reason, n in sorted(dataset.skipped.items()):
+        line = f"{n} skipped: {reason}"
+        (report.notes if reason in policy else report.problems).append(line)
+    click.echo(render(report))
+    if not report.usable:
+        raise BenchError(f"dataset '{name}' at {report.root} is not usable as is (see "
+                         f"'missing' and 'malformed' above)")

@@ -1,0 +1,218 @@
+"""Image decoding shared by every dataset adapter: DICOM, 8/16-bit PNG and JPG, as stored.
+
+Adapters return pixels in the image's original frame with only the photometric fixes the
+format requires; methods apply their own preprocessing (letterbox, uint8 mapping) on top.
+
+- DICOM (pydicom): compressed transfer syntaxes decode through pylibjpeg or Pillow (SIIM and
+  RSNA are JPEG Baseline, 1.2.840.10008.1.2.4.50). Values are the stored values masked to
+  BitsStored (max = 2**BitsStored - 1, as torchxrayvision's `read_xray_dcm`), MONOCHROME1 is
+  inverted as `max - x`, and no VOI LUT is applied unless asked. Output is uint8 when
+  BitsStored <= 8, else uint16; `to_uint8=True` scales by BitsStored to 0..255.
+- PNG/JPG (cv2, the reader GLoRIA and AFLoc use): 8- and 16-bit grayscale are returned
+  unchanged; colour files are decoded with cv2's grayscale flag, exactly as AFLoc's
+  `cv2.imread(path, 0)`. JPGs are never re-inverted (MIMIC-CXR-JPG already inverted
+  MONOCHROME1 when it converted). A file cut short is an error, not a half-grey image.
+
+Two uint8 mappings used by the official code are here too, so methods share one copy:
+`gloria_uint8` (GLoRIA/AFLoc localisation) and `minmax_uint8` (hi-ml `remap_to_uint8`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from bench.errors import DataError
+
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+@dataclass(frozen=True)
+class DicomInfo:
+    """The header fields that decide how a DICOM decodes (read without pixel data)."""
+
+    rows: int
+    columns: int
+    bits_stored: int
+    photometric: str
+    transfer_syntax: str
+    transfer_syntax_name: str
+    sop_instance_uid: str | None
+    view: str | None
+
+
+def read_image(path: str | Path, *, voi_lut: bool = False) -> np.ndarray:
+    """Decode any supported image file to a 2-D array in its original frame."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix in DICOM_SUFFIXES:
+        return read_dicom(p, voi_lut=voi_lut)
+    if suffix in RASTER_SUFFIXES:
+        return read_raster(p)
+    raise DataError(f"unsupported image type '{suffix}' (expected .dcm, .png, .jpg)", p)
+
+
+# -- DICOM -----------------------------------------------------------------------------------
+
+def _dcmread(path: Path, stop_before_pixels: bool):
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    if not path.is_file():
+        raise DataError("missing file", path)
+    try:
+        return pydicom.dcmread(str(path), stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError as exc:
+        raise DataError(f"not a DICOM file ({_first_line(exc)})", path) from exc
+    except Exception as exc:  # truncated header, bad element lengths, ...
+        raise DataError(f"corrupt DICOM ({type(exc).__name__}: {_first_line(exc)})",
+                        path) from exc
+
+
+def _transfer_syntax(ds) -> tuple[str, str]:
+    meta = getattr(ds, "file_meta", None)
+    uid = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    if uid is None:
+        return "", "unknown"
+    return str(uid), getattr(uid, "name", str(uid))
+
+
+def dicom_info(path: str | Path) -> DicomInfo:
+    """Header only (cheap): sizes, bit depth, photometric interpretation, transfer syntax."""
+    p = Path(path)
+    ds = _dcmread(p, stop_before_pixels=True)
+    uid, name = _transfer_syntax(ds)
+    return DicomInfo(
+        rows=int(getattr(ds, "Rows", 0) or 0),
+        columns=int(getattr(ds, "Columns", 0) or 0),
+        bits_stored=int(getattr(ds, "BitsStored", 0) or 0),
+        photometric=str(getattr(ds, "PhotometricInterpretation", "") or ""),
+        transfer_syntax=uid,
+        transfer_syntax_name=name,
+        sop_instance_uid=str(ds.SOPInstanceUID) if "SOPInstanceUID" in ds else None,
+        view=str(ds.ViewPosition) if "ViewPosition" in ds else None,
+    )
+
+
+def read_dicom(path: str | Path, *, voi_lut: bool = False, fix_monochrome: bool = True,
+               to_uint8: bool = False) -> np.ndarray:
+    """Stored values masked to BitsStored; MONOCHROME1 inverted; uint8 if <= 8 bits else uint16.
+
+    `to_uint8` rescales by BitsStored instead: round(x * 255 / (2**BitsStored - 1)), the
+    full-scale mapping torchxrayvision's `read_xray_dcm` uses (identity for 8-bit files)."""
+    p = Path(path)
+    ds = _dcmread(p, stop_before_pixels=False)
+    uid, name = _transfer_syntax(ds)
+    if "PixelData" not in ds:
+        raise DataError("DICOM has no pixel data", p)
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:
+        raise DataError(
+            f"cannot decode pixel data with transfer syntax {name} ({uid}): "
+            f"{_first_line(exc)} (JPEG syntaxes need pylibjpeg-libjpeg or Pillow)", p) from exc
+    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
+    if arr.ndim != 2 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise DataError(f"expected one grayscale frame, got shape {arr.shape} "
+                        f"({photometric})", p)
+    bits = int(getattr(ds, "BitsStored", 0) or arr.dtype.itemsize * 8)
+    maxval = (1 << bits) - 1
+    if voi_lut:
+        from pydicom.pixels import apply_voi_lut
+
+        arr = np.clip(np.rint(apply_voi_lut(arr, ds)), 0, maxval).astype(np.int64)
+    else:  # stored bits only (signed storage keeps its two's-complement bits, as stored)
+        arr = np.asarray(arr).astype(np.int64) & maxval
+    if fix_monochrome and photometric == "MONOCHROME1":
+        arr = maxval - arr
+    if to_uint8 and bits != 8:
+        return np.rint(arr * (255.0 / maxval)).astype(np.uint8)
+    return arr.astype(np.uint8 if bits <= 8 else np.uint16)
+
+
+# -- PNG / JPG -------------------------------------------------------------------------------
+
+def read_raster(path: str | Path) -> np.ndarray:
+    """8/16-bit grayscale PNG or JPG, unchanged; colour files through cv2's grayscale flag."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError("missing file", p)
+    data = p.read_bytes()
+    _check_complete(data, p)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise DataError("corrupt image (cannot be decoded)", p)
+    if img.ndim == 3:  # colour (or alpha) file: AFLoc reads these with cv2.imread(path, 0)
+        depth = cv2.IMREAD_ANYDEPTH if img.dtype == np.uint16 else 0
+        img = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE | depth)
+        if img is None:
+            raise DataError("corrupt image (cannot be decoded)", p)
+    if img.dtype not in (np.uint8, np.uint16):
+        raise DataError(f"unsupported pixel type {img.dtype}", p)
+    return img
+
+
+def _check_complete(data: bytes, path: Path) -> None:
+    """A truncated file must fail: cv2 would otherwise return the missing part as grey."""
+    if len(data) == 0:
+        raise DataError("empty file", path)
+    if data[:2] == b"\xff\xd8":  # JPEG: must end with the EOI marker (trailing zeros allowed)
+        if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+            raise DataError("truncated JPEG (no end-of-image marker)", path)
+    elif data[:8] == b"\x89PNG\r\n\x1a\n":
+        if b"IEND" not in data[-16:]:
+            raise DataError("truncated PNG (no IEND chunk)", path)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(H, W) from the header without decoding pixels (PIL reads headers lazily)."""
+    p = Path(path)
+    if p.suffix.lower() in DICOM_SUFFIXES:
+        info = dicom_info(p)
+        return info.rows, info.columns
+    from PIL import Image
+
+    try:
+        with Image.open(p) as im:
+            w, h = im.size
+    except FileNotFoundError as exc:
+        raise DataError("missing file", p) from exc
+    except Exception as exc:
+        raise DataError(f"corrupt image ({_first_line(exc)})", p) from exc
+    return h, w
+
+
+# -- uint8 mappings used by the official code -----------------------------------------------
+
+def gloria_uint8(raw: np.ndarray, photometric: str = "MONOCHROME2") -> np.ndarray:
+    """GLoRIA/AFLoc localisation: `cv2.convertScaleAbs(x, alpha=255/x.max())`, then invert
+    MONOCHROME1 with `bitwise_not`. Takes the raw (not inverted) stored values."""
+    x = np.asarray(raw)
+    peak = float(x.max())
+    alpha = 255.0 / peak if peak else 0.0
+    if x.dtype not in (np.uint8, np.uint16, np.int16, np.int32, np.float32, np.float64):
+        x = x.astype(np.float64)
+    out = cv2.convertScaleAbs(x, alpha=alpha)  # on the stored dtype, as GLoRIA calls it
+    if photometric == "MONOCHROME1":
+        out = cv2.bitwise_not(out)
+    return out
+
+
+def minmax_uint8(image: np.ndarray) -> np.ndarray:
+    """hi-ml `remap_to_uint8` (AFLoc classification): (x - min) / (max - min) * 255, truncated."""
+    x = np.asarray(image, dtype=np.float64)
+    x = x - x.min()
+    peak = x.max()
+    if peak > 0:
+        x = x / peak
+    return (x * 255).astype(np.uint8)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,217 @@
+"""SIIM-ACR Pneumothorax (Kaggle 2019), as downloaded.
+
+Layout::
+
+    root/train-rle.csv       header "ImageId, EncodedPixels" (note the space; .gz/.zip ok)
+    root/dicom-images-train/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm
+
+`ImageId` is the SOPInstanceUID, so the DICOM tree is indexed by file name (walked once, on
+first use). One row per annotated instance; a negative image has one `-1` row. Header names and
+values are stripped (stage-1 values read " -1"). Masks: the relative, column-major RLE of the
+official `mask_functions.py`, all instances of an image OR-ed (torchxrayvision keeps only the
+last instance; GLoRIA ORs).
+
+Splits (classification task, label Pneumothorax = any instance):
+- `gloria-row-train|val|test`: GLoRIA's split of the CSV *rows* (`train_test_split(
+  test_size=0.3, random_state=0)`, then halved; first half test). A multi-instance image has
+  one sample per row here, as in GLoRIA and AFLoc's test list, and may straddle splits.
+- `image-train|val|test`: the same 70/15/15 rule over unique ImageIds (first-appearance order).
+- `all`: every image once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from bench.datasets._util import (
+    FileDataset,
+    cached_parse,
+    compare_counts,
+    gloria_split,
+    read_csv_rows,
+    wrong_width,
+)
+from bench.datasets.base import CheckReport, Dataset
+
+from bench.errors import DataError
+from bench.imaging.masks import siim_rle_problem, siim_rles_to_mask
+from bench.registry import register_dataset
+from bench.types import CLASSIFICATION, Finding, Sample
+
+RLE_CSV = "train-rle.csv"
+IMAGE_DIR = "dicom-images-train"
+FRAME_HW = (1024, 1024)
+PATHOLOGY = "Pneumothorax"
+
+
+@dataclass
+class SiimRow:
+    image_id: str
+    rle: str
+    line: int
+
+    @property
+    def positive(self) -> bool:
+        return self.rle != "-1"
+
+
+@dataclass
+class SiimImage:
+    image_id: str
+    rles: list[str] = field(default_factory=list)
+
+    @property
+    def positive(self) -> bool:
+        return any(r != "-1" for r in self.rles)
+
+
+def parse_rle_csv(path: Path, on_bad) -> tuple[list[SiimRow], dict[str, SiimImage]]:
+    """Rows (in file order) and images (first-appearance order) of train-rle.csv."""
+    header, rows = read_csv_rows(path, ["ImageId", "EncodedPixels"])
+    out: list[SiimRow] = []
+    images: dict[str, SiimImage] = {}
+    bad_ids: set[str] = set()
+    seen: set[tuple[str, str]] = set()
+    for line, row in rows:
+        problem = wrong_width(row, header)
+        image_id = row.get("ImageId", "")
+        rle = row.get("EncodedPixels", "")
+        if problem is None and not image_id:
+            problem = "empty ImageId"
+        if problem is None:
+            problem = siim_rle_problem(rle, FRAME_HW)
+        if problem is None and (image_id, rle) in seen:
+            problem = f"duplicate row for ImageId {image_id}"
+        if problem is None and image_id in images:
+            if rle == "-1" or "-1" in images[image_id].rles:
+                problem = f"ImageId {image_id} has both '-1' and encoded rows"
+        if problem is not None:
+            on_bad(problem, path, line, problem.split(" for ")[0].split(" past ")[0])
+            if image_id:
+                bad_ids.add(image_id)
+            continue
+        seen.add((image_id, rle))
+        out.append(SiimRow(image_id, rle, line))
+        images.setdefault(image_id, SiimImage(image_id)).rles.append(rle)
+    if bad_ids:
+        out = [r for r in out if r.image_id not in bad_ids]
+        images = {k: v for k, v in images.items() if k not in bad_ids}
+    return out, images
+
+
+def index_dicoms(folder: Path) -> dict[str, Path]:
+    """SOPInstanceUID (file stem) -> path, walking the Study/Series tree once."""
+    out: dict[str, Path] = {}
+    if not folder.is_dir():
+        return out
+    for dirpath, _dirs, files in os.walk(folder):
+        for f in files:
+            if f.lower().endswith(".dcm"):
+                out.setdefault(f[:-4], Path(dirpath) / f)
+    return out
+
+
+@register_dataset("siim")
+class SIIM(FileDataset, Dataset):
+    """SIIM-ACR Pneumothorax: Pneumothorax labels (and masks) from train-rle.csv + DICOMs."""
+
+    tasks = (CLASSIFICATION,)
+    pathologies = (PATHOLOGY,)
+    splits = ("gloria-row-test", "gloria-row-val", "gloria-row-train",
+              "image-test", "image-val", "image-train", "all")
+    default_split = "gloria-row-test"
+    description = "SIIM-ACR Pneumothorax (train-rle.csv + DICOM tree)"
+    # torchxrayvision's copy = stage-1 train + stage-1 test; the Kaggle stage-1 train file alone
+    # (10,675 images) is what GLoRIA split.
+    expected_counts = {
+        "all": {"rows": 12954, "images": 12047, "positive_images": 2669, "positive_rows": 3576},
+    }
+
+    def __init__(self, root=None, split=None, on_error="raise", image_dir: str = IMAGE_DIR,
+                 **options: Any):
+        super().__init__(root, split, on_error, **options)
+        self.require_root()
+        self.csv_path = self.require_file(RLE_CSV, "stage_2_train.csv")
+        self.image_dir = self.root / image_dir
+        self.rows, self.images = cached_parse(self.csv_path, parse_rle_csv, self.bad)
+        self._paths: dict[str, Path] | None = None
+        self.index = self._select(self.split)
+
+    def config(self) -> dict[str, Any]:
+        return {"csv": self.csv_path.name, "image_dir": str(self.image_dir)}
+
+    def _select(self, split: str) -> list[str]:
+        if split == "all":
+            return list(self.images)
+        part = split.rsplit("-", 1)[1]
+        if split.startswith("gloria-row-"):
+            return [r.image_id for r in gloria_split(self.rows, part)]
+        return gloria_split(list(self.images), part)
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        if self._paths is None:
+            self._paths = index_dicoms(self.image_dir)
+        return self._paths
+
+    def image_path(self, image_id: str) -> Path:
+        return self.paths.get(image_id, self.image_dir / "**" / (image_id + ".dcm"))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def mask(self, image_id: str) -> np.ndarray:
+        """OR of every instance at 1024 x 1024 (uint8)."""
+        return siim_rles_to_mask(self.images[image_id].rles, FRAME_HW)
+
+    def load(self, index: int) -> Sample | None:
+        image_id = self.index[index]
+        rec = self.images[image_id]
+        path = self.paths.get(image_id)
+        if path is None:
+            missing = self.image_dir / f"{image_id}.dcm"
+            if self.on_error == "skip":
+                self.skipped["missing file"] += 1
+                return None
+            raise DataError(f"missing file (no {image_id}.dcm anywhere under the tree)", missing)
+        image = self.decode(path)
+        if image is None:
+            return None
+        findings = []
+        if rec.positive:
+            hw = image.shape[:2]
+            if tuple(hw) != FRAME_HW:
+                raise DataError(f"image is {hw[1]}x{hw[0]}, the RLE is for 1024x1024", path)
+            findings.append(Finding(PATHOLOGY, f"{image_id}:pneumothorax",
+                                    mask=self.mask(image_id)))
+        return Sample(id=image_id, image=image, findings=findings,
+                      labels={PATHOLOGY: int(rec.positive)},
+                      meta={"split": self.split, "path": str(path), "hw": image.shape[:2],
+                            "n_instances": sum(r != "-1" for r in rec.rles)})
+
+    def check(self) -> CheckReport:
+        report = self.new_report()
+        found = {"rows": len(self.rows), "images": len(self.images),
+                 "positive_images": sum(i.positive for i in self.images.values()),
+                 "positive_rows": sum(r.positive for r in self.rows)}
+        report.counts["all"] = found
+        compare_counts(report, "all", found, self.expected_counts.get("all", {}))
+        for split in self.splits[:-1]:
+            try:
+                ids = self._select(split)
+            except DataError as exc:
+                report.notes.append(f"split {split}: {exc}")
+                continue
+            report.counts[split] = {"samples": len(ids), "images": len(set(ids)),
+                                    "positive": sum(self.images[i].positive for i in ids)}
+        on_disk = set(self.paths)
+        extra = on_disk - set(self.images)
+        if extra:
+            report.notes.append(f"{len(extra)} DICOMs under {self.image_dir.name}/ have no row "
+                                f"in {self.csv_path.name} (e.g. {sorted(extra)[0]})")
+        paths = [self.image_path(i) for i in dict.fromkeys(self.index)]
+        return self.finish_report(report, paths)

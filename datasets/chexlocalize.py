@@ -251,7 +251,7 @@ class CheXlocalize(FileDataset, Dataset):
             labels = {f.pathology: int(f.positive) for f in findings}
         return Sample(id=cxr_id, image=image, findings=findings, labels=dict(labels),
                       meta={"split": self.split, "path": str(path), "hw": hw,
-                            "cxr_id": cxr_id, "in_gt_json": cxr_id in self.gt})
+                            "cxr_id": cxr_id, "in_gt": cxr_id in self.gt})
 
     def check(self) -> CheckReport:
         report = self.new_report()

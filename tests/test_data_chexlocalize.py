@@ -73,7 +73,7 @@ def test_samples_masks_and_negatives(chx_root):
                if not f.positive)
     np.testing.assert_array_equal(next(f for f in s2.findings if f.positive).mask, edema)
     assert len(s3.findings) == 10 and not any(f.positive for f in s3.findings)
-    assert s3.findings[0].mask.shape == (24, 24) and not s3.meta["in_gt_json"]
+    assert s3.findings[0].mask.shape == (24, 24) and not s3.meta["in_gt"]
     # CSV labels with the alias; blank left out; absent CXR labelled from its (empty) masks
     assert s1.labels == {"Airspace Opacity": 1, "Edema": 0, "Cardiomegaly": 0}
     assert s2.labels == {"Airspace Opacity": 0, "Edema": 1}

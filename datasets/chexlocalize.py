@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from bench.datasets._util import FileDataset, compare_counts, read_csv_rows, wrong_width
 from bench.datasets.base import CheckReport, Dataset
-
 from bench.errors import DataError
 from bench.imaging.masks import coco_rle_to_mask, polygon_problem, polygons_to_mask
 from bench.registry import register_dataset

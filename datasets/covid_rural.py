@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from bench.datasets._util import FileDataset, compare_counts
 from bench.datasets.base import CheckReport, Dataset
-
 from bench.errors import DataError
 from bench.imaging.io import image_size, read_raster
 from bench.imaging.masks import polygon_problem, polygons_to_mask

@@ -33,7 +33,6 @@ from bench.datasets._util import (
     wrong_width,
 )
 from bench.datasets.base import CheckReport, Dataset
-
 from bench.errors import DataError
 from bench.registry import register_dataset
 from bench.report_text import mimic_sections, report_text

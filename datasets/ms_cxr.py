@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from bench.datasets._util import FileDataset, compare_counts, read_csv_rows, wrong_width
 from bench.datasets.base import CheckReport, Dataset
-
 from bench.errors import DataError
 from bench.imaging.masks import box_problem, boxes_to_mask
 from bench.registry import register_dataset

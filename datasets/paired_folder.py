@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from bench.datasets._util import FileDataset, read_csv_rows, wrong_width
 from bench.datasets.base import CheckReport, Dataset
-
 from bench.errors import DataError
 from bench.imaging.io import RASTER_SUFFIXES, read_raster
 from bench.registry import register_dataset

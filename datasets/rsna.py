@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from bench.datasets._util import (
     FileDataset,
     as_bool,
@@ -41,7 +42,6 @@ from bench.datasets._util import (
     wrong_width,
 )
 from bench.datasets.base import CheckReport, Dataset
-
 from bench.errors import DataError
 from bench.imaging.masks import box_problem, boxes_to_mask
 from bench.registry import register_dataset

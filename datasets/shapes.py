@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from bench.datasets.base import CheckReport, Dataset
 
+from bench.datasets.base import CheckReport, Dataset
 from bench.registry import register_dataset
 from bench.types import CLASSIFICATION, LOCALIZATION, Finding, Sample
 

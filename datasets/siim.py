@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from bench.datasets._util import (
     FileDataset,
     cached_parse,
@@ -36,7 +37,6 @@ from bench.datasets._util import (
     wrong_width,
 )
 from bench.datasets.base import CheckReport, Dataset
-
 from bench.errors import DataError
 from bench.imaging.masks import siim_rle_problem, siim_rles_to_mask
 from bench.registry import register_dataset

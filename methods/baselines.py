@@ -10,7 +10,6 @@ import hashlib
 from typing import Any
 
 import numpy as np
-from bench.methods.base import Method
 
 from bench.imaging.geometry import (
     LETTERBOX,
@@ -19,6 +18,7 @@ from bench.imaging.geometry import (
     boxes_to_letterbox_mask,
     mask_to_letterbox,
 )
+from bench.methods.base import Method
 from bench.registry import register_method
 from bench.types import Capabilities, Finding, Query, Sample
 

@@ -196,7 +196,6 @@ def test_usage_errors_are_one_line_with_exit_2(tmp_path, capsys):
 
 def test_skipped_inputs_are_counted_in_run_json_across_a_resume(tmp_path):
     from bench.datasets.base import Dataset
-
     from bench.registry import DATASETS
     from bench.types import Finding, Sample
 

@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from bench.datasets.chexlocalize import TASKS, CheXlocalize, cxr_id_of
 from pycocotools import mask as mask_utils
 
+from bench.datasets.chexlocalize import TASKS, CheXlocalize, cxr_id_of
 from bench.errors import DataError
 
 try:

@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
+
 from bench.datasets.chestx_det10 import ChestXDet10
 from bench.datasets.covid_rural import EMPTY, NO_MASK, CovidRural
 from bench.datasets.paired_folder import PairedFolder
-
 from bench.errors import DataError
 
 try:

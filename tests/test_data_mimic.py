@@ -7,8 +7,8 @@ import math
 
 import numpy as np
 import pytest
-from bench.datasets.mimic_cxr import CHEXPERT_LABELS, MimicCXR
 
+from bench.datasets.mimic_cxr import CHEXPERT_LABELS, MimicCXR
 from bench.errors import DataError
 
 try:

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from bench.datasets.ms_cxr import MsCXR
 
+from bench.datasets.ms_cxr import MsCXR
 from bench.errors import DataError
 
 try:

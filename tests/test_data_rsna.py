@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bench.datasets.rsna import RSNA, default_split_list
 
+from bench.datasets.rsna import RSNA, default_split_list
 from bench.errors import DataError
 
 try:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bench.datasets.siim import SIIM, parse_rle_csv
 
+from bench.datasets.siim import SIIM, parse_rle_csv
 from bench.errors import DataError
 from bench.imaging.masks import siim_rle_to_mask
 

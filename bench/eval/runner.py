@@ -140,6 +140,12 @@ def build_method(spec: RunSpec):
     return method
 
 
+def bind(method, dataset) -> None:
+    """Methods whose maps come with a dataset (the CheXlocalize human benchmark) read them here."""
+    if hasattr(method, "bind_dataset"):
+        method.bind_dataset(dataset)
+
+
 def _queries(dataset, sample: Sample, prompt: str | None) -> list[Query]:
     return [Query(f.query_id, f.pathology, dataset.prompt(f, prompt or "simple"))
             for f in sample.findings]
@@ -181,8 +187,10 @@ class Evaluator:
         self._check_capable(spec, method, dataset)
         protocol = self._protocol(spec) if spec.task == LOCALIZATION else None
         tuning_rows = None
-        if protocol is not None and getattr(protocol, "tuning_split", None):
+        if (protocol is not None and getattr(protocol, "tuning_split", None)
+                and getattr(method, "tunes_on_val", True)):
             tuning_rows = self._tuning_rows(spec, protocol, method)
+        bind(method, dataset)  # after tuning, which binds the method to the tuning split
 
         started = time.time()
         info = self._run_info(spec, method, dataset, status="running")
@@ -327,9 +335,12 @@ class Evaluator:
             col = {p: j for j, p in enumerate(paths)}
             probs = [[_prob(scores[i, col[f.pathology]]) for f in s.findings]
                      for i, s in enumerate(batch)]
+        points = (method.points(batch, queries) if hasattr(method, "points")
+                  else [None] * len(batch))
         rows = []
-        for pos, s, qs, ms, ps in zip(positions, batch, queries, maps, probs):
-            rows += protocol.localization_rows(s, s.findings, ms, method.frame, ps)
+        for pos, s, qs, ms, ps, pts in zip(positions, batch, queries, maps, probs, points):
+            extra = {"points": pts} if pts is not None else {}
+            rows += protocol.localization_rows(s, s.findings, ms, method.frame, ps, **extra)
             if pos < spec.keep_maps:
                 for j, (f, q, m) in enumerate(zip(s.findings, qs, ms)):
                     _save_map(rd, f"{pos:05d}_{j:02d}", s, f, q, m, method.frame)

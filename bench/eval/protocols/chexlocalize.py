@@ -78,6 +78,15 @@ def otsu_segmentation(norm01: np.ndarray, smoothing: bool = False, k: int = 0) -
     return np.array(seg, dtype=np.uint8)
 
 
+def points_hit(points, gt: np.ndarray) -> float:
+    """CheXlocalize `get_hb_hitrates`: NaN if the GT is empty; 0 without a point; 1 if any
+    point [x, y] lands in the GT (indexed gt[int(y), int(x)])."""
+    if not gt.any():
+        return np.nan
+    pts = np.asarray(points if points is not None else [], dtype=np.float64).reshape(-1, 2)
+    return float(any(gt[int(y), int(x)] for x, y in pts))
+
+
 def pick_threshold(mious: list[float], grid=GRID) -> float:
     """`thresholds[mious.index(max(mious))]`, with Python's max over NaN (a leading NaN wins)."""
     best = max(mious)  # same NaN behaviour as the official list max
@@ -132,13 +141,17 @@ class ChexlocalizeProtocol(Protocol):
                 g[int(y):int(y + h), int(x):int(x + w)] = 1
         return g
 
-    def localization_rows(self, sample, findings, maps, frame, probs=None) -> list[dict]:
+    def localization_rows(self, sample, findings, maps, frame, probs=None,
+                          points=None) -> list[dict]:
+        """`points`, when a method gives them (the human benchmark's salient points), replace
+        the map's argmax in the hit rate, as CheXlocalize's `get_hb_hitrates` does."""
         hw = tuple(sample.hw)
         gts = [self.gt_native(sample, f) for f in findings]
         in_gt = bool(sample.meta.get("in_gt", any(g.any() for g in gts)))
         probs = list(probs) if probs is not None else [None] * len(findings)
+        points = list(points) if points is not None else [False] * len(findings)
         rows = []
-        for f, m, g, p in zip(findings, maps, gts, probs):
+        for f, m, g, p, pts in zip(findings, maps, gts, probs, points):
             heat = map_to_original(np.asarray(m, dtype=np.float32), frame, hw)
             valid = ~np.isnan(heat)
             norm = np.full(heat.shape, np.nan, dtype=np.float32)
@@ -146,7 +159,8 @@ class ChexlocalizeProtocol(Protocol):
             c = threshold_counts(norm[valid], g[valid], self.grid)
             row = self.id_columns(sample, f)
             row.update({"in_gt": in_gt, "prob": np.nan if p is None else float(p),
-                        "gt": int(c["gt"]), "hit": pointing_hit(heat, g)})
+                        "gt": int(c["gt"]),
+                        "hit": pointing_hit(heat, g) if pts is False else points_hit(pts, g)})
             for j, t in enumerate(self.grid):
                 row[f"inter@{tlabel(t)}"] = int(c["inter"][j])
                 row[f"pred@{tlabel(t)}"] = int(c["pred"][j])

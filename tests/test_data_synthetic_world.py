@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from bench.datasets.chexlocalize import CheXlocalize
 from bench.datasets.covid_rural import CovidRural
 from bench.datasets.rsna import RSNA

@@ -1,0 +1,1 @@
+"""One writer per native on-disk format (byte-deterministic)."""

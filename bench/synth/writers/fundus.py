@@ -1,0 +1,41 @@
+"""The fundus set as a paired folder: images/, pairs.csv (image, report, split), labels.csv
+(nine diseases), masks/<stem>/<lesion>.png for drusen, hemorrhages and CNV.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.synth.fundus import DISEASES, fundus_report, make_fundus, sample_diseases
+from bench.synth.writers.common import csv_bytes, jpeg_bytes, jsonl_bytes, png_bytes, readme, write
+
+
+def fundus_item(root: str, seed: int, code: int, i: int, size: int, split: str) -> dict[str, Any]:
+    rng = np.random.default_rng(np.random.SeedSequence([seed, code, i]))
+    diseases = sample_diseases(rng)
+    if split == "test" and not diseases and rng.random() < 0.5:
+        diseases = ["Macular Degeneration" if rng.random() < 0.5 else "Retinopathy"]
+    f = make_fundus(rng, size, diseases)
+    stem = f"synthetic_fundus_{i:05d}"
+    rel = f"images/{stem}.jpg"
+    write(Path(root) / rel, jpeg_bytes(f.image))
+    for lesion, m in f.masks.items():
+        write(Path(root) / "masks" / stem / f"{lesion}.png", png_bytes(m.astype(np.uint8) * 255))
+    labels = {"image": rel, **{d: int(d in f.diseases) for d in DISEASES}}
+    return {"pair": {"image": rel, "report": fundus_report(f, rng), "split": split},
+            "labels": labels,
+            "truth": {"id": stem, "eye": f.eye, "diseases": f.diseases,
+                      "lesions": {k: int(v.sum()) for k, v in f.masks.items()}, **f.attrs}}
+
+
+def write_fundus_tables(root: Path, items: list[dict[str, Any]]) -> None:
+    write(root / "pairs.csv", csv_bytes(["image", "report", "split"], [it["pair"] for it in items]))
+    write(root / "labels.csv", csv_bytes(["image", *DISEASES], [it["labels"] for it in items]))
+    write(root / "SYNTHETIC_TRUTH.jsonl", jsonl_bytes([it["truth"] for it in items]))
+    readme(root, "paired folder (pairs.csv image,report,split; labels.csv with the paper's nine "
+           "fundus diseases MD, retinopathy, myopia, glaucoma, CODA, RAS, cataract, MEM, ML; "
+           "masks/<image stem>/<lesion>.png for Choroidal Neovascularization, Drusen, "
+           "Retinal Hemorrhage)")

@@ -8,12 +8,14 @@ Layout (haimingt/opacity_segmentation_covid_chest_X_ray, folder `covid_rural_ann
     root/covid_rural_annot/pngs_masks/<name>.png     rasterised opacity masks
 
 AFLoc pairs each JPG with its PNG mask by stem, skips images without a mask or with an empty
-one, binarises (> 0) and uses category "COVID-19" with the prompt "Findings suggesting
-pneumonia.". `masks="png"` (default) does exactly that; `masks="json"` rasterises the LabelMe
-opacity polygons instead (every label except the lung fields `left_lung`/`right_lung`), and
-`masks="auto"` takes the PNG where it exists, else the JSON. The mask PNGs (or JSONs) are read
-in `__init__` to drop empty ones, counted in `skipped` ("empty mask (dropped as AFLoc
-does)"); the radiographs themselves are decoded only in `load`.
+one, and uses category "COVID-19" with the prompt "Findings suggesting pneumonia.". The
+finding's mask is binary (> 0); the PNG's own values (as PIL reads them) ride along in
+`meta["afloc_mask_values"]`, because the official loader letterboxes those values as float32
+before its >= 1e-5 test. `masks="png"` (default) does exactly that; `masks="json"` rasterises
+the LabelMe opacity polygons instead (every label except the lung fields `left_lung` and
+`right_lung`), and `masks="auto"` takes the PNG where it exists, else the JSON. The mask
+PNGs (or JSONs) are read in `__init__` to drop empty ones, counted in `skipped` ("empty mask
+(dropped as AFLoc does)"); the radiographs themselves are decoded only in `load`.
 """
 
 from __future__ import annotations
@@ -67,6 +69,20 @@ def labelme_polygons(path: Path, on_bad) -> tuple[list[list], tuple[int, int] | 
             continue
         polys.append(shape["points"])
     return polys, hw
+
+
+def pil_values(path: Path) -> np.ndarray | None:
+    """The mask as AFLoc reads it (`np.array(Image.open(png))`): 0/255 stays 0/255, so the
+    official float32 letterbox keeps pixels covered by as little as 1e-5 / 255. None for a
+    colour PNG (which the official loader cannot pad)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            values = np.array(im)
+    except OSError:
+        return None
+    return values if values.ndim == 2 else None
 
 
 @register_dataset("covid-rural")
@@ -140,6 +156,7 @@ class CovidRural(FileDataset, Dataset):
         if image is None:
             return None
         hw = tuple(image.shape[:2])
+        meta: dict[str, Any] = {}
         if kind == "png":
             raw = self.decode(payload)
             if raw is None:
@@ -148,13 +165,16 @@ class CovidRural(FileDataset, Dataset):
             if mask.shape != hw:
                 raise DataError(f"mask is {mask.shape[1]}x{mask.shape[0]}, image is "
                                 f"{hw[1]}x{hw[0]}", self.png_dir / (jpg.stem + ".png"))
+            values = pil_values(payload)
+            if values is not None and values.shape == hw:
+                meta = {"afloc_mask_values": values}
         else:
             polys, json_hw = payload
             if json_hw is not None and json_hw != hw:
                 raise DataError(f"LabelMe size {json_hw[1]}x{json_hw[0]} differs from the "
                                 f"image {hw[1]}x{hw[0]}", self.json_dir / (jpg.stem + ".json"))
             mask = polygons_to_mask(polys, hw)
-        finding = Finding(PATHOLOGY, f"{jpg.stem}:covid-19", mask=mask)
+        finding = Finding(PATHOLOGY, f"{jpg.stem}:covid-19", mask=mask, meta=meta)
         return Sample(id=jpg.stem, image=image, findings=[finding], labels={PATHOLOGY: 1},
                       meta={"split": self.split, "path": str(jpg), "hw": hw,
                             "mask_source": kind})

@@ -14,9 +14,13 @@ The JSON is read when present, else the CSV (v1.0.0, then v1.1.0). Split `test` 
 file (AFLoc uses it all). Annotations are grouped per image by lower-cased `label_text`, as
 AFLoc's `merge_annotation` does: each group is one Finding (one query) whose mask is the union
 of its boxes and whose `boxes` keeps every box, so the `afloc` protocol can sum them as the
-official code does. One Sample per image carries all of that image's phrases (decoded once);
+official code does; the group's category is its last annotation's and its precise query is the
+lower-cased text, as there. One Sample per image carries all of that image's phrases (decoded once);
 `per="phrase"` gives one Sample per (image, phrase) instead, with ids "<dicom_id>:<k>".
-Prompts: simple "Findings suggesting {category}.", precise = the phrase.
+Prompts: simple "Findings suggesting {category}.", precise = the lower-cased phrase. With the
+simple prompt the `afloc` protocol regroups an image's phrases by category (AFLoc's
+MS_CXR_CLS keys `merge_annotation` by the category prompt); a phrase whose boxes carry two
+categories is counted under its last one there (the official splits it; not seen in MS-CXR).
 """
 
 from __future__ import annotations
@@ -109,6 +113,7 @@ class MsCXR(FileDataset, Dataset):
                      reason="inconsistent image entry")
             return
         phrase = img.phrases.setdefault(text.lower(), Phrase(category, text))
+        phrase.category = category  # `merge_annotation` keeps the group's last category
         phrase.boxes.append(tuple(float(v) for v in box))
         self.n_annotations += 1
 
@@ -182,6 +187,12 @@ class MsCXR(FileDataset, Dataset):
             self._add(images, row["dicom_id"], row["path"], hw, row["category_name"],
                       row["label_text"], box, line)
         return images
+
+    def prompt(self, finding: Finding, mode: str = "simple") -> str:
+        """'precise' = the lower-cased phrase, the query `merge_annotation` hands the model."""
+        if mode == "precise" and finding.meta.get("phrase_key"):
+            return str(finding.meta["phrase_key"])
+        return super().prompt(finding, mode)
 
     # -- samples --------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -11,7 +11,9 @@ row with empty coordinates per negative image. All views are kept.
 Splits:
 - `test`: the MedKLIP/AFLoc zero-shot grounding list (5,337 images, 1,218 positive; package
   data `splits/rsna_grounding_test_medklip.csv`, or `split_list=<csv>` in the same schema).
-  Boxes come from the list, as AFLoc reads them. AFLoc localizes only `classes == 1`:
+  Boxes come from the list, as AFLoc reads them (each coordinate truncated to an int before
+  the 1024 -> 224 mapping; the shipped list holds whole numbers). AFLoc localizes only
+  `classes == 1`:
   negatives have no findings here, so the localization task sees exactly the positives, while
   the classification task still gets every image's label.
 - `gloria-train|val|test`: GLoRIA's `preprocess_pneumonia_data`: images grouped per
@@ -127,8 +129,8 @@ def parse_split_list(path: Path, on_bad) -> list[RsnaImage]:
             problem = f"duplicate patientId {pid}"
         if problem is None and row["boxes_xywh"]:
             for part in row["boxes_xywh"].split("|"):
-                try:
-                    box = tuple(float(v) for v in part.split(";"))
+                try:  # `int(float(v))`: load_rsna_grounding truncates before mapping
+                    box = tuple(float(int(float(v))) for v in part.split(";"))
                     if len(box) != 4:
                         raise ValueError
                 except ValueError:

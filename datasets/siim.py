@@ -16,6 +16,10 @@ Splits (classification task, label Pneumothorax = any instance):
   test_size=0.3, random_state=0)`, then halved; first half test). A multi-instance image has
   one sample per row here, as in GLoRIA and AFLoc's test list, and may straddle splits.
 - `image-train|val|test`: the same 70/15/15 rule over unique ImageIds (first-appearance order).
+- `afloc-test`: AFLoc's zero-shot classification list (`classification/DatasetsSplits/
+  SIIM_Pneumothorax/test_list.txt` in YH0517/AFLoc, passed as `split_list=`): one sample per
+  line, repeats included, labels from the list. It is not any GLoRIA split (its first image is
+  in GLoRIA's train rows; its repeated lines are adjacent), so it cannot be rebuilt here.
 - `all`: every image once.
 """
 
@@ -122,7 +126,7 @@ class SIIM(FileDataset, Dataset):
     tasks = (CLASSIFICATION,)
     pathologies = (PATHOLOGY,)
     splits = ("gloria-row-test", "gloria-row-val", "gloria-row-train",
-              "image-test", "image-val", "image-train", "all")
+              "image-test", "image-val", "image-train", "afloc-test", "all")
     default_split = "gloria-row-test"
     description = "SIIM-ACR Pneumothorax (train-rle.csv + DICOM tree)"
     # torchxrayvision's copy = stage-1 train + stage-1 test; the Kaggle stage-1 train file alone
@@ -132,21 +136,56 @@ class SIIM(FileDataset, Dataset):
     }
 
     def __init__(self, root=None, split=None, on_error="raise", image_dir: str = IMAGE_DIR,
-                 **options: Any):
+                 split_list: str | None = None, **options: Any):
         super().__init__(root, split, on_error, **options)
         self.require_root()
         self.csv_path = self.require_file(RLE_CSV, "stage_2_train.csv")
         self.image_dir = self.root / image_dir
+        self.split_list = Path(split_list) if split_list else None
         self.rows, self.images = cached_parse(self.csv_path, parse_rle_csv, self.bad)
         self._paths: dict[str, Path] | None = None
+        self.list_labels: list[int] | None = None
         self.index = self._select(self.split)
+        if self.split == "afloc-test":
+            self.index, self.list_labels = self._afloc_list()
 
     def config(self) -> dict[str, Any]:
-        return {"csv": self.csv_path.name, "image_dir": str(self.image_dir)}
+        return {"csv": self.csv_path.name, "image_dir": str(self.image_dir),
+                "split_list": str(self.split_list) if self.split == "afloc-test" else None}
+
+    def _afloc_list(self, on_bad=None) -> tuple[list[str], list[int]]:
+        """AFLoc's `SIIM_Pneumothorax/test_list.txt`: "<study>/<series>/<sop>.jpg <label>" per
+        line; every line is a sample (an image repeats once per RLE row), labelled by the line,
+        as `classification/datasets.py:SIIM` reads it."""
+        on_bad = on_bad or self.bad
+        if self.split_list is None:
+            raise DataError("split afloc-test needs split_list=<AFLoc classification/"
+                            "DatasetsSplits/SIIM_Pneumothorax/test_list.txt>", self.root)
+        if not self.split_list.is_file():
+            raise DataError("missing split list", self.split_list)
+        ids, labels = [], []
+        for n, line in enumerate(self.split_list.read_text().splitlines(), start=1):
+            line = line.strip()
+            if not line:
+                continue
+            parts = line.split(" ")
+            image_id = Path(parts[0]).stem
+            if len(parts) != 2 or parts[1] not in ("0", "1"):
+                on_bad("expected '<path>.jpg <0|1>'", self.split_list, n, "malformed list line")
+                continue
+            if image_id not in self.images:
+                on_bad(f"ImageId {image_id} is not in {self.csv_path.name}", self.split_list, n,
+                       "split-list id not in labels")
+                continue
+            ids.append(image_id)
+            labels.append(int(parts[1]))
+        return ids, labels
 
     def _select(self, split: str) -> list[str]:
         if split == "all":
             return list(self.images)
+        if split == "afloc-test":
+            return self._afloc_list(lambda *a: None)[0] if self.split_list else []
         part = split.rsplit("-", 1)[1]
         if split.startswith("gloria-row-"):
             return [r.image_id for r in gloria_split(self.rows, part)]
@@ -188,8 +227,9 @@ class SIIM(FileDataset, Dataset):
                 raise DataError(f"image is {hw[1]}x{hw[0]}, the RLE is for 1024x1024", path)
             findings.append(Finding(PATHOLOGY, f"{image_id}:pneumothorax",
                                     mask=self.mask(image_id)))
+        label = int(rec.positive) if self.list_labels is None else self.list_labels[index]
         return Sample(id=image_id, image=image, findings=findings,
-                      labels={PATHOLOGY: int(rec.positive)},
+                      labels={PATHOLOGY: label},
                       meta={"split": self.split, "path": str(path), "hw": image.shape[:2],
                             "n_instances": sum(r != "-1" for r in rec.rles)})
 

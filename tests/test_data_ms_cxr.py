@@ -73,7 +73,7 @@ def test_json_grouping_union_and_boxes(ms_root, tmp_path):
     np.testing.assert_array_equal(s.findings[1].mask, heart)
     np.testing.assert_array_equal(s.findings[0].boxes, [[2, 3, 5, 4], [5.5, 5.2, 6, 3.9]])
     assert [f.pathology for f in s.findings] == ["Pneumonia", "Cardiomegaly"]
-    assert d.prompt(s.findings[0], "precise") == "Left basal opacity"
+    assert d.prompt(s.findings[0], "precise") == "left basal opacity"  # AFLoc lower-cases
     assert d.prompt(s.findings[0], "simple") == "Findings suggesting Pneumonia."
     np.testing.assert_array_equal(s.image, blocky(40, 32, seed=0))
     rep = d.check()

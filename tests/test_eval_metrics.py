@@ -108,7 +108,8 @@ def test_dice_counts_summed_box_twos():
 
 
 def official_cnr(gt2d, heat2d, nan2d):
-    """Literal transcription of AFLoc `compute_cnr` + `norm_heatmap(mode=0)` (float32)."""
+    """Literal transcription of AFLoc `compute_cnr` + `norm_heatmap(mode=0)` (float32 maps,
+    numpy 1.21 scalar promotion in the last step)."""
     h = heat2d.copy()
     w = h[~nan2d]
     w = (w - w.min()) / (w.max() - w.min())
@@ -119,7 +120,8 @@ def official_cnr(gt2d, heat2d, nan2d):
     va, vb = a.var(), b.var()
     if va + vb == 0:
         return 0
-    return (a.mean() - b.mean()) / pow((va + vb), 0.5)
+    # numpy 1.21 (the official runtime): pow(float32 scalar, 0.5) promotes to float64
+    return np.float64(a.mean() - b.mean()) / np.power(np.float64(va + vb), 0.5)
 
 
 def test_cnr_equals_official_transcription_and_brute_force():

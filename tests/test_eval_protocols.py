@@ -133,7 +133,8 @@ def o_cnr(gt, heat, nan):
     a, b = hw[gw == 1], hw[gw == 0]
     if a.var() + b.var() == 0:
         return 0
-    return (a.mean() - b.mean()) / pow((a.var() + b.var()), 0.5)
+    # numpy 1.21 (the official runtime): pow(float32 scalar, 0.5) promotes to float64
+    return np.float64(a.mean() - b.mean()) / np.power(np.float64(a.var() + b.var()), 0.5)
 
 
 def o_metric_df(cat_vals):

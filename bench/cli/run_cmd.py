@@ -132,7 +132,7 @@ def _comparisons(results, n_boot: int, seed: int) -> list[dict]:
                 if task == LOCALIZATION:
                     from bench.eval.protocols import get_protocol
 
-                    proto = get_protocol(protocol, **{"dataset": dataset,
+                    proto = get_protocol(protocol, **{"dataset": dataset, "prompt": prompt,
                                                       **(a.info.get("protocol_options") or {})})
                     c = paired_comparison(rows[id(a)], rows[id(b)], proto, "iou", n_boot, seed)
                     c["value_a"], c["value_b"] = c.pop("a"), c.pop("b")

@@ -115,7 +115,9 @@ def signed_cnr(values: np.ndarray, gt: np.ndarray) -> float:
 
     `values` is the [-1, 1] map (float32); it is min-max normalised again first, as the official
     function does. In = GT == 1, out = GT == 0 (a summed-box overlap of 2 is in neither). numpy
-    float32 mean/var (ddof 0); 0 when both variances are 0; NaN when a region is empty.
+    float32 mean/var (ddof 0); 0 when both variances are 0; NaN when a region is empty. The last
+    step is float64: under the official numpy 1.21, ``pow(float32_scalar, 0.5)`` promotes to
+    float64 (numpy 2 would stay in float32), and so does the division by it.
     """
     h = minmax(values, "pm1")
     g = np.asarray(gt).ravel()
@@ -126,7 +128,7 @@ def signed_cnr(values: np.ndarray, gt: np.ndarray) -> float:
         ma, mb, va, vb = a.mean(), b.mean(), a.var(), b.var()
         if va + vb == 0:
             return 0.0
-        return float((ma - mb) / pow((va + vb), 0.5))
+        return float(np.float64(ma - mb) / np.power(np.float64(va + vb), 0.5))
 
 
 def pointing_hit(heatmap: np.ndarray, gt: np.ndarray) -> float:

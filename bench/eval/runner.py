@@ -229,7 +229,8 @@ class Evaluator:
     def _protocol(spec: RunSpec):
         from bench.eval.protocols import get_protocol
 
-        return get_protocol(spec.protocol, **{"dataset": spec.dataset, **spec.protocol_options})
+        return get_protocol(spec.protocol, **{"dataset": spec.dataset, "prompt": spec.prompt,
+                                              **spec.protocol_options})
 
     @staticmethod
     def _check_capable(spec: RunSpec, method, dataset) -> None:

@@ -54,6 +54,18 @@ def require_columns(rows: pd.DataFrame, columns: list[str], what: str) -> None:
         raise DataError(f"{what} rows lack columns {missing}")
 
 
+def evaluation_units(rows: pd.DataFrame) -> np.ndarray:
+    """One unit per evaluated image occurrence, in evaluation order.
+
+    A sample id repeated in the rows (AFLoc's SIIM test list repeats an image once per RLE
+    row, and the official dataset appends every line) is a separate sample there: the k-th
+    row of (sample_id, pathology) belongs to unit "sample_id#k".
+    """
+    sid = rows["sample_id"].astype(str)
+    occ = rows.groupby([sid, rows["pathology"].astype(str)], sort=False).cumcount()
+    return (sid + "#" + occ.astype(str)).to_numpy()
+
+
 def summarize_classification(rows: pd.DataFrame, n_boot: int, seed: int) -> dict[str, Any]:
     """Per-pathology AUROC with AFLoc's classification bootstrap, plus their mean.
 
@@ -64,12 +76,14 @@ def summarize_classification(rows: pd.DataFrame, n_boot: int, seed: int) -> dict
     bounds and the NaN-skipping mean. Here replicate i uses ``random_state = seed + i``, so
     seed 0 is the official scheme. `overall` is the ``avg`` column; its `dataset_mean` is the
     mean of the per-class AUROCs on all images. Unrounded (the official rounds to 4 decimals).
-    Rows: sample_id, pathology, label (0/1; NaN = unlabelled, ignored), score.
+    Rows: sample_id, pathology, label (0/1; NaN = unlabelled, ignored), score; a repeated
+    sample id is a repeated sample (`evaluation_units`), as in AFLoc's SIIM list.
     """
     require_columns(rows, ["sample_id", "pathology", "label", "score"], "classification")
-    sids = pd.unique(rows["sample_id"].astype(str))
+    units = evaluation_units(rows)
+    sids = pd.unique(units)
     paths = sorted(pd.unique(rows["pathology"].astype(str)))
-    srow = pd.Index(sids).get_indexer(rows["sample_id"].astype(str))
+    srow = pd.Index(sids).get_indexer(units)
     pcol = pd.Index(paths).get_indexer(rows["pathology"].astype(str))
     n, k = len(sids), len(paths)
     labels = np.full((n, k), np.nan)

@@ -10,7 +10,10 @@ Per (CXR, task) row at native resolution:
   Optional probability gate: an empty mask when prob < cutoff (`pkl_to_mask`).
   IoU: true_pos_only (default) NaN if either mask is empty; otherwise NaN only if both are.
   Hit (pointing game, `get_hitrates`): GT == 1 at the first argmax of the upsampled map, NaN if
-  the GT is empty; no gate.
+  the GT is empty; no gate. The current official `get_hitrates` takes the argmax of
+  `pkl_to_mask(pkl_path)` instead, i.e. of the default Otsu segmentation (no smoothing), so its
+  point is the first segmented pixel in row-major order: `hit="segmentation"` reproduces that;
+  `hit="map"` (default) is the map's peak, as the paper and the earlier `create_map` code.
 The rows keep counts for every grid threshold, so tuning and gating happen in `summarize`.
 
 Summary (`eval.py:evaluate`): one table per metric with one row per CXR sorted by id, one column
@@ -53,6 +56,7 @@ from bench.imaging.geometry import map_to_original
 
 GRID = tuple(float(t) for t in np.arange(0.2, 0.8, 0.1))  # 7 values, the last is 0.7999...
 METHODS = ("threshold", "otsu")
+HIT_SOURCES = ("map", "segmentation")
 
 
 def tlabel(t: float) -> str:
@@ -104,10 +108,14 @@ class ChexlocalizeProtocol(Protocol):
     def __init__(self, method: str = "threshold", thresholds: dict[str, float] | None = None,
                  true_pos_only: bool = True, prob_cutoff: float | dict[str, float] | None = None,
                  smoothing: bool = False, k: int = 0, official_rounding: bool = False,
-                 dataset: str | None = None, **options: Any) -> None:
-        del dataset  # passed by the evaluator to every protocol; CheXlocalize needs no variant
+                 dataset: str | None = None, prompt: str | None = None, hit: str = "map",
+                 **options: Any) -> None:
+        del dataset, prompt  # passed by the evaluator to every protocol; no variant here
         if options:
             raise UsageError(f"chexlocalize protocol: unknown options {sorted(options)}")
+        if hit not in HIT_SOURCES:
+            raise UsageError(f"chexlocalize protocol: hit must be one of {HIT_SOURCES}")
+        self.hit = hit
         if method not in METHODS:
             raise UsageError(f"chexlocalize protocol: method must be one of {METHODS}")
         self.method = method
@@ -123,7 +131,8 @@ class ChexlocalizeProtocol(Protocol):
         self.tuning_split = "val" if (method == "threshold" and not self.fixed) else None
         super().__init__(method=method, thresholds=self.fixed or None,
                          true_pos_only=true_pos_only, prob_cutoff=prob_cutoff,
-                         smoothing=smoothing, k=k, official_rounding=official_rounding)
+                         smoothing=smoothing, k=k, official_rounding=official_rounding,
+                         hit=hit)
 
     # -- rows ----------------------------------------------------------------------------
     @staticmethod
@@ -158,15 +167,22 @@ class ChexlocalizeProtocol(Protocol):
             norm[valid] = minmax(heat[valid], "01")
             c = threshold_counts(norm[valid], g[valid], self.grid)
             row = self.id_columns(sample, f)
+            seg = None
+            if self.method == "otsu":
+                seg = otsu_segmentation(norm, self.smoothing, self.k)
+                seg[~valid] = 0
+            if pts is not False:
+                hit = points_hit(pts, g)
+            elif self.hit == "segmentation":  # argmax of the default `pkl_to_mask` output
+                hit = pointing_hit(otsu_segmentation(norm) * valid, g)
+            else:
+                hit = pointing_hit(heat, g)
             row.update({"in_gt": in_gt, "prob": np.nan if p is None else float(p),
-                        "gt": int(c["gt"]),
-                        "hit": pointing_hit(heat, g) if pts is False else points_hit(pts, g)})
+                        "gt": int(c["gt"]), "hit": hit})
             for j, t in enumerate(self.grid):
                 row[f"inter@{tlabel(t)}"] = int(c["inter"][j])
                 row[f"pred@{tlabel(t)}"] = int(c["pred"][j])
             if self.method == "otsu":
-                seg = otsu_segmentation(norm, self.smoothing, self.k)
-                seg[~valid] = 0
                 row["inter@otsu"] = int(np.count_nonzero(seg & g))
                 row["pred@otsu"] = int(np.count_nonzero(seg))
             rows.append(row)

@@ -1,8 +1,9 @@
 """Paired bootstrap comparison of two classifiers' AUROC on the same images.
 
-Both methods' scores are aligned on (image, pathology); every replicate resamples images with
-the indices AFLoc's classification bootstrap uses (`sklearn.resample(random_state=seed + i)`),
-the same for both methods, and compares the mean AUROC over pathologies.
+Both methods' scores are aligned on (evaluation unit, pathology), where a repeated sample id is
+a repeated unit as in `summarize_classification`; every replicate resamples units with the
+indices AFLoc's classification bootstrap uses (`sklearn.resample(random_state=seed + i)`), the
+same for both methods, and compares the mean AUROC over pathologies.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import pandas as pd
 
 from bench.eval.bootstrap import intervals, quiet, seeded_indices
 from bench.eval.metrics import auroc, auroc_replicates
+from bench.eval.summary import evaluation_units
 
 
 def _matrix(rows: pd.DataFrame, sids: pd.Index, paths: list[str], col: str) -> np.ndarray:
     out = np.full((len(sids), len(paths)), np.nan)
-    r = sids.get_indexer(rows["sample_id"].astype(str))
+    r = sids.get_indexer(evaluation_units(rows))
     c = pd.Index(paths).get_indexer(rows["pathology"].astype(str))
     ok = (r >= 0) & (c >= 0)
     out[r[ok], c[ok]] = rows[col].to_numpy(np.float64)[ok]
@@ -28,8 +30,8 @@ def _matrix(rows: pd.DataFrame, sids: pd.Index, paths: list[str], col: str) -> n
 def paired_auroc(rows_a: pd.DataFrame, rows_b: pd.DataFrame, n_boot: int, seed: int
                  ) -> dict[str, Any]:
     """diff = mean AUROC(a) - mean AUROC(b) with its paired bootstrap CI and two-sided p-value."""
-    shared = set(rows_a["sample_id"].astype(str)) & set(rows_b["sample_id"].astype(str))
-    sids = pd.Index(sorted(shared))
+    units_b = set(evaluation_units(rows_b))
+    sids = pd.Index([u for u in pd.unique(evaluation_units(rows_a)) if u in units_b])
     paths = sorted(set(rows_a["pathology"].astype(str)) & set(rows_b["pathology"].astype(str)))
     labels = _matrix(rows_a, sids, paths, "label")
     sa, sb = _matrix(rows_a, sids, paths, "score"), _matrix(rows_b, sids, paths, "score")

@@ -245,14 +245,14 @@ class Evaluator:
             raise UsageError(f"method '{spec.method}' takes no free-text queries")
 
     def _tuning_rows(self, spec: RunSpec, protocol, method) -> pd.DataFrame:
+        if spec.split == protocol.tuning_split:
+            return None  # tuning on itself: the protocol picks from these rows
         tuning = replace(spec, split=protocol.tuning_split, keep_maps=0)
         try:
             ds = build_dataset(tuning)
         except UsageError as exc:
             raise UsageError(f"protocol '{spec.protocol}' tunes on the "
                              f"'{protocol.tuning_split}' split: {exc}") from exc
-        if spec.split == protocol.tuning_split:
-            return None  # tuning on itself: the protocol picks from these rows
         result = self.run(tuning, method=method, dataset=ds)
         return RunDir(result.path).read_rows()
 

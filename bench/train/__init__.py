@@ -1,0 +1,1 @@
+"""The shared training loop (`bench.train.loop`) that `bench train METHOD` runs."""

@@ -1,0 +1,301 @@
+"""AFLoc training-step benchmark: encoders alone vs the full multi-level step, the local losses
+(per-caption loop vs one batched einsum vs that under torch.compile), pairs/s, the projected
+pretraining time (about 249k pairs x 5 epochs), and heatmap inference throughput (batch 256).
+
+Random weights and random data only (no downloads): ``--preset paper`` is ResNet-50 +
+a randomly initialised BERT-base (Bio_ClinicalBERT's vocabulary size), D = 768, 224 -> 299,
+97 tokens; ``--preset tiny`` is the CPU test model. Needs only torch, torchvision, numpy and
+transformers: the AFLoc modules are loaded straight from ``methods/afloc`` without the
+harness's other dependencies.
+
+    python benchmarks/train_step.py --preset paper --device cuda
+    python benchmarks/train_step.py --preset tiny --device cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import statistics
+import sys
+import time
+import types
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+PAIRS_PER_EPOCH = 249_000  # about the frontal MIMIC-CXR training pairs
+EPOCHS = 5
+
+
+def load_afloc():
+    """Import methods/afloc/{model,losses,text,presets} as package ``afloc_core`` (light)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    if "afloc_core" not in sys.modules:
+        pkg = types.ModuleType("afloc_core")
+        pkg.__path__ = [str(ROOT / "methods" / "afloc")]
+        sys.modules["afloc_core"] = pkg
+    mods = [importlib.import_module(f"afloc_core.{m}")
+            for m in ("model", "losses", "text", "presets")]
+    return mods
+
+
+M, L, T, P = load_afloc()
+
+
+# -- random inputs ---------------------------------------------------------------------------
+
+def caption_tokens(n_words: int, n_sent: int, word_num: int) -> list[str]:
+    """[CLS] w w . w w . ... [SEP] [PAD]...: n_sent sentences of about n_words words in all."""
+    per = max(1, n_words // n_sent)
+    toks = ["[CLS]"]
+    for s in range(n_sent):
+        toks += [f"w{s}{i}" for i in range(per)]
+        if s < n_sent - 1:
+            toks.append(".")
+    toks.append("[SEP]")
+    toks = toks[:word_num - 1] + (["[SEP]"] if len(toks) > word_num else [])
+    return toks + ["[PAD]"] * (word_num - len(toks))
+
+
+def random_text(b: int, vocab: int, word_num: int, device, n_words=42, n_sent=6):
+    rows = [T.layout_one(caption_tokens(n_words, n_sent, word_num), "faithful") for _ in range(b)]
+    ids = torch.randint(5, vocab, (b, word_num))
+    att = torch.tensor([[w != "[PAD]" for w in r["words"]] for r in rows], dtype=torch.long)
+    return T.TextBatch(
+        input_ids=ids, attention_mask=att, token_type_ids=torch.zeros_like(ids),
+        word_index=torch.tensor([r["word_index"] for r in rows]),
+        sent_index=torch.tensor([r["sent_index"] for r in rows]),
+        word_mask=torch.tensor([r["word_mask"] for r in rows]),
+        sent_mask=torch.tensor([r["sent_mask"] for r in rows]),
+        words=[r["words"] for r in rows]).to(device)
+
+
+def build_model(preset: str, device) -> M.AFLocModel:
+    cfg = P.preset_config(preset)
+    cfg.imagenet_weights = False
+    if preset == "tiny":
+        cfg.bert["vocab_size"] = 2000
+    torch.manual_seed(0)
+    return M.AFLocModel(cfg).to(device)
+
+
+# -- timing -----------------------------------------------------------------------------------
+
+def sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timeit(fn, device, warmup: int, iters: int) -> float:
+    """Median seconds per call."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def autocast(device, precision: str):
+    if precision == "fp32":
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16"
+                          else torch.float16)
+
+
+def train_step_fn(model, images, text, opt, device, precision, full: bool):
+    def step():
+        with autocast(device, precision):
+            enc = model(images, text)
+            if full:
+                loss = model.loss(enc)["loss"]
+            else:  # encoders only: touch every output so backward covers the same graph
+                loss = sum(v.float().pow(2).mean() for v in enc["img"].values())
+                loss = loss + sum(v.float().pow(2).mean() for v in enc["txt"].values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+        opt.step()
+    return step
+
+
+def local_loss_fn(kind: str, img, words, mask, device, precision):
+    def run():
+        with autocast(device, precision):
+            if kind == "loop":
+                s = L.local_similarity_loop(img, words, mask)
+            else:
+                s = L.local_similarity(img, words, mask)
+            loss = sum(L.contrastive(s.float(), 10.0))
+        loss.backward()
+        return loss
+    return run
+
+
+def gaussian_torch(maps: torch.Tensor, sigma: float = 1.5, truncate: float = 4.0):
+    """scipy.ndimage.gaussian_filter (mode 'reflect' = half-sample symmetric) on [B, h, w]."""
+    r = int(truncate * sigma + 0.5)
+    x = torch.arange(-r, r + 1, device=maps.device, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = k / k.sum()
+    h, w = maps.shape[-2:]
+
+    def sym(n):
+        idx = torch.arange(-r, n + r, device=maps.device)
+        period = 2 * n
+        idx = idx % period
+        return torch.where(idx >= n, period - 1 - idx, idx)
+
+    m = maps.float()[:, None]
+    m = m[..., sym(h), :]
+    m = F.conv2d(m, k.view(1, 1, -1, 1))
+    m = m[..., sym(w)]
+    m = F.conv2d(m, k.view(1, 1, 1, -1))
+    return m[:, 0]
+
+
+def heatmap_fn(model, images, query, device, precision):
+    @torch.no_grad()
+    def run():
+        with autocast(device, precision):
+            local = model.img_encoder(images, need_global=False, need_words=False)["local"]
+        grid = torch.einsum("bdhw,d->bhw", local.float(), query)
+        maps = gaussian_torch(grid)
+        return F.interpolate(maps[:, None], size=(224, 224), mode="bilinear",
+                             align_corners=False)
+    return run
+
+
+# -- main -------------------------------------------------------------------------------------
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", choices=["paper", "tiny"], default="tiny")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch-size", type=int, default=None, help="paper 128, tiny 16")
+    ap.add_argument("--heatmap-batch", type=int, default=None, help="paper 256, tiny 32")
+    ap.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default=None)
+    ap.add_argument("--iters", type=int, default=None)
+    ap.add_argument("--no-compile", action="store_true")
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    paper = args.preset == "paper"
+    b = args.batch_size or (128 if paper else 16)
+    hb = args.heatmap_batch or (256 if paper else 32)
+    precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
+    iters = args.iters or (5 if device.type == "cuda" else 3)
+    warm = 2 if device.type == "cuda" else 1
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    rows: list[tuple[str, str, str]] = []
+    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    amp = "no autocast (fp32)" if precision == "fp32" else f"{precision} autocast"
+    print(f"# AFLoc train step, preset {args.preset}, {dev_name}, torch {torch.__version__}, "
+          f"{amp}, B={b}, random weights and data")
+
+    model = build_model(args.preset, device)
+    cfg = model.cfg
+    d = model.text_encoder.dim
+    images = torch.randn(b, 3, 224, 224, device=device)
+    text = random_text(b, cfg.bert["vocab_size"], cfg.word_num, device)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-5, betas=(0.5, 0.999), weight_decay=1e-6)
+    model.train()
+    t_enc = timeit(train_step_fn(model, images, text, opt, device, precision, False), device,
+                   warm, iters)
+    rows.append(("encoder-only step (fwd+bwd+Adam)", f"{t_enc * 1e3:.1f} ms",
+                 f"{b / t_enc:.1f} pairs/s"))
+    t_full = timeit(train_step_fn(model, images, text, opt, device, precision, True), device,
+                    warm, iters)
+    rows.append(("full AFLoc step, batched losses", f"{t_full * 1e3:.1f} ms",
+                 f"{b / t_full:.1f} pairs/s ({t_enc / t_full:.0%} of encoders)"))
+    t_best = t_full
+    if not args.no_compile:
+        try:
+            L.use_compiled(True)
+            t_fc = timeit(train_step_fn(model, images, text, opt, device, precision, True),
+                          device, warm + 1, iters)
+            rows.append(("full AFLoc step, compiled losses", f"{t_fc * 1e3:.1f} ms",
+                         f"{b / t_fc:.1f} pairs/s ({t_enc / t_fc:.0%} of encoders)"))
+            t_best = min(t_best, t_fc)
+        except Exception as exc:  # no triton / compiler: report and go on
+            rows.append(("full AFLoc step, compiled losses", "n/a", type(exc).__name__))
+        finally:
+            L.use_compiled(False)
+
+    # local losses alone on embeddings of the paper's shapes
+    with torch.no_grad():
+        enc = model(images[:1], text.select([0]))
+    h2, h3 = enc["img"]["local2"].shape[-1], enc["img"]["local"].shape[-1]
+    loss_totals: dict[str, float] = {}
+    for level, hw, mask in (("word", h2, text.word_mask), ("sentence", h3, text.sent_mask)):
+        q = int(mask.sum(1).max())
+        g = torch.Generator(device="cpu").manual_seed(0)
+        img = (torch.randn(b, d, hw, hw, generator=g) * 0.05).to(device).requires_grad_()
+        words = (torch.randn(b, d, cfg.word_num, generator=g) * 0.5).to(device)
+        words.requires_grad_()
+        label = f"{level} level ({q} units x {hw * hw} regions)"
+        ref = None
+        for kind in ("loop", "batched", "compiled"):
+            if kind == "compiled":
+                if args.no_compile:
+                    continue
+                try:
+                    L.use_compiled(True)
+                except Exception as exc:
+                    rows.append((f"{label}, compiled", "n/a", type(exc).__name__))
+                    continue
+            fn = local_loss_fn(kind, img, words, mask, device, precision)
+            try:
+                t = timeit(fn, device, warm + (1 if kind == "compiled" else 0), iters)
+                val = float(fn().detach())
+            except Exception as exc:
+                rows.append((f"{label}, {kind}", "n/a", type(exc).__name__))
+                continue
+            finally:
+                L.use_compiled(False)
+            if kind == "loop":
+                with torch.no_grad():  # fp32 oracle value
+                    ref = float(sum(L.contrastive(L.local_similarity_loop(
+                        img.float(), words.float(), mask), 10.0)))
+            loss_totals[kind] = loss_totals.get(kind, 0.0) + t
+            note = f"loss {val:.4f}" + (f", |d| vs fp32 loop {abs(val - ref):.1e}"
+                                        if ref is not None else "")
+            rows.append((f"{label}, {kind}", f"{t * 1e3:.1f} ms", note))
+    for kind, t in loss_totals.items():
+        rows.append((f"both local losses, {kind}", f"{t * 1e3:.1f} ms", "fwd+bwd"))
+
+    hours = PAIRS_PER_EPOCH * EPOCHS / (b / t_best) / 3600
+    rows.append(("projected pretraining (249k pairs x 5 epochs)", f"{hours:.2f} h",
+                 f"at {b / t_best:.1f} pairs/s, one {dev_name}"))
+
+    model.eval()
+    himg = torch.randn(hb, 3, 224, 224, device=device)
+    query = torch.randn(d, device=device)
+    t_h = timeit(heatmap_fn(model, himg, query, device, precision), device, warm, iters)
+    rows.append((f"heatmap inference (batch {hb}, layer3 . query, gaussian, 224)",
+                 f"{t_h * 1e3:.1f} ms", f"{hb / t_h:.1f} images/s"))
+
+    w = max(len(r[0]) for r in rows)
+    print(f"| {'measurement'.ljust(w)} | time | throughput / note |")
+    print(f"|{'-' * (w + 2)}|------|-------------------|")
+    for name, t, note in rows:
+        print(f"| {name.ljust(w)} | {t} | {note} |")
+    if device.type == "cuda":
+        print(f"# peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
+    if not math.isfinite(t_full):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Pixels in, model tensors out: AFLoc's image preparation.
+
+The official code reads images with ``cv2.imread(path, 0)`` (grayscale uint8), letterboxes
+(``_resize_img``, INTER_AREA), converts to RGB, CenterCrops 224 and normalises with mean
+and std 0.5. Localization uses the 224 letterbox; zero-shot classification uses torchvision
+``Resize(224)`` + ``CenterCrop(224)`` (no letterbox); pretraining per the config letterboxes
+to ``imsize`` 256 and center-crops 224 (``faithful``) or letterboxes to 224 (``corrected``).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from bench.imaging.geometry import Frame, to_frame
+
+LOCALIZE_FRAME = Frame("letterbox", 224)
+CLASSIFY_FRAME = Frame("short_side_crop", 224)
+TRAIN_FRAMES = {"faithful": Frame("letterbox", 224, pre=256), "corrected": Frame("letterbox", 224)}
+
+
+def to_uint8_gray(image: np.ndarray) -> np.ndarray:
+    """Grayscale uint8 as ``cv2.imread(flag=0)`` gives it (other dtypes min-max scaled)."""
+    img = np.asarray(image)
+    if img.ndim == 3:
+        if img.shape[2] == 1:
+            img = img[..., 0]
+        else:
+            rgb = img[..., :3] if img.dtype == np.uint8 else _scale(img[..., :3])
+            img = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)  # Sample is RGB
+    if img.dtype != np.uint8:
+        img = _scale(img)
+    return np.ascontiguousarray(img)
+
+
+def _scale(img: np.ndarray) -> np.ndarray:
+    x = img.astype(np.float64)
+    lo, hi = float(np.nanmin(x)), float(np.nanmax(x))
+    if hi <= lo:
+        return np.zeros(x.shape, dtype=np.uint8)
+    return ((x - lo) / (hi - lo) * 255.0).round().astype(np.uint8)
+
+
+def frame_uint8(image: np.ndarray, frame: Frame) -> np.ndarray:
+    """The frame's 224 x 224 uint8 pixels of an original image."""
+    return to_frame(to_uint8_gray(image), frame)
+
+
+def to_tensor(frames: np.ndarray | list[np.ndarray]) -> torch.Tensor:
+    """uint8 [N, 224, 224] -> float [N, 3, 224, 224], ToTensor then Normalize(0.5, 0.5)."""
+    arr = torch.from_numpy(np.ascontiguousarray(np.stack(frames) if isinstance(frames, list)
+                                                else frames))
+    x = arr.float().div_(255.0).sub_(0.5).div_(0.5)
+    return x.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()

@@ -1,0 +1,129 @@
+"""`bench train afloc`: build data, model and task, then run the shared loop."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.errors import UsageError
+from bench.paths import cache_dir
+from bench.store import atomic_write_json
+from bench.train.loop import TrainConfig, init_distributed, seed_everything, train
+
+from . import presets
+from .model import AFLocModel, parse_levels
+from .pretrain import AFLocTask, prepare_pairs
+from .text import full_caption
+
+
+@dataclass
+class TrainRequest:
+    dataset: str
+    root: str | None = None
+    preset: str = "paper"
+    levels: str = "word,sentence,report"
+    text_mode: str = "faithful"
+    text_encoder: str | None = None
+    epochs: int = 5
+    batch_size: int | None = None
+    lr: float | None = None
+    precision: str = "fp32"
+    out: str | None = None
+    resume: bool = False
+    device: str = "cpu"
+    seed: int = 1
+    workers: int = 0
+    cache: str | None = None
+    gather_negatives: bool = False
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    max_steps: int | None = None
+    time_budget: float | None = None
+    limit: int | None = None
+    progress: bool = True
+    vocab_size: int = 2000
+
+
+def default_out(preset: str, dataset: str) -> Path:
+    return cache_dir() / "checkpoints" / f"afloc-{preset}-{dataset}"
+
+
+def _split_names(ds_cls: Any) -> tuple[str, str | None]:
+    splits = tuple(getattr(ds_cls, "splits", ()))
+    train = "train" if "train" in splits else (splits[0] if splits else "train")
+    val = next((s for s in ("validate", "val", "valid", "validation") if s in splits), None)
+    return train, val
+
+
+def run_training(req: TrainRequest, log: Any = print) -> dict[str, Any]:
+    from bench.registry import get_dataset
+
+    rank, world = init_distributed(req.device)
+    levels = parse_levels(req.levels)
+    out = Path(req.out) if req.out else default_out(req.preset, req.dataset)
+    ds_cls = get_dataset(req.dataset)
+    train_split, val_split = _split_names(ds_cls)
+    t0 = time.time()
+    cache = Path(req.cache) if req.cache else None
+
+    def pairs(split: str):
+        ds = ds_cls(root=req.root, split=split, **req.dataset_options)
+        where = cache / split if cache else None
+        if where is not None and world > 1:  # rank 0 writes the cache, the others read it
+            if rank == 0:
+                prepare_pairs(ds, req.text_mode, where, progress=req.progress, limit=req.limit)
+            torch.distributed.barrier()
+        return prepare_pairs(ds, req.text_mode, where, progress=req.progress and rank == 0,
+                             limit=req.limit)
+
+    train_pairs = pairs(train_split)
+    val_pairs = pairs(val_split) if val_split is not None else None
+    if len(train_pairs.sentences) == 0:
+        raise UsageError(f"no usable training pairs in {req.root} ({train_pairs.skipped})")
+    if rank != 0:
+        log = _silent
+    log(f"pairs: train {len(train_pairs.sentences)}"
+        f"{f', {val_split} {len(val_pairs.sentences)}' if val_pairs else ''}; skipped "
+        f"{train_pairs.skipped}; prepared in {time.time() - t0:.1f} s")
+
+    seed_everything(req.seed)
+    cfg = presets.preset_config(req.preset, levels, req.text_mode)
+    if req.preset == "tiny":
+        corpus = [full_caption(s) for s in train_pairs.sentences]  # as the model sees them
+        tokenizer = presets.build_wordpiece(corpus, vocab_size=req.vocab_size)
+        cfg.bert["vocab_size"] = int(tokenizer.vocab_size)
+        model = AFLocModel(cfg)
+    else:
+        source = req.text_encoder or presets.DEFAULT_TEXT_ENCODER
+        bert, tokenizer = presets.load_pretrained_text(source)
+        cfg.text_encoder = source
+        cfg.bert = bert.config.to_dict()
+        model = AFLocModel(cfg, bert=bert)
+    bs = req.batch_size or (128 if req.preset == "paper" else 16)
+    lr = req.lr or (2e-5 if req.preset == "paper" else 1e-3)
+    task = AFLocTask(model, tokenizer, train_pairs, val_pairs, bs, seed=req.seed,
+                     num_workers=req.workers)
+    tcfg = TrainConfig(epochs=req.epochs, batch_size=bs, lr=lr, precision=req.precision,
+                       seed=req.seed, device=req.device, out=str(out), resume=req.resume,
+                       gather_negatives=req.gather_negatives, max_steps_per_epoch=req.max_steps,
+                       time_budget_s=req.time_budget, progress=req.progress)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "train.json", {
+            "method": "afloc", "request": asdict(req), "model": cfg.to_json(),
+            "text_mode": req.text_mode, "levels": list(levels), "world_size": world,
+            "image_weights": model.img_encoder.weights_note,
+            "pairs": {"train": len(train_pairs.sentences),
+                      "val": len(val_pairs.sentences) if val_pairs else 0,
+                      "skipped": train_pairs.skipped}})
+    history = train(task, tcfg, log=log)
+    best = out / "best.safetensors"
+    return {"out": str(out), "best": str(best) if best.is_file() else None, "history": history,
+            "device": str(torch.device(req.device)), "rank": rank}
+
+
+def _silent(*_: Any, **__: Any) -> None:
+    """Log sink for ranks other than 0."""

@@ -1,0 +1,92 @@
+"""The `afloc` method: heatmap recipe, zero-shot scoring, prompts, query cache, registry."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from afloc_helpers import synthetic_sample
+from scipy import ndimage
+
+from bench.imaging.geometry import Frame, to_frame
+from bench.methods.afloc.method import AFLocMethod, heatmap_from_grid, zero_shot_probs
+from bench.methods.afloc.prompts import cxr_prompts, localization_prompt
+from bench.registry import get_method
+from bench.types import Query
+
+
+def test_heatmap_recipe_matches_independent_computation():
+    rng = np.random.default_rng(0)
+    grid = rng.normal(size=(19, 19)).astype(np.float32)
+    got = heatmap_from_grid(grid, 224)
+    # independent: scipy gaussian (mode reflect, truncate 4) then cv2 bilinear (half-pixel
+    # centres, the same convention as align_corners=False when upsampling)
+    smooth = ndimage.gaussian_filter(grid.astype(np.float64), 1.5)
+    ref = cv2.resize(smooth.astype(np.float32), (224, 224), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(got, ref, atol=2e-4)
+    # a delta spreads as a Gaussian: the centre weight of a 1-D sigma-1.5 kernel squared
+    delta = np.zeros((19, 19), np.float32)
+    delta[9, 9] = 1
+    x = np.arange(-6, 7)
+    k = np.exp(-x**2 / (2 * 1.5**2))
+    k /= k.sum()
+    assert ndimage.gaussian_filter(delta, 1.5)[9, 9] == pytest.approx(k[6] ** 2, rel=1e-5)
+
+
+def test_zero_shot_softmax_over_pos_neg():
+    img = torch.tensor([[1.0, 2.0], [0.0, -1.0]])
+    pos = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    neg = torch.tensor([[0.0, 1.0], [1.0, 1.0]])
+    p = zero_shot_probs(img, pos, neg)
+    # image 0, class 0: logits (1, 2) -> 1 / (1 + e)
+    assert p[0, 0] == pytest.approx(1 / (1 + np.e), rel=1e-6)
+    # image 1, class 1: logits (-1, -1) -> 0.5
+    assert p[1, 1] == pytest.approx(0.5)
+
+
+def test_official_prompt_dictionary():
+    pos, neg = cxr_prompts("Pneumonia")
+    assert len(pos) == 6 * 1 * 9 and neg == ["no Pneumonia. "]
+    assert pos[0] == "Pneumonia: pneumonia at the right lower lobe"
+    assert pos[9] == "Pneumonia:mild pneumonia at the right lower lobe"
+    assert len(cxr_prompts("Pneumothorax")[0]) == 6 * 1 * 7
+    assert len(cxr_prompts("Atelectasis")[0]) == 3 * 7 * 10
+    assert cxr_prompts("No Finding") == (["No finding"], ["finding"])
+    assert cxr_prompts("COVID-19") == (["Findings suggesting covid-19"], ["no COVID-19. "])
+    assert localization_prompt("Pneumonia") == "Findings suggesting Pneumonia."
+
+
+def test_registered_with_capabilities_and_frame():
+    cls = get_method("afloc")
+    assert cls is AFLocMethod
+    assert cls.capabilities.as_list() == ["localize", "classify", "free-text", "trainable"]
+    assert cls.frame == Frame("letterbox", 224)
+
+
+def test_localize_caches_queries_and_classify_uses_center_crop(monkeypatch):
+    m = AFLocMethod()
+    assert m.config()["random_init"] is True and "RANDOM" in m.config()["notice"]
+    calls = []
+    real = m.model.text_encoder.forward
+
+    def counting(batch):
+        calls.append(len(batch))
+        return real(batch)
+
+    monkeypatch.setattr(m.model.text_encoder, "forward", counting)
+    samples = [synthetic_sample(i, h=90, w=70) for i in range(3)]
+    q = [Query("a", "Pneumonia", "left lower opacity"), Query("b", "X", "right effusion")]
+    maps = m.localize(samples, [q, q[:1], []])
+    assert [len(x) for x in maps] == [2, 1, 0] and maps[0][0].shape == (224, 224)
+    assert not np.allclose(maps[0][0], maps[1][0])  # same query, different images
+    assert sum(calls) == 2  # two distinct texts, encoded once
+    m.localize(samples[:1], [q])
+    assert sum(calls) == 2
+
+    seen = []
+    monkeypatch.setattr("bench.methods.afloc.method.frame_uint8",
+                        lambda img, frame: seen.append(frame) or to_frame(img, frame))
+    probs = m.classify(samples, ["COVID-19", "No Finding"])
+    assert probs.shape == (3, 2) and np.all((probs > 0) & (probs < 1))
+    assert seen and all(f == Frame("short_side_crop", 224) for f in seen)

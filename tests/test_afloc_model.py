@@ -1,0 +1,102 @@
+"""AFLoc model: shapes of every level, ablation combinations, learning on a tiny batch."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from afloc_helpers import tiny_batch, tiny_model
+
+from bench.methods.afloc import presets
+from bench.methods.afloc.model import LEVELS, AFLocConfig, AFLocModel, parse_levels
+
+
+def test_paper_geometry_layer2_38_layer3_19():
+    """ResNet-50 at 224 -> 299: layer2 38x38 (words), layer3 19x19, global D (D=768)."""
+    bert = dict(presets.BERT_BASE, num_hidden_layers=1, vocab_size=50)
+    cfg = AFLocConfig(arch="resnet50", imagenet_weights=False, bert=bert)
+    m = AFLocModel(cfg).eval()
+    with torch.no_grad():
+        out = m.img_encoder(torch.zeros(1, 3, 224, 224))
+    assert out["local2"].shape == (1, 768, 38, 38)
+    assert out["local"].shape == (1, 768, 19, 19)
+    assert out["global"].shape == (1, 768)
+    keys = set(m.state_dict())
+    for k in ("img_encoder.model.layer4.2.conv3.weight", "img_encoder.global_embedder.bias",
+              "img_encoder.local_embedder.weight", "img_encoder.local2_embedder.weight",
+              "text_encoder.model.pooler.dense.weight"):
+        assert k in keys
+    assert m.img_encoder.local2_embedder.weight.shape == (768, 512, 1, 1)
+    assert m.img_encoder.local_embedder.weight.shape == (768, 1024, 1, 1)
+
+
+def test_tiny_shapes_and_masks():
+    m, tok = tiny_model(input_size=224)
+    images, text = tiny_batch(tok)
+    enc = m(images, text)
+    d = m.text_encoder.dim
+    assert enc["img"]["local2"].shape == (4, d, 28, 28)
+    assert enc["img"]["local"].shape == (4, d, 14, 14)
+    assert enc["txt"]["words"].shape == (4, d, 32)
+    assert enc["txt"]["sentences"].shape == (4, d, 32)
+    assert enc["txt"]["report"].shape == (4, d)
+    # word slots past [SEP] and sentence slots past the [SEP] copy are exact zeros
+    for i, words in enumerate(text.words):
+        sep = words.index("[SEP]")
+        assert torch.all(enc["txt"]["words"][i, :, sep + 1:] == 0)
+        k = int(text.sent_mask[i].sum())
+        assert torch.all(enc["txt"]["sentences"][i, :, k + 1:] == 0)
+        torch.testing.assert_close(enc["txt"]["sentences"][i, :, k],
+                                   enc["txt"]["words"][i, :, sep])
+
+
+COMBOS = [c for n in (1, 2, 3) for c in itertools.combinations(LEVELS, n)]
+
+
+@pytest.mark.parametrize("levels", COMBOS)
+def test_each_level_combination_trains_a_step(levels):
+    m, tok = tiny_model(levels)
+    images, text = tiny_batch(tok)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    terms = m.loss(m(images, text))
+    names = {"word": "local_word_loss", "sentence": "local_sent_loss",
+             "report": "global_report_loss"}
+    assert set(terms) == {names[lv] for lv in levels} | {"loss"}
+    assert torch.isfinite(terms["loss"])
+    terms["loss"].backward()
+    opt.step()
+    assert hasattr(m.img_encoder, "local2_embedder") == ("word" in levels)
+    if "word" in levels:
+        assert m.img_encoder.local2_embedder.weight.grad.abs().sum() > 0
+    if "report" in levels:
+        assert m.img_encoder.global_embedder.weight.grad.abs().sum() > 0
+
+
+def test_seven_combinations():
+    assert len(COMBOS) == 7
+
+
+def test_parse_levels():
+    assert parse_levels("report,word") == ("word", "report")
+    with pytest.raises(ValueError):
+        parse_levels("words")
+    with pytest.raises(ValueError):
+        parse_levels("")
+
+
+@pytest.mark.parametrize("mode", ["faithful", "corrected"])
+def test_loss_decreases_on_a_tiny_batch(mode):
+    m, tok = tiny_model(text_mode=mode, seed=3)
+    images, text = tiny_batch(tok, text_mode=mode)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3, betas=(0.5, 0.999), weight_decay=1e-6)
+    m.train()
+    losses = []
+    for _ in range(6):
+        terms = m.loss(m(images, text))
+        opt.zero_grad()
+        terms["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), 0.25)
+        opt.step()
+        losses.append(float(terms["loss"].detach()))
+    assert losses[-1] < losses[0] - 0.5, losses

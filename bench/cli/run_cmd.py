@@ -52,19 +52,26 @@ def run_cmd(methods, datasets, split, protocol, prompt, task, n_boot, seed, devi
     from bench.errors import UsageError
     from bench.eval.plan import build_plan, default_names
     from bench.eval.runner import Evaluator
+    from bench.registry import get_dataset
 
     method_names, dataset_names = split_names(methods), split_names(datasets)
     notes: list[str] = []
-    default_ckpt = None
+    default_ckpt = _default_afloc_checkpoint()
     if not method_names or not dataset_names:
-        default_ckpt = _default_afloc_checkpoint()
         dm, dd, notes = default_names(default_ckpt)
         method_names = method_names or dm
         dataset_names = dataset_names or dd
     m_opts = parse_kv(method_arg, method_names, "--method-arg")
-    if default_ckpt and "afloc" in method_names and "checkpoint" not in options_for(m_opts,
-                                                                                      "afloc"):
-        m_opts.setdefault("afloc", {})["checkpoint"] = default_ckpt
+    if "afloc" in method_names and "checkpoint" not in options_for(m_opts, "afloc"):
+        # The default checkpoint is a tiny model pretrained on the synthetic MIMIC set: it is
+        # meant for the synthetic world only, never silently for real data.
+        all_synthetic = all(getattr(get_dataset(d), "synthetic", False) for d in dataset_names)
+        if default_ckpt and all_synthetic:
+            m_opts.setdefault("afloc", {})["checkpoint"] = default_ckpt
+            notes.append(f"afloc uses the default synthetic-world checkpoint {default_ckpt}")
+        else:
+            notes.append("afloc has no checkpoint: its weights are random (pass "
+                         "--method-arg afloc.checkpoint=PATH or train one with bench train)")
     if root and len(dataset_names) != 1:
         raise UsageError("--root names one dataset's folder; pass a single --datasets name")
     d_opts = parse_kv(dataset_arg, dataset_names, "--dataset-arg")

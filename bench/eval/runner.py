@@ -68,9 +68,13 @@ class RunSpec:
     on_error: str = "raise"
 
     def identity(self) -> dict[str, Any]:
+        """What defines the results; a checkpoint counts by content, not only by path."""
         d = asdict(self)
         for k in ("device", "batch_size", "keep_maps"):
             d.pop(k)
+        ckpt = self.method_options.get("checkpoint")
+        if ckpt:
+            d["checkpoint_sha256"] = _cached_sha256(str(ckpt))
         return d
 
     def fingerprint(self) -> str:
@@ -82,6 +86,22 @@ class RunSpec:
         prompt = self.prompt if self.task == LOCALIZATION else None
         return run_id(self.method, self.dataset, self.split or "default", protocol, prompt,
                       self.tag)
+
+
+def _cached_sha256(path: str) -> str | None:
+    p = Path(path)
+    if not p.is_file():
+        return None
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        from bench.methods.base import sha256_file
+
+        _SHA_CACHE[key] = sha256_file(p)
+    return _SHA_CACHE[key]
+
+
+_SHA_CACHE: dict[tuple, str | None] = {}
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -29,6 +30,19 @@ def find_file(root: Path, *names: str) -> Path | None:
             if p.is_file():
                 return p
     return None
+
+
+def read_json(path: Path, kind: type, what: str) -> Any:
+    """A JSON file whose top level must be `kind` (list or dict); `what` names it in errors."""
+    if not path.is_file():
+        raise DataError("missing file", path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"not valid JSON ({exc})", path) from exc
+    if not isinstance(data, kind):
+        raise DataError(f"expected {what}", path)
+    return data
 
 
 def open_text(path: Path) -> io.TextIOBase:

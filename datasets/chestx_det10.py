@@ -16,15 +16,13 @@ this dataset, so the category prompt is the default "Findings suggesting {class}
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.datasets._util import FileDataset, compare_counts
+from bench.datasets._util import FileDataset, compare_counts, read_json
 from bench.datasets.base import CheckReport, Dataset
-from bench.errors import DataError
 from bench.imaging.masks import (
     box_problem,
     boxes_to_mask,
@@ -41,15 +39,7 @@ FRAME_HW = (1024, 1024)
 
 
 def read_list(path: Path) -> list:
-    if not path.is_file():
-        raise DataError("missing file", path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"not valid JSON ({exc})", path) from exc
-    if not isinstance(data, list):
-        raise DataError("expected a JSON list of images", path)
-    return data
+    return read_json(path, list, "a JSON list of images")
 
 
 @register_dataset("chestx-det10")

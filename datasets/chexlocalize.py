@@ -23,13 +23,18 @@ and `hb_points(cxr_id)` for a `human` method.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.datasets._util import FileDataset, compare_counts, read_csv_rows, wrong_width
+from bench.datasets._util import (
+    FileDataset,
+    compare_counts,
+    read_csv_rows,
+    read_json,
+    wrong_width,
+)
 from bench.datasets.base import CheckReport, Dataset
 from bench.errors import DataError
 from bench.imaging.masks import coco_rle_to_mask, polygon_problem, polygons_to_mask
@@ -49,15 +54,7 @@ def cxr_id_of(path: Path) -> str:
 
 
 def load_json(path: Path) -> dict:
-    if not path.is_file():
-        raise DataError("missing file", path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"not valid JSON ({exc})", path) from exc
-    if not isinstance(data, dict):
-        raise DataError("expected an object keyed by cxr_id", path)
-    return data
+    return read_json(path, dict, "an object keyed by cxr_id")
 
 
 class HumanBenchmark:

@@ -87,11 +87,7 @@ def run_cmd(methods, datasets, split, protocol, prompt, task, n_boot, seed, devi
         click.echo(f"note: {note}", err=True)
 
     ev = Evaluator(results_dir, progress=not quiet and sys.stderr.isatty(), force=force)
-    results = []
-    for spec in plan.specs:
-        r = ev.run(spec)
-        plan.specs[plan.specs.index(spec)] = r.spec
-        results.append(r)
+    results = [ev.run(spec) for spec in plan.specs]
     comparisons = _comparisons(results, n_boot, seed)
 
     if as_json:

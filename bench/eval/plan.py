@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import combinations
 from typing import Any
 
 from bench.errors import UsageError
@@ -24,14 +23,6 @@ FALLBACK_DATASETS = ("shapes",)
 class Plan:
     specs: list[RunSpec] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-    def comparison_groups(self) -> list[tuple[RunSpec, RunSpec]]:
-        """Pairs of runs on the same data, task, protocol and prompt (for paired tests)."""
-        groups: dict[tuple, list[RunSpec]] = {}
-        for s in self.specs:
-            key = (s.dataset, s.split, s.task, s.protocol, s.prompt)
-            groups.setdefault(key, []).append(s)
-        return [pair for runs in groups.values() for pair in combinations(runs, 2)]
 
 
 def default_names(default_checkpoint: str | None) -> tuple[list[str], list[str], list[str]]:

@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ANCHOR_VERSION = 1
+ANCHOR_VERSION = 2
 TEMPLATE = 128  # lung templates and pneumothorax masks are stored at TEMPLATE x TEMPLATE
 MAX_PTX = 300  # pneumothorax instance masks kept (first N positive rows of the SIIM file)
 NIH_LABELS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltrate", "Mass", "Nodule",
@@ -88,6 +88,9 @@ def load_anchors() -> Anchors:
         return procedural_anchors()
     ver = _txv_version()
     stamp = "-".join(str((data / f).stat().st_size) for f in sorted(os.listdir(data)))
+    # the key covers what the arrays depend on, so a change of code constants never reads a
+    # stale cache built by another version
+    stamp += f"-{TEMPLATE}-{MAX_PTX}"
     key = f"v{ANCHOR_VERSION}-txv{ver}-{abs(hash_text(stamp)) % 10**10}"
     folder = cache_root() / key
     if (folder / "arrays.npz").exists() and (folder / "text.json").exists():

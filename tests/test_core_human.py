@@ -7,22 +7,12 @@ import math
 
 import pytest
 
-from bench.cli.main import main as bench_main
-
 try:
+    from tests.test_core_runner import run_cli as _run
     from tests.test_data_chexlocalize import chx_root  # noqa: F401  (fixture)
 except ImportError:  # tests/ is not always a package
+    from test_core_runner import run_cli as _run
     from test_data_chexlocalize import chx_root  # noqa: F401
-
-
-def _run(args, capsys):
-    code = 0
-    try:
-        bench_main(args)
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_human_benchmark_masks_and_points(chx_root, tmp_path, capsys):  # noqa: F811

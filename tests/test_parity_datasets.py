@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -21,52 +20,13 @@ from bench.eval.protocols import get_protocol
 
 try:
     from tests.data_fixtures import blocky, write_csv, write_dicom, write_jpg
+    from tests.test_eval_protocols import o_box2mask, o_box_mapping, o_resize_img
 except ImportError:  # tests/ is not always a package
     from data_fixtures import blocky, write_csv, write_dicom, write_jpg
+    from test_eval_protocols import o_box2mask, o_box_mapping, o_resize_img
 
 
 # ------------------------------------------------------------------------------ oracles
-def o_box_mapping(box, w, h, scale):
-    size = (h, w)
-    max_ind = size.index(max(size))
-    box = np.array(box)
-    if max_ind == 0:
-        pct = scale / float(size[0])
-        left, top = int(np.floor((scale - int(float(size[1]) * pct)) / 2)), 0
-    else:
-        pct = scale / float(size[1])
-        left, top = 0, int(np.floor((scale - int(float(size[0]) * pct)) / 2))
-    box = box * pct
-    box[0] = int(np.floor(box[0] + left))
-    box[1] = int(np.floor(box[1] + top))
-    box[2] = int(np.floor(box[2]))
-    box[3] = int(np.floor(box[3]))
-    return box.astype(np.int32)
-
-
-def o_box2mask(box, w, h):
-    m = np.zeros((h, w), dtype=np.uint8)
-    m[box[1]:box[1] + box[3], box[0]:box[0] + box[2]] = 1
-    return m
-
-
-def o_resize_img(img, scale):
-    size = img.shape
-    max_ind = size.index(max(size))
-    if max_ind == 0:
-        desired = (scale, int(float(size[1]) * (scale / float(size[0]))))
-    else:
-        desired = (int(float(size[0]) * (scale / float(size[1]))), scale)
-    r = cv2.resize(img, desired[::-1], interpolation=cv2.INTER_AREA)
-    if max_ind == 0:
-        pad = scale - r.shape[1]
-        pads = [(0, 0), (int(np.floor(pad / 2)), int(np.ceil(pad / 2)))]
-    else:
-        pad = scale - r.shape[0]
-        pads = [(int(np.floor(pad / 2)), int(np.ceil(pad / 2))), (0, 0)]
-    return np.pad(r, pads, "constant", constant_values=0)
-
-
 def o_merge_annotation(data: dict, use_cxr_text: bool = True):
     """`merge_annotation`: images in pycocotools `imgToAnns` order (first annotation), one
     entry per lower-cased phrase (or per category prompt), masks summed, last category wins."""

@@ -13,6 +13,11 @@ import pandas as pd
 
 from bench.eval.protocols import get_protocol
 
+try:
+    from tests.test_eval_protocols import o_metric_df
+except ImportError:  # tests/ is not always a package
+    from test_eval_protocols import o_metric_df
+
 TH = ("0.1", "0.2", "0.3", "0.4", "0.5")
 
 
@@ -35,18 +40,6 @@ def rows_with_partial_nans():
                       f"union@{t}": pred + gt - inter})
         rows.append(r)
     return pd.DataFrame(rows), spec
-
-
-def o_metric_df(cat_vals):
-    cols = list(cat_vals)
-    n = sum(len(v) for v in cat_vals.values())
-    data = np.full((n, len(cols)), np.nan)
-    i = 0
-    for j, c in enumerate(cols):
-        for v in cat_vals[c]:
-            data[i, j] = v
-            i += 1
-    return pd.DataFrame(data, columns=cols)
 
 
 def o_bootci(df, n_boot):

@@ -10,33 +10,26 @@ definition and the older `create_map` code). `hit="segmentation"` reproduces the
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
 
 from bench.eval.protocols import get_protocol
 from bench.imaging.geometry import SQUARE, Frame
 from bench.types import Finding, Sample
+
+try:
+    from tests.test_eval_protocols import o_otsu
+except ImportError:  # tests/ is not always a package
+    from test_eval_protocols import o_otsu
 
 
 def o_pkl_to_mask(grid: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """`pkl_to_mask(pkl_path)` with its defaults: upsample, min-max, Otsu, fill contours."""
     cam = F.interpolate(torch.from_numpy(grid)[None, None], size=hw, mode="bilinear",
                         align_corners=False).squeeze()
-    m = cam - cam.min()
-    m = m.div(m.max()).data.numpy()
-    m = np.uint8(255 * m)
-    thresh = cv2.threshold(m, 0, np.max(m), cv2.THRESH_OTSU)[1]
-    cnts = cv2.findContours(thresh, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
-    cnts = cnts[0] if len(cnts) == 2 else cnts[1]
-    seg = Image.new("1", (m.shape[1], m.shape[0]))
-    for c in cnts:
-        if len(c) > 1:
-            ImageDraw.Draw(seg).polygon([(p[0][0], p[0][1]) for p in c], outline=1, fill=1)
-    return np.array(seg, dtype="int")
+    return o_otsu(cam)  # then `cam_to_segmentation`, Otsu by default
 
 
 def o_hit(sal_map: np.ndarray, gt: np.ndarray) -> float:

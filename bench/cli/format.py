@@ -10,16 +10,13 @@ CLS_METRICS = (("auroc", "AUROC"),)
 
 
 def fmt_ci(stat: dict[str, Any] | None, digits: int = 3) -> str:
-    """`0.342 (0.332, 0.350)`, the paper's format; '—' when absent, 'nan' when undefined."""
+    """A summary entry in the paper's format, `0.342 (0.332, 0.350)`, as the tables print it."""
+    from bench.report.build import MISSING
+    from bench.report.build import fmt_ci as fmt_values
+
     if not stat:
-        return "—"
-
-    def f(x: Any) -> str:
-        if x is None or (isinstance(x, float) and math.isnan(x)):
-            return "nan"
-        return f"{x:.{digits}f}"
-
-    return f"{f(stat.get('mean'))} ({f(stat.get('lower'))}, {f(stat.get('upper'))})"
+        return MISSING
+    return fmt_values(stat.get("mean"), stat.get("lower"), stat.get("upper"), digits)
 
 
 def summary_row(info: dict[str, Any], summary: dict[str, Any]) -> dict[str, str]:

@@ -7,24 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli.main import main
-
 try:
     from tests.data_fixtures import blocky, write_csv, write_dicom, write_png
+    from tests.test_core_runner import run_cli as _run
 except ImportError:  # tests/ is not always a package
     from data_fixtures import blocky, write_csv, write_dicom, write_png
+    from test_core_runner import run_cli as _run
 
 XRV_DATA = Path(__import__("torchxrayvision").__file__).parent / "data"
 
 
-def _run(args, capsys):
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture

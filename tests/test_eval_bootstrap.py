@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from bench.eval.bootstrap import (
     ci_indices,
     draw_indices,
+    fill_counts,
     intervals,
     official_stream,
     replicate_nanmeans,
@@ -124,3 +125,31 @@ def test_blockwise_draws_equal_one_matrix(monkeypatch):
     monkeypatch.setattr(bs, "_CHUNK_ELEMS", 7 * 50)  # 7 replicates per block, 13 blocks
     got = bs.bootstrap_nanmeans(official_stream(4), 50, 90, df.to_numpy())
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-14)  # BLAS block sizes differ
+
+
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_blockwise_draws_follow_the_stream(monkeypatch, pipelined):
+    """Drawn block by block (and scored on a second thread), the draws are the official loop's,
+    and the stream ends where one (n_boot, n) call would leave it."""
+    import bench.eval.bootstrap as bs
+
+    rng = np.random.default_rng(11)
+    df = category_frame(rng, 40)
+    monkeypatch.setattr(bs, "_CHUNK_ELEMS", 3 * 40)  # 3 replicates per block
+    monkeypatch.setattr(bs, "_PIPELINE_MIN", 0 if pipelined else 10**12)
+    monkeypatch.setattr(bs, "worker_count", lambda cap=8: 2)
+    stream = official_stream(2)
+    got = bs.bootstrap_nanmeans(stream, 40, 50, df.to_numpy())
+    bs_df, _ = official_bootci(df, 50, 2)
+    np.testing.assert_allclose(got, bs_df.to_numpy(), rtol=0, atol=1e-14)
+    np.random.seed(2)
+    np.random.randint(0, 40, size=(50, 40))
+    assert stream.randint(0, 10**6) == np.random.randint(0, 10**6)
+
+
+def test_fill_counts_is_a_histogram_of_each_row():
+    idx = np.random.RandomState(3).randint(0, 17, size=(9, 23))
+    got = fill_counts(idx, 17, np.empty((9, 17)))
+    for r in range(9):
+        for j in range(17):
+            assert got[r, j] == sum(1 for v in idx[r] if v == j)

@@ -20,6 +20,7 @@ from bench.eval.metrics import (
     iou_from_counts,
     minmax,
     pointing_hit,
+    seeded_auroc_replicates,
     signed_cnr,
     threshold_counts,
 )
@@ -221,3 +222,31 @@ def test_cnr_sign_flips_when_mask_inverted(v, g):
         assert np.isnan(c2)
     else:
         assert c1 == -c2
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_seeded_auroc_replicates_equal_the_official_resample_loop(monkeypatch, workers):
+    """AFLoc's classification bootstrap, literally: per replicate i, `resample(random_state=
+    seed + i)` then `roc_auc_score` per pathology (NaN labels dropped, one-class -> NaN)."""
+    from sklearn.utils import resample
+
+    import bench.eval.metrics as metrics
+
+    monkeypatch.setattr(metrics, "_COUNT_ELEMS", 4 * 37)  # 4 replicates per block, 8 blocks
+    rng = np.random.default_rng(8)
+    n, k, n_boot, seed = 37, 3, 30, 5
+    labels = rng.integers(0, 2, (n, k)).astype(float)
+    labels[rng.random((n, k)) < 0.2] = np.nan
+    labels[:, 2] = np.where(np.arange(n) < 3, 1.0, 0.0)  # rare positives: one-class replicates
+    scores = np.round(rng.random((n, k)), 1)  # ties
+    got = seeded_auroc_replicates(labels, scores, seed + np.arange(n_boot), workers=workers)
+    for i in range(n_boot):
+        j = resample(np.arange(n), replace=True, random_state=seed + i)
+        for c in range(k):
+            y, s = labels[j, c], scores[j, c]
+            keep = ~np.isnan(y)
+            if len(np.unique(y[keep])) < 2:
+                assert np.isnan(got[i, c])
+            else:
+                assert got[i, c] == pytest.approx(roc_auc_score(y[keep], s[keep]), abs=1e-12)
+    assert np.isnan(got[:, 2]).any() and not np.isnan(got[:, 2]).all()

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.eval.bootstrap import intervals, quiet, seeded_indices
-from bench.eval.metrics import auroc, auroc_replicates
+from bench.eval.bootstrap import intervals, quiet
+from bench.eval.metrics import auroc, seeded_auroc_replicates
 from bench.eval.summary import evaluation_units
 
 
@@ -44,12 +44,10 @@ def paired_auroc(rows_a: pd.DataFrame, rows_b: pd.DataFrame, n_boot: int, seed: 
     out["diff"] = out["value_a"] - out["value_b"]
     if n_boot <= 0 or n == 0 or k == 0:
         return {**out, "mean": np.nan, "lower": np.nan, "upper": np.nan, "p_value": np.nan}
-    idx = seeded_indices(seed + np.arange(n_boot), n)
-    d = np.zeros(n_boot)
-    for j in range(k):
-        d += auroc_replicates(labels[:, j], np.nan_to_num(sa[:, j]), idx)
-        d -= auroc_replicates(labels[:, j], np.nan_to_num(sb[:, j]), idx)
-    d /= k
+    filled = np.nan_to_num(np.concatenate([sa, sb], axis=1))
+    reps = seeded_auroc_replicates(np.concatenate([labels, labels], axis=1), filled,
+                                   seed + np.arange(n_boot))
+    d = (reps[:, :k] - reps[:, k:]).sum(axis=1) / k
     iv = intervals(d)[0]
     ok = d[~np.isnan(d)]
     with quiet():

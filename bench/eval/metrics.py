@@ -16,14 +16,18 @@ threshold is cast to float32 here too (numpy 2 would compare in float64).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
 import numpy as np
 
-from bench.eval.bootstrap import quiet
+from bench.eval.bootstrap import fill_counts, quiet, seeded_indices, worker_count
 
 EITHER_EMPTY_NAN = "either_empty_nan"
 BOTH_EMPTY_NAN = "both_empty_nan"
 EMPTY_RULES = (EITHER_EMPTY_NAN, BOTH_EMPTY_NAN)
 _BLOCK = 4_000_000  # threshold x pixel comparisons per block
+_COUNT_ELEMS = 250_000  # replicates x samples per counts block (stays in cache)
 
 
 def _check_rule(rule: str) -> None:
@@ -163,49 +167,109 @@ def auroc_replicates(labels: np.ndarray, scores: np.ndarray, idx: np.ndarray) ->
     """AUROC of every bootstrap replicate (rows of `idx` index into labels/scores): (n_boot,).
 
     Labels are 1 (positive), 0 (negative); anything else (NaN, -1) is drawn but ignored.
-    Mann-Whitney with multiplicities: sort the samples by score once; per replicate, count how
-    often each sample was drawn; every drawn positive scores the drawn negatives below it plus
-    half of those tied with it (exactly sklearn's tie handling). Counts are built in
-    cache-sized blocks of replicates. NaN where a replicate holds one class only (sklearn
-    raises there; the official code records NaN).
+    Mann-Whitney with multiplicities (`_RankPlan`); counts are built in cache-sized blocks of
+    replicates. NaN where a replicate holds one class only (sklearn raises there; the official
+    code records NaN).
     """
-    y = np.asarray(labels, dtype=np.float64).ravel()
-    y = np.where(np.isnan(y), -1, y).astype(np.int64)
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    n = len(y)
     n_boot = idx.shape[0]
     out = np.full(n_boot, np.nan)
-    if n == 0:
+    plan = _RankPlan.build(labels, scores)
+    if plan is None:
         return out
-    order = np.argsort(s, kind="mergesort")
-    s_sorted, y_sorted = s[order], y[order]
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n)  # position of each sample in score order
-    neg_pos = np.flatnonzero(y_sorted == 0)  # sorted positions of negatives / positives
-    pos_pos = np.flatnonzero(y_sorted == 1)
-    if len(neg_pos) == 0 or len(pos_pos) == 0:
-        return out
-    # for each positive: negatives strictly below its tie group, and up to the group's end
-    new = np.r_[True, s_sorted[1:] != s_sorted[:-1]]
-    gid = np.cumsum(new) - 1
-    starts = np.flatnonzero(new)
-    ends = np.r_[starts[1:], n]  # exclusive
-    g = gid[pos_pos]
-    below = np.searchsorted(neg_pos, starts[g], side="left")  # #neg columns before group
-    upto = np.searchsorted(neg_pos, ends[g], side="left")  # #neg columns through group
-    step = max(1, 500_000 // n)
+    n = plan.n
+    step = max(1, _COUNT_ELEMS // n)
+    buf = np.empty((min(step, n_boot), n), dtype=np.int64)
     for lo in range(0, n_boot, step):
         hi = min(n_boot, lo + step)
-        r = hi - lo
-        flat = (rank[idx[lo:hi]] + np.arange(r, dtype=np.int64)[:, None] * n).ravel()
-        c = np.bincount(flat, minlength=r * n).reshape(r, n)
-        cneg = np.zeros((r, len(neg_pos) + 1), dtype=np.int64)
-        np.cumsum(c[:, neg_pos], axis=1, out=cneg[:, 1:])  # cneg[:, k] = drawn negs in first k
-        cpos = c[:, pos_pos]
-        twice = (cpos * (cneg[:, below] + cneg[:, upto])).sum(axis=1)  # 2 x numerator, exact
+        out[lo:hi] = plan.aurocs(fill_counts(idx[lo:hi], n, buf[:hi - lo]))
+    return out
+
+
+def seeded_auroc_replicates(labels: np.ndarray, scores: np.ndarray, seeds: np.ndarray,
+                            workers: int | None = None) -> np.ndarray:
+    """AUROC of each column (n x k labels and scores) in each replicate i drawn with
+    `sklearn.resample(random_state=seeds[i])`: (n_boot, k).
+
+    Every replicate has its own seed, so blocks of replicates are independent: each worker
+    thread draws its blocks' indices (`seeded_indices` rows), counts them once and scores every
+    column from the same counts. numpy releases the GIL in drawing and counting, so threads use
+    every core; the result does not depend on the number of workers.
+    """
+    labels = np.asarray(labels, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    if labels.ndim == 1:
+        labels, scores = labels[:, None], scores[:, None]
+    seeds = np.asarray(seeds, dtype=np.int64)
+    n, k = labels.shape
+    n_boot = len(seeds)
+    out = np.full((n_boot, k), np.nan)
+    plans = [_RankPlan.build(labels[:, j], scores[:, j]) for j in range(k)]
+    if n == 0 or n_boot == 0 or all(p is None for p in plans):
+        return out
+    step = max(1, _COUNT_ELEMS // n)
+    blocks = [(lo, min(n_boot, lo + step)) for lo in range(0, n_boot, step)]
+    workers = max(1, min(workers or worker_count(), len(blocks)))
+
+    def work(w: int) -> None:
+        buf = np.empty((min(step, n_boot), n), dtype=np.int64)
+        for lo, hi in blocks[w::workers]:
+            counts = fill_counts(seeded_indices(seeds[lo:hi], n), n, buf[:hi - lo])
+            for j, plan in enumerate(plans):
+                if plan is not None:
+                    out[lo:hi, j] = plan.aurocs(counts)
+
+    if workers == 1:
+        work(0)
+    else:
+        with ThreadPoolExecutor(workers) as ex:
+            list(ex.map(work, range(workers)))
+    return out
+
+
+@dataclass(frozen=True)
+class _RankPlan:
+    """One column's samples in score order, split into negatives and positives.
+
+    For each positive, the number of negatives strictly below its tie group (`below`) and up to
+    the group's end (`upto`), as positions in the negatives' order. Given how often each sample
+    was drawn, every drawn positive scores the drawn negatives below it plus half of those tied
+    with it: exactly sklearn's tie handling, in exact integer arithmetic.
+    """
+
+    n: int
+    neg: np.ndarray  # sample index of each negative, in score order
+    pos: np.ndarray  # sample index of each positive, in score order
+    below: np.ndarray
+    upto: np.ndarray
+
+    @classmethod
+    def build(cls, labels: np.ndarray, scores: np.ndarray) -> _RankPlan | None:
+        y = np.asarray(labels, dtype=np.float64).ravel()
+        s = np.asarray(scores, dtype=np.float64).ravel()
+        n = len(y)
+        order = np.argsort(s, kind="mergesort")
+        s_sorted, y_sorted = s[order], y[order]
+        neg_at = np.flatnonzero(y_sorted == 0)  # sorted positions of negatives / positives
+        pos_at = np.flatnonzero(y_sorted == 1)
+        if n == 0 or len(neg_at) == 0 or len(pos_at) == 0:
+            return None
+        new = np.r_[True, s_sorted[1:] != s_sorted[:-1]]
+        gid = np.cumsum(new) - 1
+        starts = np.flatnonzero(new)
+        ends = np.r_[starts[1:], n]  # exclusive
+        g = gid[pos_at]
+        return cls(n, order[neg_at], order[pos_at],
+                   np.searchsorted(neg_at, starts[g], side="left"),
+                   np.searchsorted(neg_at, ends[g], side="left"))
+
+    def aurocs(self, counts: np.ndarray) -> np.ndarray:
+        """AUROC per replicate from its (r, n) draw counts."""
+        r = counts.shape[0]
+        cneg = np.zeros((r, len(self.neg) + 1), dtype=np.int64)
+        np.cumsum(counts[:, self.neg], axis=1, out=cneg[:, 1:])  # drawn negs in first k
+        cpos = counts[:, self.pos]
+        twice = (cpos * (cneg[:, self.below] + cneg[:, self.upto])).sum(axis=1)  # exact
         n_pos = cpos.sum(axis=1)
         n_neg = cneg[:, -1]
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[lo:hi] = np.where((n_pos > 0) & (n_neg > 0),
-                                  twice / (2.0 * n_pos * n_neg), np.nan)
-    return out
+            return np.where((n_pos > 0) & (n_neg > 0), twice / (2.0 * n_pos * n_neg), np.nan)

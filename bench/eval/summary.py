@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import DataError
-from bench.eval.bootstrap import Interval, ci_indices, intervals, quiet, seeded_indices
-from bench.eval.metrics import auroc, auroc_replicates
+from bench.eval.bootstrap import Interval, ci_indices, intervals, quiet
+from bench.eval.metrics import auroc, seeded_auroc_replicates
 
 SCHEMA = 1
 NAN = float("nan")
@@ -94,15 +94,12 @@ def summarize_classification(rows: pd.DataFrame, n_boot: int, seed: int) -> dict
 
     out = skeleton("classification", "classification", len(rows), n, n_boot, seed, "image",
                    scheme="sklearn.resample(random_state=seed+i)")
-    idx = seeded_indices(seed + np.arange(n_boot), n) if n_boot > 0 else np.zeros((0, n), int)
-    reps = np.full((n_boot, k), np.nan)
+    filled = np.where(np.isnan(scores), 0.0, scores)
+    reps = seeded_auroc_replicates(labels, filled, seed + np.arange(n_boot))
     full = np.full(k, np.nan)
     per_cat = {}
     for j, p in enumerate(paths):
         full[j] = auroc(labels[:, j], scores[:, j])
-        s = np.where(np.isnan(scores[:, j]), 0.0, scores[:, j])
-        if n_boot > 0:
-            reps[:, j] = auroc_replicates(labels[:, j], s, idx)
         iv = intervals(reps[:, j])[0]
         per_cat[p] = interval_entry(iv, full[j], int((~np.isnan(labels[:, j])).sum()))
     avg = reps.mean(axis=1) if k else np.full(n_boot, np.nan)

@@ -435,3 +435,76 @@ def test_empty_rows_give_an_empty_summary():
         out = get_protocol(name).summarize(pd.DataFrame(), n_boot=1000, seed=0)
         assert out["n_rows"] == 0 and out["metrics"] == {}
         assert out["bootstrap"]["ci_index"] == [24, 974]
+
+
+def o_tune_probability_threshold(items, probs):
+    """`tune_probability_threshold.py` + the `idxmax` that `heatmap_to_segmentation.py` applies
+    to its CSV: per task, Otsu masks kept when prob > cutoff, all-CXR IoU, rounded mIoU."""
+    records = []
+    for task in sorted({t for _, _, per in items for t in per}):
+        cutoffs = np.arange(0, .9, .1)
+        for c in cutoffs:
+            ious = []
+            for sid, hw, per in items:
+                gt, grid = per[task]
+                pred = (o_otsu(o_upsample(grid, hw)) if probs[(sid, task)] > c
+                        else np.zeros(hw))
+                ious.append(o_calc_iou(pred, gt, False))
+            records.append({"prob_threshold": round(c, 1),
+                            "mIoU": round(round(np.nanmean(np.array(ious)), 3), 3),
+                            "task": task})
+    df = pd.DataFrame(records)
+    best = df.loc[df.groupby(["task"])["mIoU"].agg("idxmax")]
+    return {r.task: r.prob_threshold for r in best.itertuples()}, df
+
+
+def test_chexlocalize_probability_cutoffs_tuned_on_val_as_official():
+    rng = np.random.default_rng(31)
+    val, test = chex_items(rng, 30), chex_items(rng, 25)
+    # informative probabilities on a 0.05 grid (0.3 and 0.6 hit the cutoffs' edges); the two
+    # splits reuse CXR ids, so each has its own table
+    def draw(items):
+        return {(sid, t): float(rng.choice([0.3, 0.45, 0.6, 0.9] if per[t][0].any() else
+                                           [0.05, 0.2, 0.3, 0.6]))
+                for sid, _, per in items for t in per}
+
+    p_val, p_test = draw(val), draw(test)
+    proto = get_protocol("chexlocalize", method="otsu", prob_cutoff="tune")
+    assert proto.tuning_split == "val" and proto.wants_probs
+
+    def rows_of(items, probs):
+        rows = chex_rows(proto, items)
+        rows["prob"] = [probs[(s, t)] for s, t in zip(rows["sample_id"], rows["pathology"])]
+        return rows
+
+    val_rows, test_rows = rows_of(val, p_val), rows_of(test, p_test)
+    want, table = o_tune_probability_threshold(val, p_val)
+    tuned = proto.tune_prob_cutoffs(val_rows)
+    assert {t: v["cutoff"] for t, v in tuned.items()} == want
+    for t, v in tuned.items():
+        np.testing.assert_array_equal(v["miou"], table[table.task == t]["mIoU"].to_numpy())
+    assert all(w > 0 for w in want.values())  # gating pays off on these probabilities
+    # the threshold method tunes its cutoffs on Otsu masks too, as the official script does
+    thr = get_protocol("chexlocalize", prob_cutoff="tune")
+    thr_rows = chex_rows(thr, val)
+    thr_rows["prob"] = val_rows["prob"].to_numpy()
+    assert {t: v["cutoff"] for t, v in thr.tune_prob_cutoffs(thr_rows).items()} == want
+
+    summ = proto.summarize(test_rows, n_boot=20, seed=0, tuning_rows=val_rows)
+    assert summ["prob_cutoffs"] == want
+    for task, cut in want.items():
+        ious = []
+        for sid, hw, per in sorted(test):
+            gt, grid = per[task]
+            if not any(g.any() for g, _ in per.values()):
+                continue  # not in the GT file: outside the true-positive table
+            pred = (np.zeros(hw) if p_test[(sid, task)] < cut  # `pkl_to_mask`: prob < cutoff
+                    else o_otsu(o_upsample(grid, hw)))
+            ious.append(o_calc_iou(pred, gt, True))
+        got = summ["metrics"]["iou"]["per_category"][task]["dataset_mean"]
+        assert got == pytest.approx(np.nanmean(ious), abs=1e-12)
+
+
+def test_chexlocalize_rejects_unknown_cutoff_word():
+    with pytest.raises(UsageError, match="prob_cutoff"):
+        get_protocol("chexlocalize", prob_cutoff="best")

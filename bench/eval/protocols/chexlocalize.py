@@ -7,7 +7,12 @@ Per (CXR, task) row at native resolution:
   first maximal true-positive mIoU wins, `tune_heatmap_threshold.py`; the chosen value is
   rounded to one decimal as its CSV stores it) or Otsu (`method="otsu"`: uint8 map, optional
   JET/box-filter smoothing, cv2 Otsu, RETR_TREE contours filled with PIL).
-  Optional probability gate: an empty mask when prob < cutoff (`pkl_to_mask`).
+  Optional probability gate: an empty mask when prob < cutoff (`pkl_to_mask`); the cutoff is
+  fixed, per task, or ``"tune"``d on the validation rows as `tune_probability_threshold.py`
+  does: Otsu masks kept when prob > c for c in np.arange(0, .9, .1), IoU with
+  true_pos_only=False over every CXR of the task (no GT -> empty GT), mIoU rounded to 3
+  decimals, the first maximal cutoff wins (`groupby('task')['mIoU'].idxmax()` on its CSV),
+  applied rounded to one decimal.
   IoU: true_pos_only (default) NaN if either mask is empty; otherwise NaN only if both are.
   Hit (pointing game, `get_hitrates`): GT == 1 at the first argmax of the upsampled map, NaN if
   the GT is empty; no gate. The current official `get_hitrates` takes the argmax of
@@ -55,6 +60,7 @@ from bench.eval.summary import interval_entry, mean_entry, require_columns, skel
 from bench.imaging.geometry import map_to_original
 
 GRID = tuple(float(t) for t in np.arange(0.2, 0.8, 0.1))  # 7 values, the last is 0.7999...
+CUTOFF_GRID = tuple(float(t) for t in np.arange(0, 0.9, 0.1))  # 0.0 .. 0.8 (0.30000000000000004)
 METHODS = ("threshold", "otsu")
 HIT_SOURCES = ("map", "segmentation")
 
@@ -124,11 +130,16 @@ class ChexlocalizeProtocol(Protocol):
         self.grid = GRID + tuple(extra)
         self.true_pos_only = bool(true_pos_only)
         self.rule = EITHER_EMPTY_NAN if true_pos_only else BOTH_EMPTY_NAN
-        self.prob_cutoff = prob_cutoff
+        self.tune_cutoffs = isinstance(prob_cutoff, str)
+        if self.tune_cutoffs and prob_cutoff != "tune":
+            raise UsageError(f"chexlocalize protocol: prob_cutoff must be a number, a "
+                             f"{{task: number}} map or 'tune', not {prob_cutoff!r}")
+        self.prob_cutoff = None if self.tune_cutoffs else prob_cutoff
         self.wants_probs = prob_cutoff is not None
         self.smoothing, self.k = bool(smoothing), int(k)
         self.official_rounding = bool(official_rounding)
-        self.tuning_split = "val" if (method == "threshold" and not self.fixed) else None
+        self.tuning_split = ("val" if (method == "threshold" and not self.fixed)
+                             or self.tune_cutoffs else None)
         super().__init__(method=method, thresholds=self.fixed or None,
                          true_pos_only=true_pos_only, prob_cutoff=prob_cutoff,
                          smoothing=smoothing, k=k, official_rounding=official_rounding,
@@ -182,7 +193,10 @@ class ChexlocalizeProtocol(Protocol):
             for j, t in enumerate(self.grid):
                 row[f"inter@{tlabel(t)}"] = int(c["inter"][j])
                 row[f"pred@{tlabel(t)}"] = int(c["pred"][j])
-            if self.method == "otsu":
+            if self.method != "otsu" and self.tune_cutoffs:  # cutoffs are tuned on Otsu masks
+                seg = otsu_segmentation(norm)
+                seg[~valid] = 0
+            if seg is not None:
                 row["inter@otsu"] = int(np.count_nonzero(seg & g))
                 row["pred@otsu"] = int(np.count_nonzero(seg))
             rows.append(row)
@@ -205,14 +219,42 @@ class ChexlocalizeProtocol(Protocol):
             out[task] = {"threshold": pick_threshold(mious), "miou": mious}
         return out
 
-    def _cutoff(self, task: str) -> float | None:
+    def tune_prob_cutoffs(self, rows: pd.DataFrame) -> dict[str, dict[str, Any]]:
+        """Per task: the probability cutoff with the best all-CXR Otsu mIoU on these rows."""
+        require_columns(rows, ["prob", "inter@otsu", "pred@otsu"], "chexlocalize cutoff tuning")
+        out = {}
+        for task in sorted(pd.unique(rows["pathology"].astype(str))):
+            r = rows[rows["pathology"].astype(str) == task]
+            gt = r["gt"].to_numpy(np.float64)
+            prob = r["prob"].to_numpy(np.float64)
+            if np.isnan(prob).any():
+                raise DataError(f"chexlocalize: no probability for some {task} rows; cutoff "
+                                f"tuning needs the method's per-task probabilities")
+            mious = []
+            for c in CUTOFF_GRID:
+                keep = prob > c  # `if pred_prob > cutoff: segm = cam_to_segmentation(...)`
+                inter = np.where(keep, r["inter@otsu"].to_numpy(np.float64), 0.0)
+                pred = np.where(keep, r["pred@otsu"].to_numpy(np.float64), 0.0)
+                iou = iou_from_counts(inter, pred + gt - inter, pred, gt, BOTH_EMPTY_NAN)
+                with quiet():
+                    m = float(np.nanmean(iou)) if len(iou) else np.nan
+                mious.append(round(m, 3) if not np.isnan(m) else np.nan)
+            valid = [j for j, m in enumerate(mious) if not np.isnan(m)]
+            best = max(valid, key=lambda j: (mious[j], -j)) if valid else 0  # first max
+            out[task] = {"cutoff": round(CUTOFF_GRID[best], 1), "miou": mious}
+        return out
+
+    def _cutoff(self, task: str, tuned: dict[str, float] | None = None) -> float | None:
+        if tuned is not None:
+            return tuned.get(task)
         if self.prob_cutoff is None:
             return None
         if isinstance(self.prob_cutoff, dict):
             return self.prob_cutoff.get(task)
         return float(self.prob_cutoff)
 
-    def row_ious(self, rows: pd.DataFrame, thresholds: dict[str, float] | None) -> np.ndarray:
+    def row_ious(self, rows: pd.DataFrame, thresholds: dict[str, float] | None,
+                 cutoffs: dict[str, float] | None = None) -> np.ndarray:
         """Final per-row IoU: chosen segmentation, probability gate, empty-mask rule."""
         path = rows["pathology"].astype(str).to_numpy()
         gt = rows["gt"].to_numpy(np.float64)
@@ -230,7 +272,7 @@ class ChexlocalizeProtocol(Protocol):
                     raise UsageError(f"chexlocalize: rows lack counts at threshold {key}")
             inter[sel] = rows.loc[sel, f"inter@{key}"].to_numpy(np.float64)
             pred[sel] = rows.loc[sel, f"pred@{key}"].to_numpy(np.float64)
-            cut = self._cutoff(task)
+            cut = self._cutoff(task, cutoffs)
             if cut is not None:
                 prob = rows.loc[sel, "prob"].to_numpy(np.float64)
                 gated = prob < cut  # `if pred_prob < prob_cutoff: zeros`
@@ -252,6 +294,12 @@ class ChexlocalizeProtocol(Protocol):
         table = df.pivot(index="sample_id", columns="pathology", values="v")
         return table.sort_index().reindex(columns=sorted(table.columns))
 
+    def cutoffs_for(self, rows, tuning_rows) -> tuple[dict[str, float] | None, dict]:
+        if not self.tune_cutoffs:
+            return None, {}
+        tuned = self.tune_prob_cutoffs(tuning_rows if tuning_rows is not None else rows)
+        return {t: v["cutoff"] for t, v in tuned.items()}, tuned
+
     def thresholds_for(self, rows, tuning_rows) -> tuple[dict[str, float] | None, dict]:
         if self.method == "otsu":
             return None, {}
@@ -269,8 +317,9 @@ class ChexlocalizeProtocol(Protocol):
         if metric != "iou":
             raise UsageError(f"chexlocalize: metric must be iou or hit, not {metric!r}")
         thresholds, _ = self.thresholds_for(rows, tuning_rows)
+        cutoffs, _ = self.cutoffs_for(rows, tuning_rows)
         keep = in_gt if self.true_pos_only else np.ones(len(rows), bool)
-        return self.cxr_table(rows, self.row_ious(rows, thresholds), keep)
+        return self.cxr_table(rows, self.row_ious(rows, thresholds, cutoffs), keep)
 
     def summarize(self, rows: pd.DataFrame, n_boot: int, seed: int,
                   tuning_rows: pd.DataFrame | None = None) -> dict[str, Any]:
@@ -279,6 +328,7 @@ class ChexlocalizeProtocol(Protocol):
         require_columns(rows, ["sample_id", "query_id", "pathology", "in_gt", "gt", "hit"],
                         "chexlocalize")
         thresholds, tuned = self.thresholds_for(rows, tuning_rows)
+        cutoffs, cut_tuning = self.cutoffs_for(rows, tuning_rows)
         out = skeleton("localization", self.name, len(rows), rows["sample_id"].nunique(),
                        n_boot, seed, "image", method=self.method,
                        true_pos_only=self.true_pos_only,
@@ -289,10 +339,16 @@ class ChexlocalizeProtocol(Protocol):
             out["tuning"] = {t: {"threshold": v["threshold"],
                                  "miou": dict(zip([tlabel(g) for g in GRID], v["miou"]))}
                              for t, v in tuned.items()}
+        if cutoffs is not None:
+            out["prob_cutoffs"] = {t: float(v) for t, v in sorted(cutoffs.items())}
+            out["prob_cutoff_tuning"] = {
+                t: {"cutoff": v["cutoff"],
+                    "miou": dict(zip([tlabel(c) for c in CUTOFF_GRID], v["miou"]))}
+                for t, v in cut_tuning.items()}
         in_gt = rows["in_gt"].to_numpy(bool)
         keep = in_gt if self.true_pos_only else np.ones(len(rows), bool)
         out["bootstrap"]["n_units"] = {}
-        tables = {"iou": self.cxr_table(rows, self.row_ious(rows, thresholds), keep),
+        tables = {"iou": self.cxr_table(rows, self.row_ious(rows, thresholds, cutoffs), keep),
                   "hit": self.cxr_table(rows, rows["hit"].to_numpy(np.float64), in_gt)}
         for metric, table in tables.items():
             x = table.to_numpy(np.float64)

@@ -35,11 +35,14 @@ def main() -> None:
     ap.add_argument("--scale", default="small", choices=["tiny", "small", "full"])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--train-seconds", type=float, default=600)
-    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="Default: the tiny preset's (8); --train-seconds caps the time either way")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--datasets", default="synthetic-rsna,synthetic-ms-cxr")
     ap.add_argument("--text-mode", default="faithful", choices=["faithful", "corrected"])
+    ap.add_argument("--skip-train", action="store_true",
+                    help="Evaluate the checkpoint already in OUT/ckpt")
     args = ap.parse_args()
     out = Path(args.out).resolve()
     cache = Path(args.cache).expanduser() if args.cache else out / "cache"
@@ -48,13 +51,18 @@ def main() -> None:
 
     t0 = time.time()
     train = ["train", "afloc", "--dataset", "synthetic-mimic", *scale, "--preset", "tiny",
-             "--device", args.device, "--epochs", str(args.epochs), "--time-budget",
-             str(args.train_seconds), "--text-mode", args.text_mode, "--out", str(out / "ckpt"),
-             "--quiet"]
+             "--device", args.device, "--time-budget", str(args.train_seconds), "--text-mode",
+             args.text_mode, "--out", str(out / "ckpt"), "--quiet"]
+    if args.epochs:
+        train += ["--epochs", str(args.epochs)]
     if args.batch_size:
         train += ["--batch-size", str(args.batch_size)]
-    print(bench(train, env).strip().splitlines()[-1])
-    t_train = time.time() - t0
+    if args.skip_train:
+        hist = json.loads((out / "ckpt" / "history.json").read_text())
+        t_train = sum(e["seconds"] for e in hist["epochs"])
+    else:
+        print(bench(train, env).strip().splitlines()[-1])
+        t_train = time.time() - t0
     run = ["run", "--methods", "afloc,center,random", "--datasets", args.datasets, *scale,
            "--method-arg", f"afloc.checkpoint={out / 'ckpt' / 'best.safetensors'}",
            "--device", args.device, "--bootstrap", str(args.bootstrap), "--results-dir",
@@ -73,6 +81,18 @@ def main() -> None:
               f"{ci(m['iou']['overall']) if 'iou' in m else '':22} "
               f"{ci(m['cnr']['overall']) if 'cnr' in m else '':24} "
               f"{ci(m['auroc']['overall']) if 'auroc' in m else '':22}")
+    # per category (bootstrap means): where AFLoc and the center prior part ways
+    loc = [r for r in payload["runs"] if r["task"] == "localization"]
+    for ds in dict.fromkeys(r["dataset"] for r in loc):
+        runs = {r["method"]: r["summary"]["metrics"] for r in loc if r["dataset"] == ds}
+        cats = list(runs.get("afloc", next(iter(runs.values())))["iou"]["per_category"])
+        if len(cats) < 2:
+            continue
+        print(f"\nper category on {ds}: IoU / CNR")
+        for meth, m in runs.items():
+            cells = [f"{c[:12]} {m['iou']['per_category'][c]['mean']:.3f}/"
+                     f"{m['cnr']['per_category'][c]['mean']:.2f}" for c in cats]
+            print(f"  {meth:7} " + "  ".join(cells))
     for c in payload["comparisons"]:
         if c["a"] == "afloc" or c["b"] == "afloc":
             print(f"paired {c['metric']} {c['a']} - {c['b']} on {c['dataset']}: "

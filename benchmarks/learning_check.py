@@ -41,6 +41,9 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--datasets", default="synthetic-rsna,synthetic-ms-cxr")
     ap.add_argument("--text-mode", default="faithful", choices=["faithful", "corrected"])
+    ap.add_argument("--seed", type=int, default=1, help="Training seed")
+    ap.add_argument("--prompt", default="simple", choices=["simple", "precise"],
+                    help="simple: 'Findings suggesting {category}.'; precise: MS-CXR's phrases")
     ap.add_argument("--skip-train", action="store_true",
                     help="Evaluate the checkpoint already in OUT/ckpt")
     args = ap.parse_args()
@@ -52,7 +55,7 @@ def main() -> None:
     t0 = time.time()
     train = ["train", "afloc", "--dataset", "synthetic-mimic", *scale, "--preset", "tiny",
              "--device", args.device, "--time-budget", str(args.train_seconds), "--text-mode",
-             args.text_mode, "--out", str(out / "ckpt"), "--quiet"]
+             args.text_mode, "--seed", str(args.seed), "--out", str(out / "ckpt"), "--quiet"]
     if args.epochs:
         train += ["--epochs", str(args.epochs)]
     if args.batch_size:
@@ -65,6 +68,7 @@ def main() -> None:
         t_train = time.time() - t0
     run = ["run", "--methods", "afloc,center,random", "--datasets", args.datasets, *scale,
            "--method-arg", f"afloc.checkpoint={out / 'ckpt' / 'best.safetensors'}",
+           "--prompt", args.prompt,
            "--device", args.device, "--bootstrap", str(args.bootstrap), "--results-dir",
            str(out / "results"), "--json", "--quiet", "--force"]
     payload = json.loads(bench(run, env))
@@ -72,8 +76,8 @@ def main() -> None:
     def ci(stat: dict) -> str:
         return f"{stat['mean']:.3f} ({stat['lower']:.3f}, {stat['upper']:.3f})"
 
-    print(f"\nSYNTHETIC data, scale {args.scale}; tiny AFLoc trained {t_train:.0f} s on "
-          f"{args.device} (budget {args.train_seconds:.0f} s)")
+    print(f"\nSYNTHETIC data, scale {args.scale}, {args.prompt} prompts; tiny AFLoc trained "
+          f"{t_train:.0f} s on {args.device} (budget {args.train_seconds:.0f} s)")
     print(f"{'method':8} {'dataset':18} {'task':14} {'IoU':22} {'CNR':24} {'AUROC':22}")
     for r in payload["runs"]:
         m = r["summary"]["metrics"]

@@ -192,8 +192,9 @@ def seeded_auroc_replicates(labels: np.ndarray, scores: np.ndarray, seeds: np.nd
 
     Every replicate has its own seed, so blocks of replicates are independent: each worker
     thread draws its blocks' indices (`seeded_indices` rows), counts them once and scores every
-    column from the same counts. numpy releases the GIL in drawing and counting, so threads use
-    every core; the result does not depend on the number of workers.
+    column from the same counts. numpy releases the GIL while drawing (most of the work;
+    `bincount` keeps it), so threads share the cores; the result does not depend on the number
+    of workers.
     """
     labels = np.asarray(labels, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64)

@@ -508,3 +508,13 @@ def test_chexlocalize_probability_cutoffs_tuned_on_val_as_official():
 def test_chexlocalize_rejects_unknown_cutoff_word():
     with pytest.raises(UsageError, match="prob_cutoff"):
         get_protocol("chexlocalize", prob_cutoff="best")
+
+
+def test_cutoff_search_rounds_miou_as_numpy_does():
+    """`round(np.nanmean(ious), 3)` rounds a numpy float half-to-even after scaling: 0.0125 ->
+    0.012 (Python's `round` on the float would give 0.013)."""
+    rows = pd.DataFrame({"pathology": ["Edema", "Edema"], "gt": [40, 0], "prob": [0.9, 0.9],
+                         "inter@otsu": [1, 0], "pred@otsu": [1, 5]})
+    proto = get_protocol("chexlocalize", method="otsu", prob_cutoff="tune")
+    tuned = proto.tune_prob_cutoffs(rows)["Edema"]
+    assert tuned["miou"][0] == 0.012 and tuned["cutoff"] == 0.0

@@ -237,8 +237,9 @@ class ChexlocalizeProtocol(Protocol):
                 pred = np.where(keep, r["pred@otsu"].to_numpy(np.float64), 0.0)
                 iou = iou_from_counts(inter, pred + gt - inter, pred, gt, BOTH_EMPTY_NAN)
                 with quiet():
-                    m = float(np.nanmean(iou)) if len(iou) else np.nan
-                mious.append(round(m, 3) if not np.isnan(m) else np.nan)
+                    m = np.nanmean(iou) if len(iou) else np.float64(np.nan)
+                # `round(np.nanmean(...), 3)` on a numpy float: numpy's rounding, not Python's
+                mious.append(float(round(np.float64(m), 3)))
             valid = [j for j, m in enumerate(mious) if not np.isnan(m)]
             best = max(valid, key=lambda j: (mious[j], -j)) if valid else 0  # first max
             out[task] = {"cutoff": round(CUTOFF_GRID[best], 1), "miou": mious}

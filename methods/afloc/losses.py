@@ -39,8 +39,10 @@ def _similarity_block(w: torch.Tensor, m: torch.Tensor, r: torch.Tensor, tau1: f
     a = torch.softmax(s.masked_fill(~valid, neg), dim=2)  # over words
     e = torch.exp(a * tau1)  # unnormalised softmax over regions (bounded by e^tau1)
     z = e.sum(-1)  # [Bt, Bi, Q]
-    num = (e * s).sum(-1)  # = w . (sum_n e_n r_n)
     ctx = torch.einsum("tiqn,idn->tiqd", e, r)
+    # w . ctx (the official `(word * weighted).sum`) reads the D-wide context, not another
+    # N-wide pass over e * s; s then need not be kept for backward
+    num = torch.einsum("tiqd,tdq->tiq", ctx, w)
     w_norm = w.norm(dim=1)[:, None, :]  # [Bt, 1, Q]
     cos = num / (w_norm * ctx.norm(dim=-1)).clamp(min=EPS * z)
     cos = cos.float().masked_fill(~m[:, None, :], float("-inf"))

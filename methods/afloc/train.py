@@ -48,7 +48,7 @@ class TrainRequest:
 
 
 # paper: the official 5 epochs; tiny: 8 epochs of the small synthetic world, about 10 minutes on
-# 2 CPU cores, where its localization clears the center prior on synthetic RSNA
+# 2 CPU cores (5 stopped before localization emerged; see benchmarks/learning_check.py)
 PRESET_EPOCHS = {"paper": 5, "tiny": 8}
 
 

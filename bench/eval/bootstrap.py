@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,12 +70,7 @@ def fill_counts(idx: np.ndarray, n: int, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def resample_counts(idx: np.ndarray, n: int) -> np.ndarray:
-    """Multiplicity of each of `n` rows in each replicate: (n_boot, n) float64."""
-    return fill_counts(idx, n, np.empty((idx.shape[0], n), dtype=np.float64))
-
-
-def resample_sums(idx: np.ndarray, values: np.ndarray, one_thread: bool = True) -> np.ndarray:
+def resample_sums(idx: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Sum of `values` (n x k) over each replicate's resampled rows: (n_boot, k).
 
     Counts are built in blocks of replicates small enough to stay in cache, then one matrix
@@ -88,7 +82,7 @@ def resample_sums(idx: np.ndarray, values: np.ndarray, one_thread: bool = True) 
     step = max(1, _CHUNK_ELEMS // max(n, 1))
     buf = np.empty((min(step, n_boot), n), dtype=np.float64)
     # one BLAS thread: these products are small and many; threads only contend for cores
-    with threadpool_limits(1, user_api="blas") if one_thread else nullcontext():
+    with threadpool_limits(1, user_api="blas"):
         for lo in range(0, n_boot, step):
             hi = min(n_boot, lo + step)
             out[lo:hi] = fill_counts(idx[lo:hi], n, buf[:hi - lo]) @ values
@@ -129,15 +123,14 @@ def bootstrap_nanmeans(rng: np.random.RandomState, n: int, n_boot: int,
     return _nan_ratio(sums, k)
 
 
-def replicate_nanmeans(idx: np.ndarray, values: np.ndarray, one_thread: bool = True
-                       ) -> np.ndarray:
+def replicate_nanmeans(idx: np.ndarray, values: np.ndarray) -> np.ndarray:
     """NaN-skipping mean of each column over each replicate's rows (pandas `mean` semantics).
 
     `values` is n x k with NaN for missing entries; a replicate with no non-NaN entry in a column
     gives NaN there, as pandas does.
     """
     packed, k = _nan_packed(values, idx.shape[1])
-    return _nan_ratio(resample_sums(idx, packed, one_thread), k)
+    return _nan_ratio(resample_sums(idx, packed), k)
 
 
 def _nan_packed(values: np.ndarray, n: int) -> tuple[np.ndarray, int]:

@@ -62,13 +62,22 @@ class Method:
 
 
 def sha256_file(path: str | Path | None) -> str | None:
+    """Content hash of a checkpoint, computed once per (file, size, mtime) in a process: the run
+    identity and `describe` both ask for it, once per run, and checkpoints are large."""
     if path is None:
         return None
     p = Path(path)
     if not p.is_file():
         return None
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        h = hashlib.sha256()
+        with p.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}

@@ -74,7 +74,9 @@ class RunSpec:
             d.pop(k)
         ckpt = self.method_options.get("checkpoint")
         if ckpt:
-            d["checkpoint_sha256"] = _cached_sha256(str(ckpt))
+            from bench.methods.base import sha256_file
+
+            d["checkpoint_sha256"] = sha256_file(str(ckpt))
         return d
 
     def fingerprint(self) -> str:
@@ -86,22 +88,6 @@ class RunSpec:
         prompt = self.prompt if self.task == LOCALIZATION else None
         return run_id(self.method, self.dataset, self.split or "default", protocol, prompt,
                       self.tag)
-
-
-def _cached_sha256(path: str) -> str | None:
-    p = Path(path)
-    if not p.is_file():
-        return None
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        from bench.methods.base import sha256_file
-
-        _SHA_CACHE[key] = sha256_file(p)
-    return _SHA_CACHE[key]
-
-
-_SHA_CACHE: dict[tuple, str | None] = {}
 
 
 @dataclass

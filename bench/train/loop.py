@@ -215,11 +215,12 @@ def train(task: TrainTask, cfg: TrainConfig, log: Any = print) -> dict[str, Any]
             scaler.step(optim)
             scaler.update()
             b = task.batch_size(batch) * world
+            loss = float(terms["loss"].detach())  # one device sync per step
             seen += b
-            loss_sum += float(terms["loss"].detach()) * b
+            loss_sum += loss * b
             n_batches += 1
             if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{float(terms['loss'].detach()):.4f}",
+                bar.set_postfix(loss=f"{loss:.4f}",
                                 pairs_s=f"{seen / max(time.time() - t0, 1e-9):.1f}")
         sched.step()
         train_loss = _mean_over_ranks(loss_sum / world, seen / world)

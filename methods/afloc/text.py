@@ -107,7 +107,10 @@ def clean_query(text: str, mode: str = "faithful") -> str:
     sentences = []
     for piece in split_pieces(text, mode):
         n_tokens, kept = _words(piece, mode)
-        if (n_tokens if mode == "faithful" else len(kept)) <= (1 if mode == "faithful" else 0):
+        # faithful: one-token sentences go (an all-non-ASCII one stays, empty); corrected:
+        # only empty ones
+        too_short = n_tokens <= 1 if mode == "faithful" else not kept
+        if too_short:
             continue
         sentences.append(" ".join(kept))
     return " ".join(sentences)

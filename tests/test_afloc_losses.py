@@ -93,3 +93,43 @@ def test_batched_equals_loop_for_any_masks(b, t, hw, seed):
     mask[:, 0] = True  # [CLS] is always in
     torch.testing.assert_close(L.local_similarity(img, words, mask, max_elements=50),
                                L.local_similarity_loop(img, words, mask), atol=1e-5, rtol=1e-5)
+
+
+def test_length_chunks_by_hand():
+    # sorted lengths; per_word 10, budget 200: at width 9 two captions fit (180), not three
+    assert L.length_chunks([9, 8, 7, 4, 3, 0], 10, 200) == [(0, 2, 9), (2, 3, 7), (3, 5, 4),
+                                                            (5, 6, 1)]
+    # a big budget: runs end only where a caption fills less than 3/4 of the width (30 of 40
+    # and 15 of 20 still fill exactly 3/4)
+    assert L.length_chunks([40, 31, 30, 20, 16, 15], 1, 10**9) == [(0, 3, 40), (3, 6, 20)]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 60), min_size=1, max_size=40), st.integers(1, 50),
+       st.integers(1, 5000))
+def test_length_chunks_cover_in_order_and_bound_padding(lengths, per_word, budget):
+    lengths = sorted(lengths, reverse=True)
+    runs = L.length_chunks(lengths, per_word, budget)
+    assert [a for a, _, _ in runs] == [0] + [b for _, b, _ in runs[:-1]]
+    assert runs[-1][1] == len(lengths)
+    for a, b, width in runs:
+        assert width == max(lengths[a], 1)
+        assert all(x >= L.FILL * width for x in lengths[a:b]) or b - a == 1
+        assert (b - a) * width * per_word <= budget or b - a == 1
+
+
+def test_texts_of_very_different_lengths_in_one_batch():
+    """Sorting into chunks must hand every text its own column back."""
+    g = torch.Generator().manual_seed(3)
+    img = torch.randn(7, 8, 3, 3, generator=g).requires_grad_()
+    words = torch.randn(7, 8, 30, generator=g).requires_grad_()
+    mask = torch.zeros(7, 30, dtype=torch.bool)
+    for i, n in enumerate([2, 30, 5, 29, 1, 17, 4]):
+        mask[i, :n] = True
+    s_b = L.local_similarity(img, words, mask)
+    s_l = L.local_similarity_loop(img, words, mask)
+    torch.testing.assert_close(s_b, s_l, atol=1e-5, rtol=1e-5)
+    gb = torch.autograd.grad(s_b.sum(), [img, words])
+    gl = torch.autograd.grad(s_l.sum(), [img, words])
+    for a, b in zip(gb, gl):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

@@ -6,8 +6,10 @@ between each word and its context, ``log sum_q exp(tau2 * cos)`` over the captio
 times tau3, cross-entropy in both directions. Global loss: cosine(image, report) * tau3,
 cross-entropy both ways. Nothing is L2-normalised outside the cosines.
 
-``local_similarity`` computes the whole B_t x B_i matrix with einsums, in chunks of texts
-when the B_t x B_i x Q x N tensors would not fit. The region softmax is never normalised:
+``local_similarity`` computes the whole B_t x B_i matrix with einsums over chunks of texts
+sorted by length, each chunk padded only to its own longest caption (real captions vary from 5
+to 60+ words, so padding to the batch's longest roughly doubled the work) and bounded in size
+so the B_t x B_i x Q x N tensors fit (in cache, on CPU). The region softmax is never normalised:
 its input tau1 * softmax_words lies in [0, tau1], so exp() cannot overflow, and the
 normaliser Z cancels in the cosine (it is kept only in the eps clamp, to match the official
 ``(|w| |c|).clamp(min=1e-8)`` exactly). ``local_similarity_loop`` is the per-caption loop of
@@ -20,14 +22,32 @@ import torch
 import torch.nn.functional as F
 
 EPS = 1e-8
+FILL = 0.75  # a chunk's shortest caption fills at least this much of its width
 
 
-def _compact(words: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Move each caption's masked word columns to the front and trim to the longest caption."""
-    q = max(int(mask.sum(1).max().item()), 1)
-    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :q]
+def _compact(words: torch.Tensor, mask: torch.Tensor,
+             width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move each caption's masked word columns to the front and keep the first `width`."""
+    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :width]
     wc = words.gather(2, order.unsqueeze(1).expand(-1, words.shape[1], -1))
     return wc, mask.gather(1, order)
+
+
+def length_chunks(lengths: list[int], per_word: int, max_elements: int,
+                  fill: float = FILL) -> list[tuple[int, int, int]]:
+    """(start, stop, width) runs over captions sorted longest first: a run ends when one more
+    caption would exceed `max_elements` (= captions x width x `per_word`) or would fill less
+    than `fill` of the run's width, which bounds the padding at 1 / `fill`."""
+    runs, a = [], 0
+    while a < len(lengths):
+        width = max(lengths[a], 1)
+        b = a + 1
+        while (b < len(lengths) and (b - a + 1) * width * per_word <= max_elements
+               and lengths[b] >= fill * width):
+            b += 1
+        runs.append((a, b, width))
+        a = b
+    return runs
 
 
 def _similarity_block(w: torch.Tensor, m: torch.Tensor, r: torch.Tensor, tau1: float,
@@ -69,14 +89,17 @@ def local_similarity(img_local: torch.Tensor, words: torch.Tensor, mask: torch.T
     blocks are faster, 2**31 on GPU).
     """
     r = img_local.flatten(2)
-    wc, mc = _compact(words, mask)
-    bt, bi, q, n = wc.shape[0], r.shape[0], wc.shape[2], r.shape[2]
+    bi, n = r.shape[0], r.shape[2]
     if max_elements is None:
         max_elements = 2**31 if r.is_cuda else 2**22
-    step = max(1, int(max_elements // max(bi * q * n, 1)))
-    blocks = [_BLOCK(wc[a:a + step], mc[a:a + step], r, tau1, tau2)
-              for a in range(0, bt, step)]
-    return torch.cat(blocks, 0).transpose(0, 1)
+    lengths = mask.sum(1)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    sorted_lengths = lengths[order].tolist()  # the one host sync
+    wc, mc = _compact(words[order], mask[order], max(sorted_lengths[0], 1))
+    blocks = [_BLOCK(wc[a:b, :, :q], mc[a:b, :q], r, tau1, tau2)
+              for a, b, q in length_chunks(sorted_lengths, bi * n, max_elements)]
+    rows = torch.cat(blocks, 0)  # texts in length order
+    return rows[torch.argsort(order)].transpose(0, 1)
 
 
 def local_similarity_loop(img_local: torch.Tensor, words: torch.Tensor, mask: torch.Tensor,

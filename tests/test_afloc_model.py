@@ -51,6 +51,24 @@ def test_tiny_shapes_and_masks():
                                    enc["txt"]["words"][i, :, sep])
 
 
+
+def test_text_encoder_on_trimmed_tokens_equals_the_full_padding():
+    """BERT runs on the longest caption's tokens only; the embeddings must equal those of the
+    official 97-slot (here 32) padded input, report mean over all T slots included."""
+    from bench.methods.afloc.text import aggregate
+
+    m, tok = tiny_model()
+    _, text = tiny_batch(tok)
+    assert int(text.attention_mask.sum(1).max()) < text.input_ids.shape[1]
+    enc = m.text_encoder.eval()
+    with torch.no_grad():
+        got = enc(text)
+        out = enc.model(input_ids=text.input_ids, attention_mask=text.attention_mask,
+                        token_type_ids=text.token_type_ids, output_hidden_states=True)
+        want = aggregate(torch.stack(out.hidden_states[-4:], 0).sum(0), text)
+    for k in ("words", "sentences", "report"):
+        torch.testing.assert_close(got[k], want[k], atol=1e-5, rtol=1e-5)
+
 COMBOS = [c for n in (1, 2, 3) for c in itertools.combinations(LEVELS, n)]
 
 

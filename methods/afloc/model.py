@@ -172,9 +172,17 @@ class TextEncoder(nn.Module):
         return int(self.model.config.hidden_size)
 
     def forward(self, batch: TextBatch) -> dict[str, torch.Tensor]:
-        out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                         token_type_ids=batch.token_type_ids, output_hidden_states=True)
+        # BERT runs on the batch's longest caption, not the 97-token padding: masked keys add
+        # exactly zero to attention, and every slot past [SEP] is outside all word units, so
+        # the pad positions' states (zero-filled back here) never reach an embedding
+        t = batch.input_ids.shape[1]
+        n = max(int(batch.attention_mask.sum(1).max()), 1)
+        out = self.model(input_ids=batch.input_ids[:, :n],
+                         attention_mask=batch.attention_mask[:, :n],
+                         token_type_ids=batch.token_type_ids[:, :n], output_hidden_states=True)
         hidden = torch.stack(out.hidden_states[-self.last_n_layers:], 0).sum(0)
+        if n < t:
+            hidden = F.pad(hidden, (0, 0, 0, t - n))
         return aggregate(hidden, batch)
 
 

@@ -74,3 +74,35 @@ def test_prepare_pairs_filters_counts_and_caches(tmp_path):
     assert ds[0][1] == ds[0][1]  # the caption draw is a function of (seed, epoch, index)
     ds.epoch = 1
     assert all(len(ds[i][1]) > 0 for i in range(2))
+
+
+def test_compile_flag_routes_the_local_losses_through_torch_compile(tmp_path, monkeypatch):
+    """`--compile` traces the loss block (dynamo, eager backend here to stay fast on CPU) for
+    every chunk shape, trains, and leaves eager mode behind."""
+    import math
+
+    import torch
+
+    from bench.methods.afloc import losses as L
+
+    DATASETS.add("synthetic-test-pairs", PairsDataset)
+    compiled: list[str] = []
+    real_compile = torch.compile
+
+    def eager_compile(fn, **kwargs):
+        compiled.append(fn.__name__)
+        return real_compile(fn, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(cli, [
+        "train", "afloc", "--dataset", "synthetic-test-pairs", "--root", str(tmp_path),
+        "--preset", "tiny", "--batch-size", "8", "--max-steps", "2", "--epochs", "1",
+        "--out", str(out), "--device", "cpu", "--compile", "--quiet"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert compiled == ["_similarity_block"]
+    assert L._BLOCK is L._similarity_block
+    info = json.loads((out / "train.json").read_text())
+    assert info["request"]["compile_losses"] is True
+    epoch = json.loads((out / "history.json").read_text())["epochs"][0]
+    assert math.isfinite(epoch["train_loss"]) and math.isfinite(epoch["val_loss"])

@@ -46,10 +46,13 @@ from bench.cli.options import resolve_device
 @click.option("--max-steps", type=int, default=None, help="Cap steps per epoch (smoke runs).")
 @click.option("--time-budget", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--limit", type=int, default=None, help="Use only the first N samples per split.")
+@click.option("--compile", "compile_losses", is_flag=True,
+              help="torch.compile the local losses (fuses the passes over the B x B x Q x N "
+                   "tensors; worth it on a GPU, slow to compile on a CPU).")
 @click.option("--quiet", is_flag=True)
 def train_cmd(method, dataset, root, preset, levels, text_mode, text_encoder, epochs, batch_size,
               lr, precision, out, resume, device, seed, workers, cache, gather_negatives,
-              dataset_arg, max_steps, time_budget, limit, quiet) -> None:
+              dataset_arg, max_steps, time_budget, limit, compile_losses, quiet) -> None:
     """Pretrain a method and write a checkpoint `bench run` can load."""
     from bench.cli.options import parse_kv
     from bench.methods.afloc.train import TrainRequest, run_training
@@ -62,7 +65,8 @@ def train_cmd(method, dataset, root, preset, levels, text_mode, text_encoder, ep
         precision=precision or ("bf16" if dev.startswith("cuda") else "fp32"),
         out=out, resume=resume, device=dev, seed=seed, workers=workers, cache=cache,
         gather_negatives=gather_negatives, dataset_options=ds_opts, max_steps=max_steps,
-        time_budget=time_budget, limit=limit, progress=not quiet)
+        time_budget=time_budget, limit=limit, compile_losses=compile_losses,
+        progress=not quiet)
     result = run_training(req, log=click.echo)
     if result.get("rank", 0) != 0:
         return

@@ -128,6 +128,15 @@ def train_step_fn(model, images, text, opt, device, precision, full: bool):
     return step
 
 
+def local_inputs(b: int, d: int, hw: int, word_num: int, device):
+    """Seeded random region [b, d, hw, hw] and word [b, d, word_num] embeddings (leaf tensors
+    with grad), the same for every kind of local loss timed on them."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    img = (torch.randn(b, d, hw, hw, generator=g) * 0.05).to(device).requires_grad_()
+    words = (torch.randn(b, d, word_num, generator=g) * 0.5).to(device).requires_grad_()
+    return img, words
+
+
 def mixed_length_mask(mask: torch.Tensor) -> torch.Tensor:
     """Keep the first round(q * ((k + 0.5) / B) ** 2) units of caption k's mask (q = its
     length): lengths from about 0 to q, mean q / 3, spread as report lengths are."""
@@ -252,10 +261,7 @@ def main(argv=None) -> None:
     loss_totals: dict[str, float] = {}
     for level, hw, mask in (("word", h2, text.word_mask), ("sentence", h3, text.sent_mask)):
         q = int(mask.sum(1).max())
-        g = torch.Generator(device="cpu").manual_seed(0)
-        img = (torch.randn(b, d, hw, hw, generator=g) * 0.05).to(device).requires_grad_()
-        words = (torch.randn(b, d, cfg.word_num, generator=g) * 0.5).to(device)
-        words.requires_grad_()
+        img, words = local_inputs(b, d, hw, cfg.word_num, device)
         label = f"{level} level ({q} units x {hw * hw} regions)"
         ref = None
         for kind in ("loop", "batched", "compiled"):
@@ -291,10 +297,7 @@ def main(argv=None) -> None:
     # into chunks padded to their own longest, the loop pays for each caption's own length
     for level, hw, mask in (("word", h2, text.word_mask), ("sentence", h3, text.sent_mask)):
         mixed = mixed_length_mask(mask)
-        g = torch.Generator(device="cpu").manual_seed(0)
-        img = (torch.randn(b, d, hw, hw, generator=g) * 0.05).to(device).requires_grad_()
-        words = (torch.randn(b, d, cfg.word_num, generator=g) * 0.5).to(device)
-        words.requires_grad_()
+        img, words = local_inputs(b, d, hw, cfg.word_num, device)
         n = mixed.sum(1).float()
         label = (f"{level} level, mixed lengths (mean {n.mean():.1f}, max {int(n.max())} units)")
         for kind in ("loop", "batched"):

@@ -29,7 +29,7 @@ from bench.cli.options import resolve_device
 @click.option("--text-encoder", default=None,
               help="BERT id or local folder (paper preset; default Bio_ClinicalBERT, offline).")
 @click.option("--epochs", type=int, default=None,
-              help="Default 5 (paper, the official schedule), 8 (tiny: about 10 CPU minutes).")
+              help="Default 5 (paper, the official schedule), 10 (tiny: about 10 CPU minutes).")
 @click.option("--batch-size", type=int, default=None, help="Per process (paper 128, tiny 16).")
 @click.option("--lr", type=float, default=None, help="Default 2e-5 (paper), 1e-3 (tiny).")
 @click.option("--precision", type=click.Choice(["bf16", "fp16", "fp32"]), default=None,

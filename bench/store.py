@@ -121,6 +121,20 @@ class RunDir:
         parts = [p for p in parts if len(p)] or parts[:1]
         return pd.concat(parts, ignore_index=True)
 
+    def sweep_temp_files(self) -> int:
+        """Delete the temporary files a killed writer left behind; a resumed run owns the folder.
+
+        Only names that `atomic_write_*` makes (`.<name>.<random>.tmp`) are touched.
+        """
+        if not self.path.is_dir():
+            return 0
+        n = 0
+        for p in self.path.rglob(".*.tmp"):
+            if p.is_file():
+                p.unlink(missing_ok=True)
+                n += 1
+        return n
+
     def read_run(self) -> dict[str, Any]:
         p = self.path / RUN_JSON
         return json.loads(p.read_text()) if p.is_file() else {}

@@ -79,6 +79,25 @@ def test_complete_run_is_reused_and_other_options_are_refused(tmp_path):
     assert not Evaluator(tmp_path, progress=False, force=True).run(changed).reused
 
 
+def test_resume_deletes_the_temp_file_of_a_chunk_killed_mid_write(tmp_path):
+    spec = RunSpec(method="center", dataset="shapes", n_boot=20, chunk_size=16)
+    first = Evaluator(tmp_path, progress=False).run(spec)
+    run = RunDir(first.path)
+    rows = run.read_rows()
+    run.chunk_path(1).unlink()  # as if killed while writing chunk 1
+    orphan = run.rows_dir / ".part-00001.parquet.k1ll3d.tmp"
+    orphan.write_bytes(b"PAR1 half a parquet file")
+    info = run.read_run()
+    info["status"] = "running"
+    run.write_run(info)
+    keep = run.rows_dir / "notes.tmp"  # not a name the atomic writers make: left alone
+    keep.write_text("mine")
+    again = Evaluator(tmp_path, progress=False).run(spec)
+    assert not again.reused
+    assert not orphan.exists() and keep.exists()
+    pd.testing.assert_frame_equal(run.read_rows(), rows)
+
+
 def test_keep_maps_stores_first_samples_in_the_224_frame(tmp_path):
     spec = RunSpec(method="oracle", dataset="shapes", n_boot=20, keep_maps=3)
     result = Evaluator(tmp_path, progress=False).run(spec)

@@ -188,6 +188,7 @@ class Evaluator:
                 return RunResult(spec, rd.path, existing, summary, reused=True)
         if self.force and existing.get("status") == "complete":
             _clear(rd)
+        rd.sweep_temp_files()  # a killed run's half-written chunk never becomes a part file
 
         method = method or self._method(spec)
         self._check_capable(spec, method, dataset)

@@ -52,6 +52,31 @@ def test_tiny_shapes_and_masks():
 
 
 
+def test_local_init_scale_multiplies_only_the_local_embedders():
+    """The tiny preset starts its 1x1 local embedders at 0.1x the default init, so the
+    attention's first softmax (over a caption's words or sentences, on raw dot products) is not
+    saturated before training; every other weight is the default init of the same seed."""
+    assert presets.preset_config("tiny").local_init_scale == 0.1
+    assert presets.preset_config("paper").local_init_scale == 1.0
+    cfg = presets.preset_config("tiny")
+    cfg.bert["vocab_size"] = 50
+    base = AFLocConfig.from_json(dict(cfg.to_json(), local_init_scale=1.0))
+    torch.manual_seed(3)
+    scaled = AFLocModel(cfg).state_dict()
+    torch.manual_seed(3)
+    plain = AFLocModel(base).state_dict()
+    local = {"img_encoder.local_embedder.weight", "img_encoder.local2_embedder.weight"}
+    for k, v in plain.items():
+        if k in local:
+            torch.testing.assert_close(scaled[k], 0.1 * v, rtol=0, atol=0)
+        else:
+            assert torch.equal(scaled[k], v), k
+    # a checkpoint written before the field existed reads as the default init
+    old = {k: v for k, v in cfg.to_json().items() if k != "local_init_scale"}
+    assert AFLocConfig.from_json(old).local_init_scale == 1.0
+    assert AFLocConfig.from_json(cfg.to_json()) == cfg
+
+
 def test_text_encoder_on_trimmed_tokens_equals_the_full_padding():
     """BERT runs on the longest caption's tokens only; the embeddings must equal those of the
     official 97-slot (here 32) padded input, report mean over all T slots included."""

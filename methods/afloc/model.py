@@ -45,6 +45,9 @@ class AFLocConfig:
     tau3: float = 10.0
     text_mode: str = "faithful"
     preset: str = "paper"
+    # multiplies the default init of the 1x1 local embedders; < 1 starts the word/sentence
+    # softmax of the local attention unsaturated (the tiny preset, trained from scratch)
+    local_init_scale: float = 1.0
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -137,6 +140,11 @@ class ImageEncoder(nn.Module):
         self.local_embedder = nn.Conv2d(c3, dim, kernel_size=1, bias=False)
         if "word" in cfg.levels:
             self.local2_embedder = nn.Conv2d(c2, dim, kernel_size=1, bias=False)
+        if cfg.local_init_scale != 1.0:
+            with torch.no_grad():
+                for m in (self.local_embedder, getattr(self, "local2_embedder", None)):
+                    if m is not None:
+                        m.weight.mul_(cfg.local_init_scale)
         self.pool = nn.AdaptiveAvgPool2d((1, 1))
 
     def forward(self, x: torch.Tensor, need_global: bool = True,

@@ -2,7 +2,8 @@
 evaluate it against the `center` and `random` baselines, print a table (SYNTHETIC data).
 MS-CXR is scored twice: with "Findings suggesting {category}." (simple, the official MS_CXR_CLS
 run) and with its own phrases (precise, the official MS_CXR run behind the paper's headline
-MS-CXR figures).
+MS-CXR figures). Each table ends with `check` lines: PASS where AFLoc's IoU or CNR CI lies
+wholly above those of `center` and `random`, or its AUROC CI wholly above 0.5.
 
     python benchmarks/learning_check.py --device cpu --train-seconds 600       # the issue's check
     python benchmarks/learning_check.py --device cuda --train-seconds 300 --epochs 60
@@ -110,10 +111,38 @@ def report(payload: dict, prompt: str) -> None:
             cells = [f"{c[:12]} {m['iou']['per_category'][c]['mean']:.3f}/"
                      f"{m['cnr']['per_category'][c]['mean']:.2f}" for c in cats]
             print(f"  {meth:7} " + "  ".join(cells))
+    for line in verdicts(payload):
+        print(line)
     for c in payload["comparisons"]:
         if c["a"] == "afloc" or c["b"] == "afloc":
             print(f"paired {c['metric']} {c['a']} - {c['b']} on {c['dataset']}: "
                   f"{c['diff']:+.3f} ({c['lower']:+.3f}, {c['upper']:+.3f}) p={c['p_value']:.4f}")
+
+
+def verdicts(payload: dict) -> list[str]:
+    """The issue's rule, per dataset: AFLoc's IoU and CNR CIs lie wholly above those of `center`
+    and `random` (no overlap), and its zero-shot AUROC CI lies wholly above 0.5."""
+    runs = {(r["method"], r["dataset"], r["task"]): r["summary"]["metrics"]
+            for r in payload["runs"]}
+    lines = []
+    for (meth, ds, task), m in runs.items():
+        if meth != "afloc":
+            continue
+        if task == "classification":
+            a = m["auroc"]["overall"]
+            ok = a["lower"] > 0.5
+            lines.append(f"check {ds} AUROC: {'PASS' if ok else 'FAIL'} "
+                         f"(lower {a['lower']:.3f} vs 0.5)")
+            continue
+        for metric in ("iou", "cnr"):
+            a = m[metric]["overall"]
+            rivals = {b: runs[(b, ds, task)][metric]["overall"]["upper"]
+                      for b in ("center", "random") if (b, ds, task) in runs}
+            ok = bool(rivals) and all(a["lower"] > u for u in rivals.values())
+            against = ", ".join(f"{b} upper {u:.3f}" for b, u in rivals.items())
+            lines.append(f"check {ds} {metric.upper()}: {'PASS' if ok else 'FAIL'} "
+                         f"(lower {a['lower']:.3f} vs {against})")
+    return lines
 
 
 if __name__ == "__main__":

@@ -1,0 +1,41 @@
+"""The learning check's pass rule (benchmarks/learning_check.py), on hand-made summaries."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+_path = Path(__file__).resolve().parents[1] / "benchmarks" / "learning_check.py"
+_spec = importlib.util.spec_from_file_location("learning_check", _path)
+learning_check = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(learning_check)
+
+
+def _ci(lower: float, upper: float) -> dict:
+    return {"overall": {"mean": (lower + upper) / 2, "lower": lower, "upper": upper}}
+
+
+def _run(method: str, task: str, **metrics) -> dict:
+    return {"method": method, "dataset": "synthetic-rsna", "task": task,
+            "summary": {"metrics": metrics}}
+
+
+def test_cis_must_not_touch_and_auroc_must_clear_one_half():
+    payload = {"runs": [
+        _run("afloc", "localization", iou=_ci(0.124, 0.2), cnr=_ci(0.892, 1.3)),
+        _run("center", "localization", iou=_ci(0.095, 0.123), cnr=_ci(0.734, 0.892)),
+        _run("random", "localization", iou=_ci(0.047, 0.059), cnr=_ci(-0.002, 0.005)),
+        _run("afloc", "classification", auroc=_ci(0.5, 0.9)),
+    ], "comparisons": []}
+    assert learning_check.verdicts(payload) == [
+        "check synthetic-rsna IOU: PASS (lower 0.124 vs center upper 0.123, random upper 0.059)",
+        # a lower bound equal to center's upper bound is an overlap
+        "check synthetic-rsna CNR: FAIL (lower 0.892 vs center upper 0.892, random upper 0.005)",
+        "check synthetic-rsna AUROC: FAIL (lower 0.500 vs 0.5)",
+    ]
+
+
+def test_no_baseline_run_is_no_pass():
+    payload = {"runs": [_run("afloc", "localization", iou=_ci(0.5, 0.6), cnr=_ci(2.0, 3.0))]}
+    assert [line.split(" (")[0] for line in learning_check.verdicts(payload)] == [
+        "check synthetic-rsna IOU: FAIL", "check synthetic-rsna CNR: FAIL"]

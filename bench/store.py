@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,8 @@ SUMMARY_JSON = "summary.json"
 ROWS_DIR = "rows"
 MAPS_DIR = "maps"
 FILE_MODE = 0o644
+# what tempfile.mkstemp(prefix=".<name>.", suffix=".tmp") makes
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -124,13 +127,13 @@ class RunDir:
     def sweep_temp_files(self) -> int:
         """Delete the temporary files a killed writer left behind; a resumed run owns the folder.
 
-        Only names that `atomic_write_*` makes (`.<name>.<random>.tmp`) are touched.
+        Only names that `atomic_write_*` makes (`.<name>.<8 mkstemp characters>.tmp`) are touched.
         """
         if not self.path.is_dir():
             return 0
         n = 0
         for p in self.path.rglob(".*.tmp"):
-            if p.is_file():
+            if p.is_file() and _TEMP_NAME.fullmatch(p.name):
                 p.unlink(missing_ok=True)
                 n += 1
         return n

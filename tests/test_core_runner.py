@@ -85,16 +85,18 @@ def test_resume_deletes_the_temp_file_of_a_chunk_killed_mid_write(tmp_path):
     run = RunDir(first.path)
     rows = run.read_rows()
     run.chunk_path(1).unlink()  # as if killed while writing chunk 1
-    orphan = run.rows_dir / ".part-00001.parquet.k1ll3d.tmp"
+    orphan = run.rows_dir / ".part-00001.parquet.k1ll3d_x.tmp"
     orphan.write_bytes(b"PAR1 half a parquet file")
     info = run.read_run()
     info["status"] = "running"
     run.write_run(info)
-    keep = run.rows_dir / "notes.tmp"  # not a name the atomic writers make: left alone
+    keep = run.rows_dir / "notes.tmp"  # not names the atomic writers make: left alone
     keep.write_text("mine")
+    keep2 = run.rows_dir / ".notes.tmp"
+    keep2.write_text("mine")
     again = Evaluator(tmp_path, progress=False).run(spec)
     assert not again.reused
-    assert not orphan.exists() and keep.exists()
+    assert not orphan.exists() and keep.exists() and keep2.exists()
     pd.testing.assert_frame_equal(run.read_rows(), rows)
 
 

@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None,
                     help="Default: the tiny preset's (10); --train-seconds caps the time")
     ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--gamma", type=float, default=None,
+                    help="StepLR decay per epoch (default: bench train's, the official 0.9)")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--datasets", default="synthetic-rsna,synthetic-ms-cxr")
     ap.add_argument("--text-mode", default="faithful", choices=["faithful", "corrected"])
@@ -65,6 +67,8 @@ def main() -> None:
         train += ["--epochs", str(args.epochs)]
     if args.batch_size:
         train += ["--batch-size", str(args.batch_size)]
+    if args.gamma:
+        train += ["--gamma", str(args.gamma)]
     if args.skip_train:
         hist = json.loads((out / "ckpt" / "history.json").read_text())
         t_train = sum(e["seconds"] for e in hist["epochs"])
@@ -77,7 +81,8 @@ def main() -> None:
         runs.append(("precise", ",".join(precise)))
     print(f"\nSYNTHETIC data, scale {args.scale}; tiny AFLoc trained {t_train:.0f} s on "
           f"{args.device} (budget {args.train_seconds:.0f} s, seed {args.seed}, "
-          f"{args.text_mode} text)")
+          f"{args.text_mode} text"
+          f"{f', StepLR gamma {args.gamma}' if args.gamma else ''})")
     for prompt, datasets in runs:
         run = ["run", "--methods", "afloc,center,random", "--datasets", datasets, *scale,
                "--method-arg", f"afloc.checkpoint={out / 'ckpt' / 'best.safetensors'}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from afloc_helpers import PairsDataset, synthetic_sample
 from click.testing import CliRunner
 
@@ -34,7 +35,8 @@ def test_train_resume_and_load(tmp_path):
     assert "resumed" in res.output and "epoch 2:" in res.output and "epoch 1:" not in res.output
     hist = json.loads((out / "history.json").read_text())
     assert [e["epoch"] for e in hist["epochs"]] == [1, 2]
-    assert hist["epochs"][1]["lr"] < hist["epochs"][0]["lr"]  # StepLR gamma 0.9
+    # tiny lr 1e-3, StepLR gamma 0.9 per epoch, across the resume
+    assert [e["lr"] for e in hist["epochs"]] == pytest.approx([9e-4, 8.1e-4], rel=1e-12)
 
     m = AFLocMethod(checkpoint=str(out / "best.safetensors"))
     cfg = m.config()
@@ -98,7 +100,8 @@ def test_compile_flag_routes_the_local_losses_through_torch_compile(tmp_path, mo
     res = CliRunner().invoke(cli, [
         "train", "afloc", "--dataset", "synthetic-test-pairs", "--root", str(tmp_path),
         "--preset", "tiny", "--batch-size", "8", "--max-steps", "2", "--epochs", "1",
-        "--out", str(out), "--device", "cpu", "--compile", "--quiet"], catch_exceptions=False)
+        "--out", str(out), "--device", "cpu", "--compile", "--gamma", "0.5", "--quiet"],
+        catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert compiled == ["_similarity_block"]
     assert L._BLOCK is L._similarity_block
@@ -106,3 +109,4 @@ def test_compile_flag_routes_the_local_losses_through_torch_compile(tmp_path, mo
     assert info["request"]["compile_losses"] is True
     epoch = json.loads((out / "history.json").read_text())["epochs"][0]
     assert math.isfinite(epoch["train_loss"]) and math.isfinite(epoch["val_loss"])
+    assert epoch["lr"] == pytest.approx(5e-4, rel=1e-12) and info["request"]["gamma"] == 0.5

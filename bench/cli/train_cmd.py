@@ -32,6 +32,8 @@ from bench.cli.options import resolve_device
               help="Default 5 (paper, the official schedule), 10 (tiny: about 10 CPU minutes).")
 @click.option("--batch-size", type=int, default=None, help="Per process (paper 128, tiny 16).")
 @click.option("--lr", type=float, default=None, help="Default 2e-5 (paper), 1e-3 (tiny).")
+@click.option("--gamma", type=float, default=0.9, show_default=True,
+              help="StepLR decay of the learning rate per epoch (the official value).")
 @click.option("--precision", type=click.Choice(["bf16", "fp16", "fp32"]), default=None,
               help="Autocast precision (default bf16 on CUDA, fp32 on CPU).")
 @click.option("--out", default=None, help="Output folder (default: the harness cache).")
@@ -51,7 +53,7 @@ from bench.cli.options import resolve_device
                    "tensors; worth it on a GPU, slow to compile on a CPU).")
 @click.option("--quiet", is_flag=True)
 def train_cmd(method, dataset, root, preset, levels, text_mode, text_encoder, epochs, batch_size,
-              lr, precision, out, resume, device, seed, workers, cache, gather_negatives,
+              lr, gamma, precision, out, resume, device, seed, workers, cache, gather_negatives,
               dataset_arg, max_steps, time_budget, limit, compile_losses, quiet) -> None:
     """Pretrain a method and write a checkpoint `bench run` can load."""
     from bench.cli.options import parse_kv
@@ -61,7 +63,7 @@ def train_cmd(method, dataset, root, preset, levels, text_mode, text_encoder, ep
     ds_opts = parse_kv(tuple(dataset_arg), flag="--dataset-arg").get(None, {})
     req = TrainRequest(
         dataset=dataset, root=root, preset=preset, levels=levels, text_mode=text_mode,
-        text_encoder=text_encoder, epochs=epochs, batch_size=batch_size, lr=lr,
+        text_encoder=text_encoder, epochs=epochs, batch_size=batch_size, lr=lr, gamma=gamma,
         precision=precision or ("bf16" if dev.startswith("cuda") else "fp32"),
         out=out, resume=resume, device=dev, seed=seed, workers=workers, cache=cache,
         gather_negatives=gather_negatives, dataset_options=ds_opts, max_steps=max_steps,

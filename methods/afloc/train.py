@@ -32,6 +32,7 @@ class TrainRequest:
     epochs: int | None = None  # None: the preset's default (PRESET_EPOCHS)
     batch_size: int | None = None
     lr: float | None = None
+    gamma: float = 0.9  # StepLR decay per epoch (official)
     precision: str = "fp32"
     out: str | None = None
     resume: bool = False
@@ -50,7 +51,7 @@ class TrainRequest:
 
 
 # paper: the official 5 epochs; tiny: 10 epochs of the small synthetic world, about 10 minutes on
-# 2 CPU cores (localization emerges late and not in every run; see benchmarks/learning_check.py)
+# 2 CPU cores (how well it then localizes varies with the seed; see benchmarks/learning_check.py)
 PRESET_EPOCHS = {"paper": 5, "tiny": 10}
 
 
@@ -114,7 +115,8 @@ def run_training(req: TrainRequest, log: Any = print) -> dict[str, Any]:
     task = AFLocTask(model, tokenizer, train_pairs, val_pairs, bs, seed=req.seed,
                      num_workers=req.workers)
     epochs = req.epochs or PRESET_EPOCHS[req.preset]
-    tcfg = TrainConfig(epochs=epochs, batch_size=bs, lr=lr, precision=req.precision,
+    tcfg = TrainConfig(epochs=epochs, batch_size=bs, lr=lr, gamma=req.gamma,
+                       precision=req.precision,
                        seed=req.seed, device=req.device, out=str(out), resume=req.resume,
                        gather_negatives=req.gather_negatives, max_steps_per_epoch=req.max_steps,
                        time_budget_s=req.time_budget, progress=req.progress)

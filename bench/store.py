@@ -33,13 +33,18 @@ SUMMARY_JSON = "summary.json"
 ROWS_DIR = "rows"
 MAPS_DIR = "maps"
 FILE_MODE = 0o644
-# what tempfile.mkstemp(prefix=".<name>.", suffix=".tmp") makes
+# the names `temp_beside` makes: ".<name>." + 8 mkstemp characters + ".tmp"
 _TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def temp_beside(path: Path) -> tuple[int, str]:
+    """A temp file in `path`'s folder for an atomic write of `path` (fd, name)."""
+    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_beside(path)
     try:
         os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600; results are meant to be shared
         with os.fdopen(fd, "wb") as f:
@@ -60,7 +65,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_beside(path)
     os.close(fd)
     try:
         df.to_parquet(tmp, index=False)
@@ -127,7 +132,7 @@ class RunDir:
     def sweep_temp_files(self) -> int:
         """Delete the temporary files a killed writer left behind; a resumed run owns the folder.
 
-        Only names that `atomic_write_*` makes (`.<name>.<8 mkstemp characters>.tmp`) are touched.
+        Only names that `atomic_write_*` makes (`temp_beside`) are touched.
         """
         if not self.path.is_dir():
             return 0

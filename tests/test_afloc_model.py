@@ -51,7 +51,6 @@ def test_tiny_shapes_and_masks():
                                    enc["txt"]["words"][i, :, sep])
 
 
-
 def test_local_init_scale_multiplies_only_the_local_embedders():
     """The tiny preset starts its 1x1 local embedders at 0.1x the default init, so the
     attention's first softmax (over a caption's words or sentences, on raw dot products) is not
@@ -93,6 +92,7 @@ def test_text_encoder_on_trimmed_tokens_equals_the_full_padding():
         want = aggregate(torch.stack(out.hidden_states[-4:], 0).sum(0), text)
     for k in ("words", "sentences", "report"):
         torch.testing.assert_close(got[k], want[k], atol=1e-5, rtol=1e-5)
+
 
 COMBOS = [c for n in (1, 2, 3) for c in itertools.combinations(LEVELS, n)]
 

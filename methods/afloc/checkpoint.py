@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from bench.errors import CheckpointError
+from bench.store import temp_beside
 
 FORMAT = "afloc-bench/1"
 POSITION_IDS = "text_encoder.model.embeddings.position_ids"
@@ -39,7 +39,7 @@ def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor], config: 
     meta = {"format": FORMAT, "config": json.dumps(config, sort_keys=True)}
     if tokenizer_json is not None:
         meta["tokenizer"] = tokenizer_json
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_beside(path)
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=meta)

@@ -32,7 +32,7 @@ class TrainRequest:
     epochs: int | None = None  # None: the preset's default (PRESET_EPOCHS)
     batch_size: int | None = None
     lr: float | None = None
-    gamma: float = 0.9  # StepLR decay per epoch (official)
+    gamma: float = TrainConfig.gamma  # StepLR decay per epoch (official 0.9)
     precision: str = "fp32"
     out: str | None = None
     resume: bool = False

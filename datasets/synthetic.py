@@ -1,10 +1,11 @@
 """The synthetic world's datasets: `synthetic-<name>` for every real adapter.
 
 Each generates its unit of the synthetic world (`bench.synth.world`) into a cache folder on
-first use, `$BENCH_CACHE/synthetic/<scale>-seed<seed>/` (default `~/.cache/afloc-bench/...`),
-under a file lock so concurrent runs neither collide nor duplicate work, and then reads it
-through the *real* adapter from the registry with root = the generated folder. Nothing here
-parses files: if the synthetic files read correctly, the real adapter reads the real format.
+first use, `$BENCH_CACHE/synthetic/<scale>-seed<seed>-<anchors>/` (default
+`~/.cache/afloc-bench/...`; anchors `txv<version>` or `procedural`), under a file lock so
+concurrent runs neither collide nor duplicate work, and then reads it through the *real*
+adapter from the registry with root = the generated folder. Nothing here parses files: if the
+synthetic files read correctly, the real adapter reads the real format.
 Options: `scale` (tiny, small [default], full), `seed` (default 0), and `world=<folder>` to
 use or create a world elsewhere; other options go to the real adapter.
 """
@@ -24,9 +25,13 @@ DEFAULT_SCALE = "small"
 
 
 def cache_dir(scale: str, seed: int) -> Path:
+    """The default world folder; named by its anchors too, so installing (or upgrading)
+    torchxrayvision never reads a world drawn from other anchors."""
+    from bench.synth.anchors import anchor_tag
+
     base = os.environ.get("BENCH_CACHE")
     root = Path(base) if base else Path.home() / ".cache" / "afloc-bench"
-    return root / "synthetic" / f"{scale}-seed{seed}"
+    return root / "synthetic" / f"{scale}-seed{seed}-{anchor_tag()}"
 
 
 # synthetic name -> (real adapter, world unit, folder, options given the world folder)
@@ -56,12 +61,16 @@ def _make(name: str, real: str, unit: str, folder: str,
 
         def __init__(self, root=None, split=None, on_error="raise", scale=DEFAULT_SCALE,
                      seed: int | str = 0, world: str | None = None, **options: Any):
+            from bench.synth.anchors import load_anchors
             from bench.synth.world import generate
 
             self.scale, self.seed = str(scale), int(seed)
             wdir = Path(world or root or cache_dir(self.scale, self.seed))
             generate(wdir, self.scale, self.seed, units=[unit], progress=sys.stderr.isatty())
             self.world = wdir
+            self.anchors = load_anchors().source
+            # part of a run's identity: results computed on another world are not reused
+            self.data_stamp = f"synthetic {self.scale} seed {self.seed}, anchors {self.anchors}"
             opts = options_for(wdir)
             opts.update(options)
             super().__init__(wdir / folder, split, on_error, **opts)
@@ -71,12 +80,13 @@ def _make(name: str, real: str, unit: str, folder: str,
             if s is not None:
                 s.id = f"synthetic-{s.id}"
                 s.meta["synthetic"] = True
-                s.meta["synthetic_world"] = {"scale": self.scale, "seed": self.seed}
+                s.meta["synthetic_world"] = {"scale": self.scale, "seed": self.seed,
+                                             "anchors": self.anchors}
             return s
 
         def config(self) -> dict[str, Any]:
             return {**super().config(), "scale": self.scale, "seed": self.seed,
-                    "world": str(self.world), "synthetic": True}
+                    "world": str(self.world), "anchors": self.anchors, "synthetic": True}
 
     Synthetic.__name__ = Synthetic.__qualname__ = "Synthetic" + base.__name__
     Synthetic.__doc__ = f"SYNTHETIC {real} ({unit} unit of the synthetic world)."

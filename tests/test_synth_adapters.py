@@ -167,9 +167,12 @@ def test_concurrent_first_use_generates_once(tmp_path, monkeypatch):
     import threading
 
     from bench.datasets.synthetic import cache_dir
+    from bench.synth.anchors import load_anchors
 
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
-    assert cache_dir("tiny", 3) == tmp_path / "synthetic" / "tiny-seed3"
+    source = load_anchors().source  # "torchxrayvision 1.5.7" when the wheel is installed
+    tag = "procedural" if source == "procedural" else "txv" + source.split(" ")[1]
+    assert cache_dir("tiny", 3) == tmp_path / "synthetic" / f"tiny-seed3-{tag}"
     out: list = []
     threads = [threading.Thread(target=lambda: out.append(len(get_dataset(
         "synthetic-covid-rural")(scale="tiny", seed=3)))) for _ in range(2)]
@@ -181,3 +184,63 @@ def test_concurrent_first_use_generates_once(tmp_path, monkeypatch):
     world = cache_dir("tiny", 3)
     assert (world / ".done-covid-rural").exists()
     assert not (world / "rsna").exists()  # only the unit that was asked for
+
+
+def test_worlds_from_other_anchors_get_their_own_folder(tmp_path, monkeypatch):
+    from bench.datasets.synthetic import cache_dir
+    from bench.synth import anchors as A
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(A, "txv_data_dir", lambda: None)
+    assert cache_dir("small", 0) == tmp_path / "synthetic" / "small-seed0-procedural"
+    monkeypatch.setattr(A, "txv_data_dir", lambda: tmp_path)
+    monkeypatch.setattr(A, "_txv_version", lambda: "9.9.1")
+    assert cache_dir("small", 0) == tmp_path / "synthetic" / "small-seed0-txv9.9.1"
+
+
+def test_world_marker_names_its_anchors(tmp_path):
+    import pytest
+
+    from bench.errors import UsageError
+    from bench.synth.anchors import load_anchors
+    from bench.synth.world import generate
+
+    source = load_anchors().source
+    generate(tmp_path, "tiny", 3, units=["covid-rural"])
+    marker = tmp_path / ".done-covid-rural"
+    assert marker.read_text() == f"scale=tiny seed=3 anchors={source}\n"
+    assert f"anchors={source}" in (tmp_path / "SYNTHETIC.txt").read_text()
+    # a world drawn from other anchors is refused, not silently reused
+    marker.write_text("scale=tiny seed=3 anchors=procedural-elsewhere\n")
+    with pytest.raises(UsageError, match="different synthetic world"):
+        generate(tmp_path, "tiny", 3, units=["covid-rural"])
+    # a marker from before markers named the anchors: the unit is regenerated
+    marker.write_text("scale=tiny seed=3\n")
+    stale = tmp_path / "covid-rural" / "stale.txt"
+    stale.write_text("x")
+    generate(tmp_path, "tiny", 3, units=["covid-rural"])
+    assert marker.read_text() == f"scale=tiny seed=3 anchors={source}\n"
+    assert not stale.exists()
+    # another scale or seed is refused as before
+    marker.write_text("scale=tiny seed=4\n")
+    with pytest.raises(UsageError, match="different synthetic world"):
+        generate(tmp_path, "tiny", 3, units=["covid-rural"])
+
+
+def test_results_on_another_world_are_not_reused(tmp_path):
+    import pytest
+
+    from bench.errors import UsageError
+    from bench.eval.runner import Evaluator, RunSpec
+
+    ds = get_dataset("synthetic-covid-rural")(world=str(tiny_world()), scale="tiny")
+    assert ds.data_stamp.startswith("synthetic tiny seed 0, anchors ")
+    spec = RunSpec(method="center", dataset="synthetic-covid-rural", n_boot=10,
+                   dataset_options={"scale": "tiny"})
+    ev = Evaluator(tmp_path, progress=False)
+    first = ev.run(spec, dataset=ds)
+    assert first.info["data_stamp"] == ds.data_stamp
+    assert ev.run(spec, dataset=ds).reused
+    ds.data_stamp = "synthetic tiny seed 0, anchors procedural"
+    with pytest.raises(UsageError, match="holds a different run"):
+        ev.run(spec, dataset=ds)

@@ -60,6 +60,9 @@ class RunSpec:
     root: str | None = None
     seed: int = 0
     n_boot: int = 1000
+    # which data the dataset resolved to where the name alone does not say (a synthetic
+    # world's anchors); filled in by the Evaluator from the dataset's `data_stamp`
+    data_stamp: str | None = None
     # Not part of the identity: how the work is done, not what is computed.
     device: str = "cpu"
     batch_size: int = 16
@@ -72,6 +75,8 @@ class RunSpec:
         d = asdict(self)
         for k in ("device", "batch_size", "keep_maps"):
             d.pop(k)
+        if d["data_stamp"] is None:  # real data: fingerprints stay as they were
+            d.pop("data_stamp")
         ckpt = self.method_options.get("checkpoint")
         if ckpt:
             from bench.methods.base import sha256_file
@@ -172,12 +177,14 @@ class Evaluator:
         dataset = dataset or build_dataset(spec)
         if spec.split is None:
             spec = replace(spec, split=dataset.split)
+        if spec.data_stamp is None and getattr(dataset, "data_stamp", None):
+            spec = replace(spec, data_stamp=dataset.data_stamp)
         rd = RunDir(self.results_dir / spec.run_id())
         existing = rd.read_run()
         if existing and existing.get("fingerprint") != spec.fingerprint():
             if not self.force:
                 raise UsageError(
-                    f"{rd.path} holds a different run (other options); pass --force to "
+                    f"{rd.path} holds a different run (other options or data); pass --force to "
                     f"replace it or use another --results-dir"
                 )
             _clear(rd)
@@ -277,6 +284,7 @@ class Evaluator:
             "protocol_options": spec.protocol_options,
             "prompt": spec.prompt if spec.task == LOCALIZATION else None,
             "synthetic": bool(getattr(dataset, "synthetic", False)),
+            "data_stamp": spec.data_stamp,
             "seed": spec.seed,
             "n_bootstrap": spec.n_boot,
             "chunk_size": spec.chunk_size,

@@ -77,6 +77,20 @@ def _txv_version() -> str:
         return "unknown"
 
 
+def anchor_source() -> str:
+    """What `load_anchors` will draw from (its `Anchors.source`), without building anything."""
+    return f"torchxrayvision {_txv_version()}" if txv_data_dir() is not None else "procedural"
+
+
+def anchor_tag(source: str | None = None) -> str:
+    """A folder-name form of the source ("txv1.5.7" or "procedural"): worlds drawn from
+    different anchors are different worlds and must not share a cache folder."""
+    source = source or anchor_source()
+    if source == "procedural":
+        return source
+    return "txv" + source.split(" ", 1)[-1]
+
+
 @lru_cache(maxsize=1)
 def load_anchors() -> Anchors:
     """Load (and on first use build and cache) the anchors; cached per process."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -87,27 +88,36 @@ def generate(out: str | Path, scale: str = "small", seed: int = 0,
             raise UsageError(f"unknown synthetic unit '{u}' ({', '.join(UNITS)})")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if not (out / "SYNTHETIC.txt").exists():
-        write(out / "SYNTHETIC.txt", f"{NOTICE}\nscale={scale} seed={seed}\n")
     jobs = n_jobs if n_jobs is not None else default_jobs(scale)
     from filelock import FileLock
 
     from bench.synth.anchors import load_anchors
 
-    load_anchors()  # build the anchor cache once, before any worker starts
+    # build the anchor cache once, before any worker starts; the marker names the anchors, since
+    # the procedural fallback and torchxrayvision's anchors give different worlds
+    marker = f"scale={scale} seed={seed} anchors={load_anchors().source}\n"
+    notice = out / "SYNTHETIC.txt"
+    if not notice.exists() or "anchors=" not in notice.read_text():
+        write(notice, f"{NOTICE}\n{marker}")
 
     for u in units:
         with FileLock(str(out / f".lock-{u}")):
             done = out / f".done-{u}"
             if done.exists():
-                if done.read_text() != f"scale={scale} seed={seed}\n":
+                found = done.read_text()
+                if found == marker:
+                    continue
+                if found.split() != marker.split()[:2]:  # not this scale and seed without anchors
                     raise UsageError(f"{out} already holds a different synthetic world "
-                                     f"({done.read_text().strip()}); choose another folder")
-                continue
+                                     f"({found.strip()}; this one is {marker.strip()}); "
+                                     f"choose another folder")
+                # written before markers named the anchors: which world it is is unknown
+                print(f"synth: regenerating {u} in {out} (its marker does not say which "
+                      f"anchors it was drawn from)", file=sys.stderr)
             for f in FOLDERS[u]:
                 shutil.rmtree(out / f, ignore_errors=True)
             _UNIT_WRITERS[u](out, SCALES[scale], seed, jobs, progress)
-            write(out / f".done-{u}", f"scale={scale} seed={seed}\n")
+            write(out / f".done-{u}", marker)
     return {u: out / FOLDERS[u][0] for u in units}
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from bench.errors import CheckpointError
-from bench.store import temp_beside
+from bench.store import publish, temp_beside
 
 FORMAT = "afloc-bench/1"
 POSITION_IDS = "text_encoder.model.embeddings.position_ids"
@@ -43,7 +43,7 @@ def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor], config: 
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

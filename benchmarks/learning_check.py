@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None,
                     help="Default: the tiny preset's (10); --train-seconds caps the time")
     ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None,
+                    help="Learning rate (default: the tiny preset's)")
     ap.add_argument("--gamma", type=float, default=None,
                     help="StepLR decay per epoch (default: bench train's, the official 0.9)")
     ap.add_argument("--bootstrap", type=int, default=1000)
@@ -67,6 +69,8 @@ def main() -> None:
         train += ["--epochs", str(args.epochs)]
     if args.batch_size:
         train += ["--batch-size", str(args.batch_size)]
+    if args.lr:
+        train += ["--lr", str(args.lr)]
     if args.gamma:
         train += ["--gamma", str(args.gamma)]
     if args.skip_train:
@@ -82,6 +86,7 @@ def main() -> None:
     print(f"\nSYNTHETIC data, scale {args.scale}; tiny AFLoc trained {t_train:.0f} s on "
           f"{args.device} (budget {args.train_seconds:.0f} s, seed {args.seed}, "
           f"{args.text_mode} text"
+          f"{f', lr {args.lr:g}' if args.lr else ''}"
           f"{f', StepLR gamma {args.gamma}' if args.gamma else ''})")
     for prompt, datasets in runs:
         run = ["run", "--methods", "afloc,center,random", "--datasets", datasets, *scale,

@@ -62,7 +62,7 @@ def _make(name: str, real: str, unit: str, folder: str,
         def __init__(self, root=None, split=None, on_error="raise", scale=DEFAULT_SCALE,
                      seed: int | str = 0, world: str | None = None, **options: Any):
             from bench.synth.anchors import load_anchors
-            from bench.synth.world import generate
+            from bench.synth.world import WORLD_VERSION, generate
 
             self.scale, self.seed = str(scale), int(seed)
             wdir = Path(world or root or cache_dir(self.scale, self.seed))
@@ -70,7 +70,8 @@ def _make(name: str, real: str, unit: str, folder: str,
             self.world = wdir
             self.anchors = load_anchors().source
             # part of a run's identity: results computed on another world are not reused
-            self.data_stamp = f"synthetic {self.scale} seed {self.seed}, anchors {self.anchors}"
+            self.data_stamp = (f"synthetic {self.scale} seed {self.seed}, anchors {self.anchors}, "
+                               f"world version {WORLD_VERSION}")
             opts = options_for(wdir)
             opts.update(options)
             super().__init__(wdir / folder, split, on_error, **opts)

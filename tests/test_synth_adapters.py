@@ -198,33 +198,33 @@ def test_worlds_from_other_anchors_get_their_own_folder(tmp_path, monkeypatch):
     assert cache_dir("small", 0) == tmp_path / "synthetic" / "small-seed0-txv9.9.1"
 
 
-def test_world_marker_names_its_anchors(tmp_path):
+def test_world_marker_names_its_anchors_and_version(tmp_path):
     import pytest
 
     from bench.errors import UsageError
-    from bench.synth.anchors import load_anchors
-    from bench.synth.world import generate
+    from bench.synth.anchors import anchor_tag, load_anchors
+    from bench.synth.world import WORLD_VERSION, generate
 
-    source = load_anchors().source
+    tag = anchor_tag(load_anchors().source)
+    want = f"scale=tiny seed=3 anchors={tag} version={WORLD_VERSION}\n"
     generate(tmp_path, "tiny", 3, units=["covid-rural"])
     marker = tmp_path / ".done-covid-rural"
-    assert marker.read_text() == f"scale=tiny seed=3 anchors={source}\n"
-    assert f"anchors={source}" in (tmp_path / "SYNTHETIC.txt").read_text()
-    # a world drawn from other anchors is refused, not silently reused
-    marker.write_text("scale=tiny seed=3 anchors=procedural-elsewhere\n")
-    with pytest.raises(UsageError, match="different synthetic world"):
-        generate(tmp_path, "tiny", 3, units=["covid-rural"])
-    # a marker from before markers named the anchors: the unit is regenerated
-    marker.write_text("scale=tiny seed=3\n")
+    assert marker.read_text() == want
+    assert want in (tmp_path / "SYNTHETIC.txt").read_text()
     stale = tmp_path / "covid-rural" / "stale.txt"
-    stale.write_text("x")
-    generate(tmp_path, "tiny", 3, units=["covid-rural"])
-    assert marker.read_text() == f"scale=tiny seed=3 anchors={source}\n"
-    assert not stale.exists()
-    # another scale or seed is refused as before
-    marker.write_text("scale=tiny seed=4\n")
-    with pytest.raises(UsageError, match="different synthetic world"):
+    # the same world from an older generator, or from before markers named the anchors, is
+    # regenerated in place
+    for old in (f"scale=tiny seed=3 anchors={tag} version=1\n", "scale=tiny seed=3\n"):
+        marker.write_text(old)
+        stale.write_text("x")
         generate(tmp_path, "tiny", 3, units=["covid-rural"])
+        assert marker.read_text() == want and not stale.exists()
+    # a world drawn from other anchors, or of another scale or seed, is refused
+    for other in (f"scale=tiny seed=3 anchors=txv0.0.1 version={WORLD_VERSION}\n",
+                  "scale=tiny seed=4\n", f"scale=small seed=3 anchors={tag} version=1\n"):
+        marker.write_text(other)
+        with pytest.raises(UsageError, match="different synthetic world"):
+            generate(tmp_path, "tiny", 3, units=["covid-rural"])
 
 
 def test_results_on_another_world_are_not_reused(tmp_path):
@@ -235,6 +235,7 @@ def test_results_on_another_world_are_not_reused(tmp_path):
 
     ds = get_dataset("synthetic-covid-rural")(world=str(tiny_world()), scale="tiny")
     assert ds.data_stamp.startswith("synthetic tiny seed 0, anchors ")
+    assert ds.data_stamp.endswith(", world version 2")
     spec = RunSpec(method="center", dataset="synthetic-covid-rural", n_boot=10,
                    dataset_options={"scale": "tiny"})
     ev = Evaluator(tmp_path, progress=False)

@@ -6,6 +6,13 @@ negations name only absent findings, and about half of them are real Open-i sent
 by `lexicon.safe_openi_sentences`. Subtle findings are sometimes hedged ("cannot be excluded"),
 which the CheXpert CSV records as uncertain (-1). The COVID-19-like pattern is described as
 multifocal pneumonia: the pretraining corpus never names COVID.
+
+Each finding has one template that says "suggesting", as MIMIC-CXR reports often do. Without
+them the only "suggest" in the corpus came from Open-i negations ("no focal consolidation to
+suggest pneumonia"), so a model pretrained here read the official prompt "Findings suggesting
+pneumonia." as a negation and drew maps anti-correlated with the finding. Templates are only
+ever added to a `_pick` list, which draws one integer whatever its length, so the images and
+everything drawn after a report (the MS-CXR phrases) stay as they were.
 """
 
 from __future__ import annotations
@@ -109,9 +116,11 @@ def positive_sentences(d: Drawn, rng: np.random.Generator, mm_per_px: float,
         f = _pick(rng, [f"{_cap(sev)} {loc} opacity concerning for {multi}pneumonia.",
                         f"{_cap(loc)} airspace opacity compatible with {multi}pneumonia.",
                         f"Patchy {loc} opacities consistent with {multi}pneumonia.",
-                        f"There is a {sev} {loc} opacity, likely pneumonia."])
+                        f"There is a {sev} {loc} opacity, likely pneumonia.",
+                        f"{_cap(sev)} {loc} opacity suggesting {multi}pneumonia."])
         return f, _pick(rng, [f"{_cap(loc)} pneumonia.", f"Findings concerning for {loc} "
-                                                          "pneumonia."])
+                                                          "pneumonia.",
+                              f"Findings suggesting {loc} pneumonia."])
     if n == "COVID-19":
         f = _pick(rng, ["Patchy bilateral peripheral opacities in the lower lungs concerning for "
                         "multifocal pneumonia.",
@@ -122,13 +131,15 @@ def positive_sentences(d: Drawn, rng: np.random.Generator, mm_per_px: float,
     if n == "Consolidation":
         f = _pick(rng, [f"Dense consolidation in the {loc}.",
                         f"{_cap(loc)} consolidation with air bronchograms.",
-                        f"There is {sev} consolidation of the {loc}."])
+                        f"There is {sev} consolidation of the {loc}.",
+                        f"Findings suggesting {loc} consolidation."])
         return f, f"{_cap(loc)} consolidation."
     if n == "Lung Opacity" and hedge:
         return (f"Subtle {loc} opacity, possibly artifactual.", f"Possible {loc} opacity.")
     if n == "Lung Opacity":
         f = _pick(rng, [f"Ill-defined {loc} opacity.", f"Hazy opacity in the {loc}.",
-                        f"{_cap(sev)} {loc} airspace opacity."])
+                        f"{_cap(sev)} {loc} airspace opacity.",
+                        f"Findings suggesting {sev} {loc} lung opacity."])
         return f, f"{_cap(loc)} opacity."
     if n == "Atelectasis":
         if a.get("pattern") == "platelike":
@@ -137,7 +148,8 @@ def positive_sentences(d: Drawn, rng: np.random.Generator, mm_per_px: float,
                             f"Subsegmental atelectasis at the {loc}."])
         else:
             f = _pick(rng, [f"{_cap(loc)} atelectasis.", f"Streaky {loc} atelectasis.",
-                            f"Mild {loc} atelectasis."])
+                            f"Mild {loc} atelectasis.",
+                            f"{_cap(loc)} volume loss suggesting atelectasis."])
         if hedge:
             return f, f"Possible {loc} atelectasis."
         return f, f"{_cap(loc)} atelectasis."
@@ -145,7 +157,8 @@ def positive_sentences(d: Drawn, rng: np.random.Generator, mm_per_px: float,
         adverb = _pick(rng, {"mild": ["mildly"], "moderate": ["moderately"],
                              "severe": ["severely", "markedly"]}[a.get("severity", "mild")])
         f = _pick(rng, [f"The heart is {adverb} enlarged.", f"{_cap(sev)} cardiomegaly.",
-                        "The cardiac silhouette is enlarged."])
+                        "The cardiac silhouette is enlarged.",
+                        "Enlarged cardiac silhouette suggesting cardiomegaly."])
         return f, f"{_cap(sev)} cardiomegaly."
     if n == "Edema" and hedge:
         return ("Mild perihilar haziness; mild edema cannot be excluded.",
@@ -155,7 +168,8 @@ def positive_sentences(d: Drawn, rng: np.random.Generator, mm_per_px: float,
                         f"Bilateral perihilar haziness and vascular congestion consistent with "
                         f"{sev} pulmonary edema.",
                         f"{_cap(sev)} interstitial edema, most pronounced in the perihilar "
-                        "regions."])
+                        "regions.",
+                        f"Perihilar haziness suggesting {sev} pulmonary edema."])
         return f, f"{_cap(sev)} pulmonary edema."
     if n == "Enlarged Cardiomediastinum":
         f = _pick(rng, ["The mediastinum is widened.", "Widening of the superior mediastinum.",
@@ -177,18 +191,21 @@ def positive_sentences(d: Drawn, rng: np.random.Generator, mm_per_px: float,
         if side == "bilateral":
             f = _pick(rng, [f"{_cap(size)} bilateral pleural effusions.",
                             f"{_cap(size)} bilateral effusions with blunting of both "
-                            "costophrenic angles."])
+                            "costophrenic angles.",
+                            f"Findings suggesting {size} bilateral pleural effusions."])
             return f, f"{_cap(size)} bilateral pleural effusions."
         f = _pick(rng, [f"{_cap(size)} {side} pleural effusion.",
                         f"Blunting of the {side} costophrenic angle due to a {size} effusion.",
-                        f"There is a {size} {side} pleural effusion with a basal meniscus."])
+                        f"There is a {size} {side} pleural effusion with a basal meniscus.",
+                        f"Findings suggesting a {size} {side} pleural effusion."])
         return f, f"{_cap(size)} {side} pleural effusion."
     if n == "Pneumothorax":
         z = a.get("zone", "apical")
         f = _pick(rng, [f"{_cap(size)} {side} {z} pneumothorax.",
                         f"There is a {size} {side} pneumothorax with a visible pleural line "
                         f"at the {'apex' if z == 'apical' else 'lateral chest wall'}.",
-                        f"{_cap(side)} {z} pneumothorax, {size} in size."])
+                        f"{_cap(side)} {z} pneumothorax, {size} in size.",
+                        f"Visible {side} pleural line suggesting a {size} pneumothorax."])
         return f, f"{_cap(size)} {side} pneumothorax."
     if n == "Support Devices":
         parts = []

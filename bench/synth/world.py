@@ -76,6 +76,19 @@ def default_jobs(scale: str) -> int:
     return 1 if scale == "tiny" else max(1, min(os.cpu_count() or 1, 8))
 
 
+# What the generator draws, bumped whenever a unit's files change for the same scale, seed and
+# anchors (2: the "suggesting" report templates), so a world of another version is regenerated
+WORLD_VERSION = 2
+
+
+def world_marker(scale: str, seed: int, anchors_source: str) -> str:
+    """The `.done-<unit>` text: what defines the world ("anchors=txv1.5.7" or "procedural")."""
+    from bench.synth.anchors import anchor_tag
+
+    return (f"scale={scale} seed={seed} anchors={anchor_tag(anchors_source)} "
+            f"version={WORLD_VERSION}\n")
+
+
 def generate(out: str | Path, scale: str = "small", seed: int = 0,
              units: Iterable[str] | None = None, n_jobs: int | None = None,
              progress: bool = False) -> dict[str, Path]:
@@ -95,7 +108,7 @@ def generate(out: str | Path, scale: str = "small", seed: int = 0,
 
     # build the anchor cache once, before any worker starts; the marker names the anchors, since
     # the procedural fallback and torchxrayvision's anchors give different worlds
-    marker = f"scale={scale} seed={seed} anchors={load_anchors().source}\n"
+    marker = world_marker(scale, seed, load_anchors().source)
     notice = out / "SYNTHETIC.txt"
     if not notice.exists() or "anchors=" not in notice.read_text():
         write(notice, f"{NOTICE}\n{marker}")
@@ -107,18 +120,26 @@ def generate(out: str | Path, scale: str = "small", seed: int = 0,
                 found = done.read_text()
                 if found == marker:
                     continue
-                if found.split() != marker.split()[:2]:  # not this scale and seed without anchors
+                if not _outdated(found, marker):
                     raise UsageError(f"{out} already holds a different synthetic world "
                                      f"({found.strip()}; this one is {marker.strip()}); "
                                      f"choose another folder")
-                # written before markers named the anchors: which world it is is unknown
-                print(f"synth: regenerating {u} in {out} (its marker does not say which "
-                      f"anchors it was drawn from)", file=sys.stderr)
+                print(f"synth: regenerating {u} in {out} (written by an older generator: "
+                      f"{found.strip()})", file=sys.stderr)
             for f in FOLDERS[u]:
                 shutil.rmtree(out / f, ignore_errors=True)
             _UNIT_WRITERS[u](out, SCALES[scale], seed, jobs, progress)
             write(out / f".done-{u}", marker)
     return {u: out / FOLDERS[u][0] for u in units}
+
+
+def _outdated(found: str, marker: str) -> bool:
+    """The same world (scale, seed, anchors) from an older generator, or a marker from before
+    markers named the anchors (which world it is is unknown): either is regenerated."""
+    have = dict(f.split("=", 1) for f in found.strip().split(" ") if "=" in f)
+    want = dict(f.split("=", 1) for f in marker.strip().split(" ") if "=" in f)
+    same = ("scale", "seed") if "anchors" not in have else ("scale", "seed", "anchors")
+    return all(have.get(k) == want[k] for k in same)
 
 
 def _mimic(out: Path, cfg: dict, seed: int, jobs: int, progress: bool) -> None:

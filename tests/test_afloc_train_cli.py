@@ -7,6 +7,7 @@ import json
 import pytest
 from afloc_helpers import PairsDataset, synthetic_sample
 from click.testing import CliRunner
+from safetensors.torch import load_file
 
 from bench.cli.main import cli
 from bench.methods.afloc.method import AFLocMethod
@@ -37,6 +38,12 @@ def test_train_resume_and_load(tmp_path):
     assert [e["epoch"] for e in hist["epochs"]] == [1, 2]
     # tiny lr 1e-3, StepLR gamma 0.9 per epoch, across the resume
     assert [e["lr"] for e in hist["epochs"]] == pytest.approx([9e-4, 8.1e-4], rel=1e-12)
+    # tiny recomputes BatchNorm statistics after each epoch (32 batches, capped by --max-steps):
+    # the exported statistics count exactly those 2 batches, not the 4 training steps
+    assert [e["bn_recalibration_batches"] for e in hist["epochs"]] == [2, 2]
+    tracked = {k: int(v) for k, v in load_file(out / "last.safetensors").items()
+               if k.endswith("num_batches_tracked")}
+    assert tracked and set(tracked.values()) == {2}
 
     m = AFLocMethod(checkpoint=str(out / "best.safetensors"))
     cfg = m.config()
@@ -110,3 +117,20 @@ def test_compile_flag_routes_the_local_losses_through_torch_compile(tmp_path, mo
     epoch = json.loads((out / "history.json").read_text())["epochs"][0]
     assert math.isfinite(epoch["train_loss"]) and math.isfinite(epoch["val_loss"])
     assert epoch["lr"] == pytest.approx(5e-4, rel=1e-12) and info["request"]["gamma"] == 0.5
+
+
+def test_bn_recalibration_can_be_turned_off(tmp_path):
+    DATASETS.add("synthetic-test-pairs", PairsDataset)
+    out = tmp_path / "run"
+    args = ["train", "afloc", "--dataset", "synthetic-test-pairs", "--root", str(tmp_path),
+            "--preset", "tiny", "--levels", "report", "--batch-size", "8", "--max-steps", "3",
+            "--epochs", "1", "--bn-recalibration", "0", "--out", str(out), "--device", "cpu",
+            "--quiet"]
+    res = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    hist = json.loads((out / "history.json").read_text())
+    assert hist["epochs"][0]["bn_recalibration_batches"] == 0
+    assert hist["config"]["bn_recalibration_batches"] == 0
+    tracked = {int(v) for k, v in load_file(out / "last.safetensors").items()
+               if k.endswith("num_batches_tracked")}
+    assert tracked == {3}  # the running averages of the 3 training steps, as trained

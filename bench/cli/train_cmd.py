@@ -51,10 +51,14 @@ from bench.cli.options import resolve_device
 @click.option("--compile", "compile_losses", is_flag=True,
               help="torch.compile the local losses (fuses the passes over the B x B x Q x N "
                    "tensors; worth it on a GPU, slow to compile on a CPU).")
+@click.option("--bn-recalibration", type=int, default=None, metavar="N",
+              help="After each epoch, recompute batch-norm statistics over N training batches "
+                   "(default: tiny 32; paper 0, the official behaviour).")
 @click.option("--quiet", is_flag=True)
 def train_cmd(method, dataset, root, preset, levels, text_mode, text_encoder, epochs, batch_size,
               lr, gamma, precision, out, resume, device, seed, workers, cache, gather_negatives,
-              dataset_arg, max_steps, time_budget, limit, compile_losses, quiet) -> None:
+              dataset_arg, max_steps, time_budget, limit, compile_losses, bn_recalibration,
+              quiet) -> None:
     """Pretrain a method and write a checkpoint `bench run` can load."""
     from bench.cli.options import parse_kv
     from bench.methods.afloc.train import TrainRequest, run_training
@@ -68,7 +72,7 @@ def train_cmd(method, dataset, root, preset, levels, text_mode, text_encoder, ep
         out=out, resume=resume, device=dev, seed=seed, workers=workers, cache=cache,
         gather_negatives=gather_negatives, dataset_options=ds_opts, max_steps=max_steps,
         time_budget=time_budget, limit=limit, compile_losses=compile_losses,
-        progress=not quiet)
+        bn_recalibration=bn_recalibration, progress=not quiet)
     result = run_training(req, log=click.echo)
     if result.get("rank", 0) != 0:
         return

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 
 from bench.store import atomic_write_bytes, atomic_write_json
+from bench.train.batchnorm import recalibrate_batchnorm
 
 STATE_FILE = "last.pt"
 HISTORY_FILE = "history.json"
@@ -47,6 +48,9 @@ class TrainConfig:
     gather_negatives: bool = False
     max_steps_per_epoch: int | None = None
     time_budget_s: float | None = None  # stop training (after validation) past this
+    # after each epoch, recompute BatchNorm statistics over this many training batches
+    # (bench.train.batchnorm; 0 = the official behaviour, running averages as trained)
+    bn_recalibration_batches: int = 0
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -223,12 +227,13 @@ def train(task: TrainTask, cfg: TrainConfig, log: Any = print) -> dict[str, Any]
                 bar.set_postfix(loss=f"{loss:.4f}",
                                 pairs_s=f"{seen / max(time.time() - t0, 1e-9):.1f}")
         sched.step()
+        bn_batches = _recalibrate(task, model, device, cfg, gather, epoch, rank, world)
         train_loss = _mean_over_ranks(loss_sum / world, seen / world)
         val_loss = evaluate(task, run_model, device, cfg, gather)
         rec = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
                "pairs": seen, "steps": n_batches, "seconds": time.time() - t0,
                "pairs_per_s": seen / max(time.time() - t0, 1e-9),
-               "lr": optim.param_groups[0]["lr"]}
+               "lr": optim.param_groups[0]["lr"], "bn_recalibration_batches": bn_batches}
         improved = val_loss < best
         best = min(best, val_loss)
         rec["best"] = improved
@@ -249,6 +254,24 @@ def train(task: TrainTask, cfg: TrainConfig, log: Any = print) -> dict[str, Any]
                 log(f"time budget of {cfg.time_budget_s:.0f} s reached after epoch {epoch + 1}")
             break
     return history
+
+
+def _recalibrate(task: TrainTask, model: torch.nn.Module, device: torch.device,
+                 cfg: TrainConfig, gather: Any, epoch: int, rank: int, world: int) -> int:
+    """Precise BN over the epoch's first training batches (the unwrapped model: no DDP hooks;
+    every rank runs the same number of batches, so gathered negatives stay in step)."""
+    n = cfg.bn_recalibration_batches
+    if cfg.max_steps_per_epoch is not None:  # smoke runs stay short
+        n = min(n, cfg.max_steps_per_epoch)
+    if n <= 0:
+        return 0
+
+    def forward(batch: Any) -> None:
+        batch = task.to_device(batch, device)
+        with autocast_context(device, cfg.precision):
+            task.loss(model, batch, gather)
+
+    return recalibrate_batchnorm(model, task.train_loader(epoch, rank, world), forward, n)
 
 
 @torch.no_grad()

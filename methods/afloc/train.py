@@ -55,7 +55,7 @@ class TrainRequest:
 # 2 CPU cores (how well it then localizes varies with the seed; see benchmarks/learning_check.py)
 PRESET_EPOCHS = {"paper": 5, "tiny": 10}
 # batches of precise BN after each epoch (bench.train.batchnorm): off in the official recipe;
-# on for tiny, whose BatchNorm averages lag its fast-moving weights (512 images, about 2 s/epoch)
+# on for tiny, whose BatchNorm averages lag its fast-moving weights (512 images, ~3 s per epoch)
 PRESET_BN_RECALIBRATION = {"paper": 0, "tiny": 32}
 
 

@@ -90,3 +90,22 @@ def test_localize_caches_queries_and_classify_uses_center_crop(monkeypatch):
     probs = m.classify(samples, ["COVID-19", "No Finding"])
     assert probs.shape == (3, 2) and np.all((probs > 0) & (probs < 1))
     assert seen and all(f == Frame("short_side_crop", 224) for f in seen)
+
+
+def test_a_query_that_cleans_to_nothing_is_flagged_once():
+    import warnings
+
+    import pytest
+
+    m = AFLocMethod()  # faithful text mode: one-token sentences are dropped, as officially
+    samples = [synthetic_sample(0, h=64, w=64)]
+    with pytest.warns(UserWarning, match="'Pneumothorax' is empty after the official text"):
+        m.localize(samples, [[Query("a", "Pneumothorax", "Pneumothorax")]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # neither a repeat nor a real sentence warns
+        m.localize(samples, [[Query("a", "Pneumothorax", "Pneumothorax"),
+                              Query("b", "Pneumothorax", "Findings suggesting pneumothorax.")]])
+    corrected = AFLocMethod(text_mode="corrected")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        corrected.localize(samples, [[Query("a", "Pneumothorax", "Pneumothorax")]])

@@ -11,6 +11,7 @@ pair on raw dot products; images prepared with Resize(224) + CenterCrop(224).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from . import presets
 from .imaging import CLASSIFY_FRAME, LOCALIZE_FRAME, frame_uint8, to_tensor
 from .model import AFLocConfig, AFLocModel, parse_levels
 from .prompts import cxr_prompts, prompt_data
-from .text import TextProcessor
+from .text import TextProcessor, clean_query
 
 SIGMA = 1.5
 
@@ -101,6 +102,7 @@ class AFLocMethod(Method):
                                   self.model.cfg.word_num)
         self.batch_size = int(options.get("batch_size", 32))
         self._query_cache: dict[str, torch.Tensor] = {}
+        self._warned: set[str] = set()
         self._class_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # -- embeddings -------------------------------------------------------------------------
@@ -115,6 +117,19 @@ class AFLocMethod(Method):
             for t, e in zip(chunk, rep):
                 self._query_cache[t] = e
         return torch.stack([self._query_cache[t] for t in texts]) if texts else torch.zeros(0)
+
+    def _warn_empty(self, texts: list[str]) -> None:
+        """Faithful cleaning drops one-token sentences (official), so "Pneumothorax" reaches the
+        model as [CLS] [SEP]: its map is the same whatever was asked. Say so once per text."""
+        for t in texts:
+            if t in self._query_cache or t in self._warned:
+                continue
+            if not clean_query(t, self.text.mode).strip():
+                self._warned.add(t)
+                warnings.warn(f"AFLoc query {t!r} is empty after the official text cleaning "
+                              f"({self.text.mode} mode drops one-token sentences), so its map "
+                              f"does not depend on the words; pass text_mode=corrected to keep "
+                              f"them", stacklevel=3)
 
     def _images(self, samples: list[Sample], frame) -> torch.Tensor:
         return to_tensor([frame_uint8(s.image, frame) for s in samples]).to(self.device)
@@ -134,6 +149,7 @@ class AFLocMethod(Method):
                 if not ql:
                     out.append([])
                     continue
+                self._warn_empty([q.text for q in ql])
                 emb = self.query_embeddings([q.text for q in ql])
                 out.append([heatmap_from_grid(g.numpy(), size)
                             for g in torch.einsum("dhw,qd->qhw", loc, emb)])

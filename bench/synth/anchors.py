@@ -77,9 +77,13 @@ def _txv_version() -> str:
         return "unknown"
 
 
+def _txv_source() -> str:
+    return f"torchxrayvision {_txv_version()}"
+
+
 def anchor_source() -> str:
     """What `load_anchors` will draw from (its `Anchors.source`), without building anything."""
-    return f"torchxrayvision {_txv_version()}" if txv_data_dir() is not None else "procedural"
+    return _txv_source() if txv_data_dir() is not None else "procedural"
 
 
 def anchor_tag(source: str | None = None) -> str:
@@ -100,26 +104,26 @@ def load_anchors() -> Anchors:
                       "lung shapes, box and pneumothorax distributions and templated wording "
                       "only (install torchxrayvision for real-data anchors).", stacklevel=2)
         return procedural_anchors()
-    ver = _txv_version()
+    source = _txv_source()
     stamp = "-".join(str((data / f).stat().st_size) for f in sorted(os.listdir(data)))
     # the key covers what the arrays depend on, so a change of code constants never reads a
     # stale cache built by another version
     stamp += f"-{TEMPLATE}-{MAX_PTX}"
-    key = f"v{ANCHOR_VERSION}-txv{ver}-{abs(hash_text(stamp)) % 10**10}"
+    key = f"v{ANCHOR_VERSION}-{anchor_tag(source)}-{abs(hash_text(stamp)) % 10**10}"
     folder = cache_root() / key
     if (folder / "arrays.npz").exists() and (folder / "text.json").exists():
-        return _read_cache(folder, f"torchxrayvision {ver}")
+        return _read_cache(folder, source)
     from filelock import FileLock
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(folder) + ".lock")
     except OSError:
-        return build_anchors(data, f"torchxrayvision {ver}")
+        return build_anchors(data, source)
     with lock:  # one process builds, the others wait and read
         if (folder / "arrays.npz").exists() and (folder / "text.json").exists():
-            return _read_cache(folder, f"torchxrayvision {ver}")
-        anchors = build_anchors(data, f"torchxrayvision {ver}")
+            return _read_cache(folder, source)
+        anchors = build_anchors(data, source)
         _write_cache(folder, anchors)
     return anchors
 

@@ -102,7 +102,6 @@ class AFLocMethod(Method):
                                   self.model.cfg.word_num)
         self.batch_size = int(options.get("batch_size", 32))
         self._query_cache: dict[str, torch.Tensor] = {}
-        self._warned: set[str] = set()
         self._class_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # -- embeddings -------------------------------------------------------------------------
@@ -121,11 +120,8 @@ class AFLocMethod(Method):
     def _warn_empty(self, texts: list[str]) -> None:
         """Faithful cleaning drops one-token sentences (official), so "Pneumothorax" reaches the
         model as [CLS] [SEP]: its map is the same whatever was asked. Say so once per text."""
-        for t in texts:
-            if t in self._query_cache or t in self._warned:
-                continue
-            if not clean_query(t, self.text.mode).strip():
-                self._warned.add(t)
+        for t in dict.fromkeys(texts):  # called before embedding: a cached text was seen
+            if t not in self._query_cache and not clean_query(t, self.text.mode).strip():
                 warnings.warn(f"AFLoc query {t!r} is empty after the official text cleaning "
                               f"({self.text.mode} mode drops one-token sentences), so its map "
                               f"does not depend on the words; pass text_mode=corrected to keep "

@@ -207,6 +207,8 @@ def main(argv=None) -> None:
     ap.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default=None)
     ap.add_argument("--iters", type=int, default=None)
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--no-channels-last", action="store_true",
+                    help="Train steps with the backbone in NCHW (bench train --no-channels-last)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     paper = args.preset == "paper"
@@ -222,10 +224,12 @@ def main(argv=None) -> None:
     rows: list[tuple[str, str, str]] = []
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     amp = "no autocast (fp32)" if precision == "fp32" else f"{precision} autocast"
+    layout = "NCHW" if args.no_channels_last else "NHWC (channels_last)"
     print(f"# AFLoc train step, preset {args.preset}, {dev_name}, torch {torch.__version__}, "
-          f"{amp}, B={b}, random weights and data")
+          f"{amp}, B={b}, training backbone {layout} as in bench train, random weights and data")
 
     model = build_model(args.preset, device)
+    model.img_encoder.use_channels_last(not args.no_channels_last)
     cfg = model.cfg
     d = model.text_encoder.dim
     images = torch.randn(b, 3, 224, 224, device=device)
@@ -310,6 +314,7 @@ def main(argv=None) -> None:
                  f"at {b / t_best:.1f} pairs/s, one {dev_name}"))
 
     model.eval()
+    model.img_encoder.use_channels_last(False)  # as `bench run` computes heatmaps
     himg = torch.randn(hb, 3, 224, 224, device=device)
     query = torch.randn(d, device=device)
     t_h = timeit(heatmap_fn(model, himg, query, device, precision), device, warm, iters)

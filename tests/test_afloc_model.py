@@ -76,6 +76,44 @@ def test_local_init_scale_multiplies_only_the_local_embedders():
     assert AFLocConfig.from_json(cfg.to_json()) == cfg
 
 
+def test_channels_last_is_a_layout_not_a_different_function():
+    """`bench train` runs the backbone in NHWC: every output level, the loss and every gradient
+    equal those of the NCHW model with the same weights (in float64, so that only rounding
+    could tell them apart), and the weights load back into a plain model unchanged."""
+    m, tok = tiny_model(input_size=112)
+    images, text = tiny_batch(tok)
+    m = m.double()
+    plain = AFLocModel(m.cfg).double()
+    plain.load_state_dict(m.state_dict())
+    m.img_encoder.use_channels_last()
+    assert m.img_encoder.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    runs = []
+    for model in (plain, m):
+        model.train()
+        torch.manual_seed(0)  # the same BERT dropout masks in both runs
+        enc = model(images.double(), text)
+        loss = model.loss(enc)["loss"]
+        model.zero_grad()
+        loss.backward()
+        grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+        runs.append((enc["img"], loss.detach(), grads))
+    (img0, loss0, g0), (img1, loss1, g1) = runs
+    assert img1["local"].is_contiguous(memory_format=torch.channels_last)
+    for k in ("local", "local2", "global"):
+        torch.testing.assert_close(img1[k], img0[k], rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(loss1, loss0, rtol=1e-12, atol=1e-12)
+    assert g0.keys() == g1.keys() and len(g0) > 50
+    for k in g0:
+        torch.testing.assert_close(g1[k], g0[k], rtol=1e-7, atol=1e-9,
+                                   msg=lambda msg, k=k: f"{k}: {msg}")
+    back = AFLocModel(m.cfg).double()
+    back.load_state_dict({k: v.contiguous() for k, v in m.state_dict().items()})
+    for k, v in back.state_dict().items():
+        assert torch.equal(v, m.state_dict()[k]), k
+    m.img_encoder.use_channels_last(False)
+    assert m.img_encoder.model.conv1.weight.is_contiguous()
+
+
 def test_text_encoder_on_trimmed_tokens_equals_the_full_padding():
     """BERT runs on the longest caption's tokens only; the embeddings must equal those of the
     official 97-slot (here 32) padded input, report mean over all T slots included."""

@@ -30,6 +30,9 @@ def test_train_resume_and_load(tmp_path):
     info = json.loads((out / "train.json").read_text())
     assert info["text_mode"] == "corrected" and info["levels"] == ["sentence", "report"]
     assert info["pairs"]["train"] == 24 and info["pairs"]["val"] == 8
+    assert info["request"]["channels_last"] is True  # the default layout of the backbone
+    # the layout never reaches a file: every tensor of the checkpoint is contiguous
+    assert all(v.is_contiguous() for v in load_file(out / "best.safetensors").values())
 
     res = CliRunner().invoke(cli, args + ["--epochs", "2", "--resume"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
@@ -124,10 +127,11 @@ def test_bn_recalibration_can_be_turned_off(tmp_path):
     out = tmp_path / "run"
     args = ["train", "afloc", "--dataset", "synthetic-test-pairs", "--root", str(tmp_path),
             "--preset", "tiny", "--levels", "report", "--batch-size", "8", "--max-steps", "3",
-            "--epochs", "1", "--bn-recalibration", "0", "--out", str(out), "--device", "cpu",
-            "--quiet"]
+            "--epochs", "1", "--bn-recalibration", "0", "--no-channels-last", "--out", str(out),
+            "--device", "cpu", "--quiet"]
     res = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
+    assert json.loads((out / "train.json").read_text())["request"]["channels_last"] is False
     hist = json.loads((out / "history.json").read_text())
     assert hist["epochs"][0]["bn_recalibration_batches"] == 0
     assert hist["config"]["bn_recalibration_batches"] == 0

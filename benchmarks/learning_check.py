@@ -6,6 +6,7 @@ MS-CXR figures). Each table ends with `check` lines: PASS where AFLoc's IoU or C
 wholly above those of `center` and `random`, or its AUROC CI wholly above 0.5.
 
     python benchmarks/learning_check.py --device cpu --train-seconds 600       # the check
+    python benchmarks/learning_check.py --epochs 20 --train-seconds 1200       # twice the budget
     python benchmarks/learning_check.py --device cuda --train-seconds 300 --epochs 60
 
 Everything goes through the real commands (`bench train`, `bench run`); the synthetic world is

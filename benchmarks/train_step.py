@@ -4,9 +4,10 @@ pretraining time (about 249k pairs x 5 epochs), and heatmap inference throughput
 
 Random weights and random data only (no downloads): ``--preset paper`` is ResNet-50 +
 a randomly initialised BERT-base (Bio_ClinicalBERT's vocabulary size), D = 768, 224 -> 299,
-97 tokens; ``--preset tiny`` is the CPU test model. Needs only torch, torchvision, numpy and
-transformers: the AFLoc modules are loaded straight from ``methods/afloc`` without the
-harness's other dependencies.
+97 tokens; ``--preset tiny`` is the CPU test model. Train steps run the image backbone
+channels-last, as ``bench train`` does (``--no-channels-last``: NCHW, as before). Needs only
+torch, torchvision, numpy and transformers: the AFLoc modules are loaded straight from
+``methods/afloc`` without the harness's other dependencies.
 
     python benchmarks/train_step.py --preset paper --device cuda
     python benchmarks/train_step.py --preset tiny --device cpu

@@ -225,9 +225,10 @@ def main(argv=None) -> None:
     rows: list[tuple[str, str, str]] = []
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     amp = "no autocast (fp32)" if precision == "fp32" else f"{precision} autocast"
-    layout = "NCHW" if args.no_channels_last else "NHWC (channels_last)"
+    layout = ("NCHW (bench train --no-channels-last)" if args.no_channels_last
+              else "NHWC (channels_last, bench train's default)")
     print(f"# AFLoc train step, preset {args.preset}, {dev_name}, torch {torch.__version__}, "
-          f"{amp}, B={b}, training backbone {layout} as in bench train, random weights and data")
+          f"{amp}, B={b}, training backbone {layout}, random weights and data")
 
     model = build_model(args.preset, device)
     model.img_encoder.use_channels_last(not args.no_channels_last)

@@ -146,14 +146,17 @@ class ImageEncoder(nn.Module):
                     if m is not None:
                         m.weight.mul_(cfg.local_init_scale)
         self.pool = nn.AdaptiveAvgPool2d((1, 1))
-        self.channels_last = False
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether the backbone's weights are NHWC (read off them, so it cannot disagree)."""
+        return self.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
 
     def use_channels_last(self, enabled: bool = True) -> ImageEncoder:
         """Run the backbone in NHWC (weights and activations): the same function in the layout
         oneDNN runs faster on CPU (the tiny preset's first conv, BatchNorm and max-pool take
         about 3x less time) and cuDNN's tensor-core kernels prefer (not yet timed on a GPU).
         Checkpoints are saved contiguous, so the layout never reaches a file."""
-        self.channels_last = enabled
         return self.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
 
     def forward(self, x: torch.Tensor, need_global: bool = True,

@@ -145,8 +145,9 @@ class AFLocMethod(Method):
                 if not ql:
                     out.append([])
                     continue
-                self._warn_empty([q.text for q in ql])
-                emb = self.query_embeddings([q.text for q in ql])
+                texts = [q.text for q in ql]
+                self._warn_empty(texts)
+                emb = self.query_embeddings(texts)
                 out.append([heatmap_from_grid(g.numpy(), size)
                             for g in torch.einsum("dhw,qd->qhw", loc, emb)])
         return out

@@ -1,6 +1,8 @@
 """AFLoc training-step benchmark: encoders alone vs the full multi-level step, the local losses
-(per-caption loop vs one batched einsum vs that under torch.compile), pairs/s, the projected
-pretraining time (about 249k pairs x 5 epochs), and heatmap inference throughput (batch 256).
+(per-caption loop vs one batched einsum vs that under torch.compile vs the GEMM layout with a
+hand-written backward, eager and with compiled element-wise steps: `bench train --local-impl`),
+pairs/s, the projected pretraining time (about 249k pairs x 5 epochs), and heatmap inference
+throughput (batch 256).
 
 Random weights and random data only (no downloads): ``--preset paper`` is ResNet-50 +
 a randomly initialised BERT-base (Bio_ClinicalBERT's vocabulary size), D = 768, 224 -> 299,
@@ -199,6 +201,14 @@ def heatmap_fn(model, images, query, device, precision):
 
 # -- main -------------------------------------------------------------------------------------
 
+# (row label, losses.use_local implementation, compiled); "loop" is the official structure
+LOSS_VARIANTS = (("loop", None, False), ("batched", "einsum", False),
+                 ("compiled", "einsum", True), ("gemm", "gemm", False),
+                 ("gemm compiled", "gemm", True))
+FULL_STEP_VARIANTS = (("compiled losses", "einsum", True), ("gemm losses", "gemm", False),
+                      ("gemm compiled losses", "gemm", True))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", choices=["paper", "tiny"], default="tiny")
@@ -247,18 +257,22 @@ def main(argv=None) -> None:
     rows.append(("full AFLoc step, batched losses", f"{t_full * 1e3:.1f} ms",
                  f"{b / t_full:.1f} pairs/s ({t_enc / t_full:.0%} of encoders)"))
     t_best = t_full
-    if not args.no_compile:
+    # the same loss computed other ways (losses.use_local): einsum compiled, GEMM layout with a
+    # hand-written backward (eager, and with its element-wise steps compiled)
+    for label, impl, compiled in FULL_STEP_VARIANTS:
+        if compiled and args.no_compile:
+            continue
         try:
-            L.use_compiled(True)
-            t_fc = timeit(train_step_fn(model, images, text, opt, device, precision, True),
-                          device, warm + 1, iters)
-            rows.append(("full AFLoc step, compiled losses", f"{t_fc * 1e3:.1f} ms",
-                         f"{b / t_fc:.1f} pairs/s ({t_enc / t_fc:.0%} of encoders)"))
-            t_best = min(t_best, t_fc)
+            L.use_local(impl, compiled)
+            t_v = timeit(train_step_fn(model, images, text, opt, device, precision, True),
+                         device, warm + (1 if compiled else 0), iters)
+            rows.append((f"full AFLoc step, {label}", f"{t_v * 1e3:.1f} ms",
+                         f"{b / t_v:.1f} pairs/s ({t_enc / t_v:.0%} of encoders)"))
+            t_best = min(t_best, t_v)
         except Exception as exc:  # no triton / compiler: report and go on
-            rows.append(("full AFLoc step, compiled losses", "n/a", type(exc).__name__))
+            rows.append((f"full AFLoc step, {label}", "n/a", type(exc).__name__))
         finally:
-            L.use_compiled(False)
+            L.use_local()
 
     # local losses alone on embeddings of the paper's shapes
     with torch.no_grad():
@@ -270,24 +284,20 @@ def main(argv=None) -> None:
         img, words = local_inputs(b, d, hw, cfg.word_num, device)
         label = f"{level} level ({q} units x {hw * hw} regions)"
         ref = None
-        for kind in ("loop", "batched", "compiled"):
-            if kind == "compiled":
-                if args.no_compile:
-                    continue
-                try:
-                    L.use_compiled(True)
-                except Exception as exc:
-                    rows.append((f"{label}, compiled", "n/a", type(exc).__name__))
-                    continue
+        for kind, impl, compiled in LOSS_VARIANTS:
+            if compiled and args.no_compile:
+                continue
             fn = local_loss_fn(kind, img, words, mask, device, precision)
             try:
-                t = timeit(fn, device, warm + (1 if kind == "compiled" else 0), iters)
+                if impl is not None:
+                    L.use_local(impl, compiled)
+                t = timeit(fn, device, warm + (1 if compiled else 0), iters)
                 val = float(fn().detach())
             except Exception as exc:
                 rows.append((f"{label}, {kind}", "n/a", type(exc).__name__))
                 continue
             finally:
-                L.use_compiled(False)
+                L.use_local()
             if kind == "loop":
                 with torch.no_grad():  # fp32 oracle value
                     ref = float(sum(L.contrastive(L.local_similarity_loop(
@@ -306,9 +316,19 @@ def main(argv=None) -> None:
         img, words = local_inputs(b, d, hw, cfg.word_num, device)
         n = mixed.sum(1).float()
         label = (f"{level} level, mixed lengths (mean {n.mean():.1f}, max {int(n.max())} units)")
-        for kind in ("loop", "batched"):
-            t = timeit(local_loss_fn(kind, img, words, mixed, device, precision), device, warm,
-                       iters)
+        for kind, impl, compiled in LOSS_VARIANTS:
+            if compiled and (args.no_compile or device.type == "cpu"):
+                continue  # CPU: one more compile per chunk width, minutes for a table row
+            try:
+                if impl is not None:
+                    L.use_local(impl, compiled)
+                t = timeit(local_loss_fn(kind, img, words, mixed, device, precision), device,
+                           warm + (1 if compiled else 0), iters)
+            except Exception as exc:
+                rows.append((f"{label}, {kind}", "n/a", type(exc).__name__))
+                continue
+            finally:
+                L.use_local()
             rows.append((f"{label}, {kind}", f"{t * 1e3:.1f} ms", "fwd+bwd"))
 
     hours = PAIRS_PER_EPOCH * EPOCHS / (b / t_best) / 3600

@@ -138,3 +138,24 @@ def test_bn_recalibration_can_be_turned_off(tmp_path):
     tracked = {int(v) for k, v in load_file(out / "last.safetensors").items()
                if k.endswith("num_batches_tracked")}
     assert tracked == {3}  # the running averages of the 3 training steps, as trained
+
+
+def test_local_impl_gemm_trains_to_the_same_first_loss(tmp_path):
+    """`--local-impl gemm` computes the same losses another way: the first step's loss (taken
+    before any update) equals the einsum run's, and the choice is recorded in train.json."""
+    from bench.methods.afloc import losses as L
+
+    DATASETS.add("synthetic-test-pairs", PairsDataset)
+    losses = {}
+    for impl in ("einsum", "gemm"):
+        out = tmp_path / impl
+        res = CliRunner().invoke(cli, [
+            "train", "afloc", "--dataset", "synthetic-test-pairs", "--root", str(tmp_path),
+            "--preset", "tiny", "--batch-size", "8", "--max-steps", "1", "--epochs", "1",
+            "--bn-recalibration", "0", "--out", str(out), "--device", "cpu",
+            "--local-impl", impl, "--quiet"], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        assert json.loads((out / "train.json").read_text())["request"]["local_impl"] == impl
+        losses[impl] = json.loads((out / "history.json").read_text())["epochs"][0]["train_loss"]
+        assert L._BLOCK is L._similarity_block  # eager einsum restored after the run
+    assert losses["gemm"] == pytest.approx(losses["einsum"], rel=1e-5)

@@ -50,7 +50,13 @@ from bench.cli.options import resolve_device
 @click.option("--limit", type=int, default=None, help="Use only the first N samples per split.")
 @click.option("--compile", "compile_losses", is_flag=True,
               help="torch.compile the local losses (fuses the passes over the B x B x Q x N "
-                   "tensors; worth it on a GPU, slow to compile on a CPU).")
+                   "tensors; worth it on a GPU, slow to compile on a CPU); with --local-impl "
+                   "gemm, each of its element-wise steps.")
+@click.option("--local-impl", type=click.Choice(["einsum", "gemm"]), default="einsum",
+              show_default=True,
+              help="How the local losses are computed (same values): autograd over einsums, "
+                   "or one GEMM layout with a hand-written backward that writes the "
+                   "B x B x Q x N tensors fewer times (meant for GPUs; slower on this CPU).")
 @click.option("--bn-recalibration", type=int, default=None, metavar="N",
               help="After each epoch, recompute batch-norm statistics over N training batches "
                    "(default: tiny 32; paper 0, the official behaviour).")
@@ -61,8 +67,8 @@ from bench.cli.options import resolve_device
 @click.option("--quiet", is_flag=True)
 def train_cmd(method, dataset, root, preset, levels, text_mode, text_encoder, epochs, batch_size,
               lr, gamma, precision, out, resume, device, seed, workers, cache, gather_negatives,
-              dataset_arg, max_steps, time_budget, limit, compile_losses, bn_recalibration,
-              channels_last, quiet) -> None:
+              dataset_arg, max_steps, time_budget, limit, compile_losses, local_impl,
+              bn_recalibration, channels_last, quiet) -> None:
     """Pretrain a method and write a checkpoint `bench run` can load."""
     from bench.cli.options import parse_kv
     from bench.methods.afloc.train import TrainRequest, run_training
@@ -76,7 +82,8 @@ def train_cmd(method, dataset, root, preset, levels, text_mode, text_encoder, ep
         out=out, resume=resume, device=dev, seed=seed, workers=workers, cache=cache,
         gather_negatives=gather_negatives, dataset_options=ds_opts, max_steps=max_steps,
         time_budget=time_budget, limit=limit, compile_losses=compile_losses,
-        bn_recalibration=bn_recalibration, channels_last=channels_last, progress=not quiet)
+        local_impl=local_impl, bn_recalibration=bn_recalibration, channels_last=channels_last,
+        progress=not quiet)
     result = run_training(req, log=click.echo)
     if result.get("rank", 0) != 0:
         return

@@ -12,8 +12,9 @@ to 60+ words, so padding to the batch's longest roughly doubled the work) and bo
 so the B_t x B_i x Q x N tensors fit (in cache, on CPU). The region softmax is never normalised:
 its input tau1 * softmax_words lies in [0, tau1], so exp() cannot overflow, and the
 normaliser Z cancels in the cosine (it is kept only in the eps clamp, to match the official
-``(|w| |c|).clamp(min=1e-8)`` exactly). ``local_similarity_loop`` is the per-caption loop of
-the official structure, kept as the test oracle.
+``(|w| |c|).clamp(min=1e-8)`` exactly). ``use_local("gemm")`` computes the same blocks with
+one GEMM layout and a hand-written backward (``local_block``). ``local_similarity_loop`` is the
+per-caption loop of the official structure, kept as the test oracle.
 """
 
 from __future__ import annotations
@@ -70,13 +71,26 @@ def _similarity_block(w: torch.Tensor, m: torch.Tensor, r: torch.Tensor, tau1: f
 
 
 _BLOCK = _similarity_block
+LOCAL_IMPLS = ("einsum", "gemm")
 
 
-def use_compiled(enabled: bool = True, **compile_kwargs) -> None:
-    """Route ``local_similarity`` through ``torch.compile`` (fuses the passes over the
-    B_t x B_i x Q x N tensor); ``use_compiled(False)`` restores eager mode."""
+def use_local(impl: str = "einsum", compiled: bool = False, **compile_kwargs) -> None:
+    """Choose how ``local_similarity`` computes each chunk: ``"einsum"`` (autograd over the
+    einsums above; compiled: the whole block under ``torch.compile``) or ``"gemm"`` (the same
+    values from ``local_block.LocalBlock``'s GEMM layout and hand-written backward; compiled:
+    each of its element-wise steps). ``use_local()`` restores the eager einsum default."""
     global _BLOCK
-    _BLOCK = torch.compile(_similarity_block, **compile_kwargs) if enabled else _similarity_block
+    if impl not in LOCAL_IMPLS:
+        raise ValueError(f"unknown local loss implementation {impl!r} (known: "
+                         f"{', '.join(LOCAL_IMPLS)})")
+    from . import local_block
+
+    local_block.use_compiled(compiled and impl == "gemm", **compile_kwargs)
+    if impl == "gemm":
+        _BLOCK = local_block.similarity_block
+    else:
+        _BLOCK = (torch.compile(_similarity_block, **compile_kwargs) if compiled
+                  else _similarity_block)
 
 
 def local_similarity(img_local: torch.Tensor, words: torch.Tensor, mask: torch.Tensor,

@@ -48,6 +48,7 @@ class TrainRequest:
     progress: bool = True
     vocab_size: int = 2000
     compile_losses: bool = False
+    local_impl: str = "einsum"  # losses.LOCAL_IMPLS: the same values, computed two ways
     bn_recalibration: int | None = None  # None: the preset's (PRESET_BN_RECALIBRATION)
     channels_last: bool = True  # NHWC image backbone (a layout, the same function; faster)
 
@@ -139,11 +140,11 @@ def run_training(req: TrainRequest, log: Any = print) -> dict[str, Any]:
             "pairs": {"train": len(train_pairs.sentences),
                       "val": len(val_pairs.sentences) if val_pairs else 0,
                       "skipped": train_pairs.skipped}})
-    L.use_compiled(req.compile_losses)
+    L.use_local(req.local_impl, req.compile_losses)
     try:
         history = train(task, tcfg, log=log)
     finally:
-        L.use_compiled(False)
+        L.use_local()
     best = out / "best.safetensors"
     return {"out": str(out), "best": str(best) if best.is_file() else None, "history": history,
             "device": str(torch.device(req.device)), "rank": rank}

@@ -231,8 +231,10 @@ class AFLocModel(nn.Module):
         """L = L_GR + L_DS + L_SW over the enabled levels (each term: both CE directions).
 
         ``gather`` (optional) is a callable that all-gathers a tensor across ranks with
-        autograd, returning (gathered, offset of this rank's rows); then each rank computes the
-        rows of the global batch's loss that belong to its own pairs.
+        autograd, returning (gathered, offset of this rank's rows); then each rank scores its
+        own images against every rank's texts (its rows of the global B x B matrix) and
+        gathers the rows, so each pair is scored once, on the rank that holds the image, and
+        only texts and scores cross the network, not the images' local feature maps.
         """
         img, txt, text = enc["img"], enc["txt"], enc["text"]
         c = self.cfg
@@ -242,11 +244,11 @@ class AFLocModel(nn.Module):
             if gather is None:
                 s = fn(a_img, a_txt, extra)
                 return L.contrastive(s, c.tau3)
-            g_img, off = gather(a_img)
-            g_txt, _ = gather(a_txt)
+            g_txt, off = gather(a_txt)
             g_extra = gather(extra)[0] if extra is not None else None
             rows = fn(a_img, g_txt, g_extra)  # local images vs all texts
-            cols = fn(g_img, a_txt, extra)  # all images vs local texts
+            full, _ = gather(rows)  # every image vs all texts
+            cols = full[:, off:off + rows.shape[0]]  # all images vs local texts
             return L.contrastive_rows(rows, cols, off, c.tau3)
 
         def local_fn(a_img, a_txt, mask):

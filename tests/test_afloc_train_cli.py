@@ -159,3 +159,36 @@ def test_local_impl_gemm_trains_to_the_same_first_loss(tmp_path):
         losses[impl] = json.loads((out / "history.json").read_text())["epochs"][0]["train_loss"]
         assert L._BLOCK is L._similarity_block  # eager einsum restored after the run
     assert losses["gemm"] == pytest.approx(losses["einsum"], rel=1e-5)
+
+
+@pytest.mark.parametrize("text_mode", ["faithful", "corrected"])
+def test_validation_captions_follow_the_text_mode(text_mode):
+    """faithful: the official validation set is the training dataset class, so its captions are
+    drawn (k of n sentences, shuffled), anew each epoch and apart from the training draws;
+    corrected: whole captions, the same every epoch."""
+    import numpy as np
+    from afloc_helpers import tiny_model
+
+    from bench.methods.afloc.pretrain import AFLocTask, PairSet
+    from bench.methods.afloc.text import full_caption
+
+    sents = [[f"finding {k} number {j}" for j in range(5)] for k in range(8)]
+    pairs = PairSet(np.zeros((8, 224, 224), np.uint8), sents, [str(k) for k in range(8)], {})
+    model, tok = tiny_model(text_mode=text_mode)
+    task = AFLocTask(model, tok, pairs, pairs, batch_size=4, seed=1)
+
+    def captions(epoch):
+        task.val_loader(epoch, 0, 1)  # sets the epoch the draws use
+        return [task.val_set[i][1] for i in range(8)]
+
+    first, second = captions(0), captions(1)
+    whole = [full_caption(s) for s in sents]
+    if text_mode == "corrected":
+        assert first == second == whole
+        return
+    assert first != second and not set(first) & set(whole)
+    for caption, s in zip(first, sents):
+        parts = caption.split(". ")
+        assert 1 <= len(parts) <= 4 and len(set(parts)) == len(parts) and set(parts) <= set(s)
+    task.train_set.epoch = 0
+    assert first != [task.train_set[i][1] for i in range(8)]  # another stream than training

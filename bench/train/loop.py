@@ -60,7 +60,7 @@ class TrainTask(Protocol):
 
     def train_loader(self, epoch: int, rank: int, world: int) -> Any: ...
 
-    def val_loader(self, rank: int, world: int) -> Any: ...
+    def val_loader(self, epoch: int, rank: int, world: int) -> Any: ...
 
     def loss(self, model: torch.nn.Module, batch: Any, gather: Any) -> dict[str, torch.Tensor]: ...
 
@@ -229,7 +229,7 @@ def train(task: TrainTask, cfg: TrainConfig, log: Any = print) -> dict[str, Any]
         sched.step()
         bn_batches = _recalibrate(task, model, device, cfg, gather, epoch, rank, world)
         train_loss = _mean_over_ranks(loss_sum / world, seen / world)
-        val_loss = evaluate(task, run_model, device, cfg, gather)
+        val_loss = evaluate(task, run_model, device, cfg, gather, epoch)
         rec = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
                "pairs": seen, "steps": n_batches, "seconds": time.time() - t0,
                "pairs_per_s": seen / max(time.time() - t0, 1e-9),
@@ -276,12 +276,12 @@ def _recalibrate(task: TrainTask, model: torch.nn.Module, device: torch.device,
 
 @torch.no_grad()
 def evaluate(task: TrainTask, model: torch.nn.Module, device: torch.device, cfg: TrainConfig,
-             gather: Any) -> float:
+             gather: Any, epoch: int = 0) -> float:
     """Mean validation loss (weighted by batch size, averaged over ranks)."""
     rank, world = dist_info()
     model.eval()
     total, weight = 0.0, 0.0
-    for batch in task.val_loader(rank, world):
+    for batch in task.val_loader(epoch, rank, world):
         batch = task.to_device(batch, device)
         with autocast_context(device, cfg.precision):
             terms = task.loss(model, batch, gather)

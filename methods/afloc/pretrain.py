@@ -5,6 +5,8 @@ adapter already keeps frontal views and drops MS-CXR images; here reports are cl
 (``text.clean_report``), studies without a sentence are removed, and each item draws its
 caption with the official augmentation (k of n sentences, shuffled, joined by ". ") from a
 generator seeded by (seed, epoch, index), so runs repeat exactly whatever the worker layout.
+Validation captions are drawn the same way in ``faithful`` mode (the official validation set
+is the training dataset class) and kept whole in ``corrected`` mode.
 Images: ``faithful`` letterbox 256 + CenterCrop 224 (the config's ``imsize: 256``; the
 offline resize script that made "MIMIC-224-inter-area" is missing from the repository),
 ``corrected`` letterbox 224 (the inference frame).
@@ -98,10 +100,13 @@ def prepare_pairs(dataset: Any, text_mode: str, cache_dir: str | Path | None = N
 
 
 class PairDataset(Dataset):
-    """(frame, caption) items; training captions are augmented, validation ones are full."""
+    """(frame, caption) items, the caption augmented or full.
 
-    def __init__(self, pairs: PairSet, augment: bool, seed: int = 1):
+    ``stream`` keeps the validation draws apart from the training draws of the same index."""
+
+    def __init__(self, pairs: PairSet, augment: bool, seed: int = 1, stream: tuple = ()):
         self.pairs, self.augment, self.seed, self.epoch = pairs, augment, seed, 0
+        self.stream = tuple(stream)
 
     def __len__(self) -> int:
         return len(self.pairs.sentences)
@@ -109,7 +114,7 @@ class PairDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[np.ndarray, str]:
         sents = self.pairs.sentences[i]
         if self.augment:
-            rng = np.random.default_rng((self.seed, self.epoch, i))
+            rng = np.random.default_rng((self.seed, self.epoch, i, *self.stream))
             caption = augment_caption(sents, rng)
         else:
             caption = full_caption(sents)
@@ -136,7 +141,11 @@ class AFLocTask:
         self.model, self.tokenizer = model, tokenizer
         self.processor = TextProcessor(tokenizer, model.cfg.text_mode, model.cfg.word_num)
         self.train_set = PairDataset(train, augment=True, seed=seed)
-        self.val_set = PairDataset(val, augment=False, seed=seed) if val is not None else None
+        # faithful: the official validation set is the training dataset class, so its captions
+        # are augmented too (a new draw each epoch); corrected: full captions, so the validation
+        # loss that picks the best checkpoint does not move with the draw
+        self.val_set = (PairDataset(val, augment=model.cfg.text_mode == "faithful", seed=seed,
+                                    stream=(1,)) if val is not None else None)
         self.bs, self.seed, self.workers, self.max_elements = batch_size, seed, num_workers, \
             max_elements
 
@@ -156,9 +165,10 @@ class AFLocTask:
         self.train_set.epoch = epoch
         return self._loader(self.train_set, True, epoch, rank, world, drop_last=True)
 
-    def val_loader(self, rank: int, world: int) -> list:
+    def val_loader(self, epoch: int, rank: int, world: int) -> list:
         if self.val_set is None or len(self.val_set) < 2:
             return []
+        self.val_set.epoch = epoch
         # drop_last keeps every rank's batch the same size (needed for gathered negatives)
         return self._loader(self.val_set, False, 0, rank, world, drop_last=len(self.val_set)
                             >= self.bs * world)

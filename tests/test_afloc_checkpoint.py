@@ -127,6 +127,28 @@ def test_mismatch_names_keys_and_shapes(tmp_path):
         in msg
 
 
+def test_not_strict_loads_what_matches_warns_and_still_refuses_shapes(tmp_path):
+    """strict=false as the official builder's load_state_dict(strict=False): missing and
+    unexpected keys are allowed and named in a warning; another shape is still an error."""
+    model, _ = _official_model()
+    sd = {k: v + 1 if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    sd.pop("img_encoder.global_embedder.bias")
+    sd["img_encoder.extra.weight"] = torch.zeros(1)
+    target, _ = _official_model()
+    before = target.state_dict()["img_encoder.global_embedder.bias"].clone()
+    with pytest.warns(UserWarning, match="strict=false; 1 missing: img_encoder.global_embedder"
+                                         ".bias; 1 unexpected: img_encoder.extra.weight"):
+        diff = ck.load_into(target, sd, "x.ckpt", strict=False)
+    assert diff["missing"] == ["img_encoder.global_embedder.bias"]
+    got = target.state_dict()
+    assert torch.equal(got["img_encoder.global_embedder.bias"], before)  # kept its init
+    assert torch.equal(got["img_encoder.local_embedder.weight"],
+                       sd["img_encoder.local_embedder.weight"])
+    sd["img_encoder.local_embedder.weight"] = torch.zeros(64, 3, 1, 1)
+    with pytest.raises(CheckpointError, match="local_embedder.weight: checkpoint"):
+        ck.load_into(target, sd, "x.ckpt", strict=False)
+
+
 class _Evil:
     def __init__(self, target):
         self.target = target

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -245,11 +246,17 @@ def describe_diff(diff: dict[str, list[str]], limit: int = 8) -> str:
 
 def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
               strict: bool = True) -> dict[str, list[str]]:
-    """Load `state`; with `strict`, any difference (except position_ids) is an error."""
+    """Load `state`. With `strict`, any difference (except position_ids) is an error. Without
+    it (the official newer builder's ``strict=False``), missing and unexpected keys are
+    allowed and named in a warning, as torch prints them there, and a shape mismatch is still
+    an error, as torch's ``load_state_dict`` raises it whatever ``strict`` says."""
     diff = compare_state(model.state_dict(), state)
-    if strict and (diff["missing"] or diff["unexpected"] or diff["shape"]):
+    if diff["shape"] or (strict and (diff["missing"] or diff["unexpected"])):
         raise CheckpointError(f"{source}: checkpoint does not match the model: "
                               f"{describe_diff(diff)}")
+    if diff["missing"] or diff["unexpected"]:
+        warnings.warn(f"{source}: loaded with strict=false; {describe_diff(diff)} (missing "
+                      f"weights keep their initialisation)", stacklevel=2)
     usable = {k: v for k, v in state.items() if k != POSITION_IDS and k in model.state_dict()
               and tuple(v.shape) == tuple(model.state_dict()[k].shape)}
     model.load_state_dict(usable, strict=False)

@@ -109,3 +109,40 @@ def test_a_query_that_cleans_to_nothing_is_flagged_once():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         corrected.localize(samples, [[Query("a", "Pneumothorax", "Pneumothorax")]])
+
+
+@pytest.mark.parametrize("suffix", [".dcm", ".png"])
+def test_classification_pixels_as_the_official_loaders_read_them(tmp_path, monkeypatch, suffix):
+    """A DICOM reaches the model as the official RSNA loader makes it: pydicom pixel_array,
+    hi-ml remap_to_uint8 (min-max, truncated), PIL RGB, Resize(224), CenterCrop(224); a PNG
+    as PIL opens it. 8-bit values spanning only 10..200 show the difference."""
+    import pydicom
+    from data_fixtures import write_dicom
+    from PIL import Image
+    from torchvision import transforms as T
+
+    from bench.imaging.io import read_image
+    from bench.types import Sample
+
+    pixels = np.linspace(10, 200, 300 * 260).reshape(300, 260).astype(np.uint8)
+    path = tmp_path / f"img{suffix}"
+    if suffix == ".dcm":
+        write_dicom(path, pixels)
+        raw = pydicom.dcmread(str(path)).pixel_array.astype(float)
+        raw -= raw.min()
+        raw /= raw.max()
+        official = (raw * 255).astype(np.uint8)
+    else:
+        cv2.imwrite(str(path), pixels)
+        official = np.asarray(Image.open(path))
+    ref = np.asarray(T.CenterCrop(224)(T.Resize(224)(Image.fromarray(official).convert("RGB"))))
+    sample = Sample(id="s", image=read_image(path), meta={"path": str(path)})
+    seen = []
+    import bench.methods.afloc.method as afloc_method
+
+    real = afloc_method.frame_uint8
+    monkeypatch.setattr(afloc_method, "frame_uint8",
+                        lambda img, frame: seen.append(real(img, frame)) or seen[-1])
+    AFLocMethod().classify([sample], ["Pneumonia"])
+    np.testing.assert_array_equal(seen[0], ref[..., 0])
+    assert (seen[0].max() > 200) == (suffix == ".dcm")  # stretched only when read from DICOM

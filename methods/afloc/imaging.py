@@ -5,15 +5,24 @@ The official code reads images with ``cv2.imread(path, 0)`` (grayscale uint8), l
 and std 0.5. Localization uses the 224 letterbox; zero-shot classification uses torchvision
 ``Resize(224)`` + ``CenterCrop(224)`` (no letterbox); pretraining per the config letterboxes
 to ``imsize`` 256 and center-crops 224 (``faithful``) or letterboxes to 224 (``corrected``).
+
+Classification reads a DICOM the way the official RSNA loader does (the only official
+classification set read from DICOM; NIH, SIIM and CXR-LT come as PNG/JPG): ``pixel_array``
+min-max remapped to uint8 and truncated (hi-ml's ``remap_to_uint8``). One difference: the
+adapters have already inverted MONOCHROME1, which that loader does not (every RSNA image is
+MONOCHROME2).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
 from bench.imaging.geometry import Frame, to_frame
+from bench.imaging.io import DICOM_SUFFIXES, minmax_uint8
 
 LOCALIZE_FRAME = Frame("letterbox", 224)
 CLASSIFY_FRAME = Frame("short_side_crop", 224)
@@ -40,6 +49,13 @@ def _scale(img: np.ndarray) -> np.ndarray:
     if hi <= lo:
         return np.zeros(x.shape, dtype=np.uint8)
     return ((x - lo) / (hi - lo) * 255.0).round().astype(np.uint8)
+
+
+def classify_uint8(image: np.ndarray, path: str | None) -> np.ndarray:
+    """The uint8 pixels zero-shot classification starts from (module docstring)."""
+    if path is not None and Path(path).suffix.lower() in DICOM_SUFFIXES:
+        return minmax_uint8(image)
+    return to_uint8_gray(image)
 
 
 def frame_uint8(image: np.ndarray, frame: Frame) -> np.ndarray:

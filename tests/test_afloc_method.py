@@ -146,3 +146,21 @@ def test_classification_pixels_as_the_official_loaders_read_them(tmp_path, monke
     AFLocMethod().classify([sample], ["Pneumonia"])
     np.testing.assert_array_equal(seen[0], ref[..., 0])
     assert (seen[0].max() > 200) == (suffix == ".dcm")  # stretched only when read from DICOM
+
+
+def test_source_pixels_are_what_cv2_imread_gray_gives(tmp_path):
+    """The official code reads every localization and pretraining image with
+    cv2.imread(path, 0): a 16-bit PNG keeps its high byte, an 8-bit file is unchanged."""
+    from bench.imaging.io import read_image
+    from bench.methods.afloc.imaging import source_uint8
+
+    rng = np.random.default_rng(0)
+    for name, pixels in (("a16.png", rng.integers(0, 65536, (40, 30), dtype=np.uint16)),
+                         ("a8.png", rng.integers(0, 256, (40, 30), dtype=np.uint8))):
+        path = tmp_path / name
+        cv2.imwrite(str(path), pixels)
+        got = source_uint8(read_image(path), str(path))
+        np.testing.assert_array_equal(got, cv2.imread(str(path), 0))
+    # a 16-bit array not from a raster file (e.g. a 12-bit DICOM) is min-max scaled
+    x = np.array([[100, 4095]], dtype=np.uint16)
+    np.testing.assert_array_equal(source_uint8(x, "img.dcm"), [[0, 255]])

@@ -6,11 +6,12 @@ and std 0.5. Localization uses the 224 letterbox; zero-shot classification uses 
 ``Resize(224)`` + ``CenterCrop(224)`` (no letterbox); pretraining per the config letterboxes
 to ``imsize`` 256 and center-crops 224 (``faithful``) or letterboxes to 224 (``corrected``).
 
-Classification reads a DICOM the way the official RSNA loader does (the only official
-classification set read from DICOM; NIH, SIIM and CXR-LT come as PNG/JPG): ``pixel_array``
-min-max remapped to uint8 and truncated (hi-ml's ``remap_to_uint8``). One difference: the
-adapters have already inverted MONOCHROME1, which that loader does not (every RSNA image is
-MONOCHROME2).
+``source_uint8`` gives what ``cv2.imread(path, 0)`` gives for the sample's file (a 16-bit
+PNG keeps its high byte). Classification reads a DICOM the way the official RSNA loader does
+(the only official classification set read from DICOM; NIH, SIIM and CXR-LT come as PNG/JPG):
+``pixel_array`` min-max remapped to uint8 and truncated (hi-ml's ``remap_to_uint8``). One
+difference: the adapters have already inverted MONOCHROME1, which that loader does not (every
+RSNA image is MONOCHROME2).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from bench.imaging.geometry import Frame, to_frame
-from bench.imaging.io import DICOM_SUFFIXES, minmax_uint8
+from bench.imaging.io import DICOM_SUFFIXES, RASTER_SUFFIXES, minmax_uint8
 
 LOCALIZE_FRAME = Frame("letterbox", 224)
 CLASSIFY_FRAME = Frame("short_side_crop", 224)
@@ -51,11 +52,22 @@ def _scale(img: np.ndarray) -> np.ndarray:
     return ((x - lo) / (hi - lo) * 255.0).round().astype(np.uint8)
 
 
+def source_uint8(image: np.ndarray, path: str | None) -> np.ndarray:
+    """Grayscale uint8 as ``cv2.imread(path, 0)`` reads the image's file: a 16-bit PNG keeps
+    its high byte (libpng strips the low one); other sources of more than 8 bits (16-bit
+    DICOM) are min-max scaled."""
+    img = np.asarray(image)
+    if (img.dtype == np.uint16 and img.ndim == 2 and path is not None
+            and Path(path).suffix.lower() in RASTER_SUFFIXES):
+        return (img >> 8).astype(np.uint8)
+    return to_uint8_gray(img)
+
+
 def classify_uint8(image: np.ndarray, path: str | None) -> np.ndarray:
     """The uint8 pixels zero-shot classification starts from (module docstring)."""
     if path is not None and Path(path).suffix.lower() in DICOM_SUFFIXES:
         return minmax_uint8(image)
-    return to_uint8_gray(image)
+    return source_uint8(image, path)
 
 
 def frame_uint8(image: np.ndarray, frame: Frame) -> np.ndarray:

@@ -27,7 +27,14 @@ from bench.types import Capabilities, Query, Sample
 from ..base import Method
 from . import checkpoint as ck
 from . import presets
-from .imaging import CLASSIFY_FRAME, LOCALIZE_FRAME, classify_uint8, frame_uint8, to_tensor
+from .imaging import (
+    CLASSIFY_FRAME,
+    LOCALIZE_FRAME,
+    classify_uint8,
+    frame_uint8,
+    source_uint8,
+    to_tensor,
+)
 from .model import AFLocConfig, AFLocModel, parse_levels
 from .prompts import cxr_prompts, prompt_data
 from .text import TextProcessor, clean_query
@@ -128,10 +135,8 @@ class AFLocMethod(Method):
                               f"them", stacklevel=3)
 
     def _images(self, samples: list[Sample], frame) -> torch.Tensor:
-        if frame == CLASSIFY_FRAME:
-            pixels = [classify_uint8(s.image, s.meta.get("path")) for s in samples]
-        else:
-            pixels = [s.image for s in samples]
+        read = classify_uint8 if frame == CLASSIFY_FRAME else source_uint8
+        pixels = [read(s.image, s.meta.get("path")) for s in samples]
         return to_tensor([frame_uint8(p, frame) for p in pixels]).to(self.device)
 
     # -- Method API -------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from bench.store import atomic_write_json
 
 from . import checkpoint as ck
 from . import presets
-from .imaging import TRAIN_FRAMES, frame_uint8, to_tensor
+from .imaging import TRAIN_FRAMES, frame_uint8, source_uint8, to_tensor
 from .model import AFLocModel
 from .text import TextBatch, TextProcessor, augment_caption, clean_report, full_caption
 
@@ -81,7 +81,7 @@ def prepare_pairs(dataset: Any, text_mode: str, cache_dir: str | Path | None = N
         if not sents:
             skipped["no report sentence"] += 1
             continue
-        keep_frames.append(frame_uint8(s.image, frame))
+        keep_frames.append(frame_uint8(source_uint8(s.image, s.meta.get("path")), frame))
         sentences.append(sents)
         ids.append(str(s.id))
     frames = (np.stack(keep_frames) if keep_frames else np.zeros((0, 224, 224), np.uint8))

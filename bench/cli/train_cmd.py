@@ -56,7 +56,7 @@ from bench.cli.options import resolve_device
               show_default=True,
               help="How the local losses are computed (same values): autograd over einsums, "
                    "or one GEMM layout with a hand-written backward that writes the "
-                   "B x B x Q x N tensors fewer times (meant for GPUs; slower on this CPU).")
+                   "B x B x Q x N tensors fewer times (meant for GPUs; slower eager on a CPU).")
 @click.option("--bn-recalibration", type=int, default=None, metavar="N",
               help="After each epoch, recompute batch-norm statistics over N training batches "
                    "(default: tiny 32; paper 0, the official behaviour).")

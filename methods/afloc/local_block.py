@@ -14,8 +14,10 @@ the natural output of one GEMM, and every product reads it in place:
 Saved for backward: S and E in the GEMMs' dtype (bfloat16 under autocast) and the contexts;
 the softmax is recomputed from S in float32. Each element-wise step is a plain function so
 ``use_compiled`` can turn it into one fused kernel. The values and gradients equal autograd
-over the official formula to float64 rounding (tests/test_afloc_local_block.py). The GPU
-speed is measured by benchmarks/train_step.py; on this 2-core CPU the einsum form is faster.
+over the official formula to float64 rounding (tests/test_afloc_local_block.py).
+benchmarks/train_step.py times it; its GPU speed has not been measured yet. On a 2-core CPU,
+eager (as ``bench train`` runs there), the einsum form is faster; compiled, this one is (tiny
+preset, uniform lengths).
 """
 
 from __future__ import annotations

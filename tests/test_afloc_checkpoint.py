@@ -112,6 +112,22 @@ def test_official_checkpoint_with_plain_dict_hparams(tmp_path):
     assert m.model.cfg.arch == "resnet18"
 
 
+@pytest.mark.parametrize("section, key, value", [
+    ("text", "norm", True), ("text", "aggregate_method", "mean"), ("text", "agg_tokens", False)])
+def test_hyper_parameters_this_loader_does_not_implement_are_refused(section, key, value):
+    """A checkpoint trained with normalised or mean-aggregated text embeddings would compute
+    other embeddings than ours: refused with the key named, not run as if it matched."""
+    model, _ = _official_model()
+    hp = {"model": {"norm": False, section: {key: value, "last_n_layers": 4}}}
+    with pytest.raises(CheckpointError, match=f"model.{section}.{key}={value!r}"):
+        ck.config_from_official(hp, model.state_dict())
+    hp["model"][section][key] = {"norm": False, "aggregate_method": "sum",
+                                 "agg_tokens": True}[key]
+    assert ck.config_from_official(hp, model.state_dict())["last_n_layers"] == 4
+    with pytest.raises(CheckpointError, match="model.norm=True"):
+        ck.config_from_official({"model": {"norm": True}}, model.state_dict())
+
+
 def test_mismatch_names_keys_and_shapes(tmp_path):
     model, _ = _official_model()
     sd = model.state_dict()

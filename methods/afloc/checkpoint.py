@@ -176,12 +176,32 @@ def read_official(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     return state, hp
 
 
+# hyper-parameters that change what the model computes at inference, with the one value this
+# implementation follows (afloc/config.yaml); a checkpoint trained otherwise is refused rather
+# than run as if it matched
+_FIXED_OFFICIAL = {("model", "norm"): False, ("model", "text", "norm"): False,
+                   ("model", "text", "aggregate_method"): "sum",
+                   ("model", "text", "agg_tokens"): True}
+
+
+def _refuse_unsupported(hp: dict[str, Any]) -> None:
+    for keys, expected in _FIXED_OFFICIAL.items():
+        node: Any = hp
+        for k in keys:
+            node = node.get(k) if isinstance(node, dict) else None
+        if node is not None and node != expected:
+            raise CheckpointError(
+                f"checkpoint hyper_parameters set {'.'.join(keys)}={node!r}; this loader "
+                f"implements only the released config's {expected!r}")
+
+
 def config_from_official(hp: dict[str, Any], state: dict[str, torch.Tensor]) -> dict[str, Any]:
     """AFLocConfig fields from the official hyper_parameters and the weight shapes.
 
     The BERT architecture is not in the hyper_parameters (the official code fetches it from
     the Hub by ``bert_type``); it is inferred from the embedding and layer shapes.
     """
+    _refuse_unsupported(hp)
     model = hp.get("model") or {}
     text = model.get("text") or {}
     af = model.get("afloc") or {}

@@ -270,15 +270,16 @@ def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: st
     it (the official newer builder's ``strict=False``), missing and unexpected keys are
     allowed and named in a warning, as torch prints them there, and a shape mismatch is still
     an error, as torch's ``load_state_dict`` raises it whatever ``strict`` says."""
-    diff = compare_state(model.state_dict(), state)
+    own = model.state_dict()
+    diff = compare_state(own, state)
     if diff["shape"] or (strict and (diff["missing"] or diff["unexpected"])):
         raise CheckpointError(f"{source}: checkpoint does not match the model: "
                               f"{describe_diff(diff)}")
     if diff["missing"] or diff["unexpected"]:
         warnings.warn(f"{source}: loaded with strict=false; {describe_diff(diff)} (missing "
                       f"weights keep their initialisation)", stacklevel=2)
-    usable = {k: v for k, v in state.items() if k != POSITION_IDS and k in model.state_dict()
-              and tuple(v.shape) == tuple(model.state_dict()[k].shape)}
+    usable = {k: v for k, v in state.items() if k != POSITION_IDS and k in own
+              and tuple(v.shape) == tuple(own[k].shape)}
     model.load_state_dict(usable, strict=False)
     return diff
 

@@ -63,32 +63,30 @@ def cosine_parts(c: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.
 
 
 def context_backward(c: torch.Tensor, w: torch.Tensor, g_num: torch.Tensor,
-                     g_cn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                     g_cn_per_cn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(dL/dC in C's dtype, the part of dL/dw [Bt, Q, D] through w . c) from dL/d(w . c) and
-    dL/d|c| ([Bi, Bt, Q]); |c| = 0 passes no gradient, as autograd's norm does."""
+    dL/d|c| / |c| ([Bi, Bt, Q]; 0 where |c| = 0, as autograd's norm passes no gradient)."""
     cf = _acc(c)
-    cn = cf.square().sum(-1, keepdim=True).sqrt()
-    unit = torch.where(cn > 0, cf / cn, torch.zeros_like(cf))
-    g_c = g_num[..., None] * _acc(w) + g_cn[..., None] * unit
+    g_c = g_num[..., None] * _acc(w) + g_cn_per_cn[..., None] * cf
     g_w = (g_num[..., None] * cf).sum(0)
     return g_c.to(c.dtype), g_w
+
+
+_STEPS = (attend, attend_backward, cosine_parts, context_backward)
 
 
 class Helpers:
     """The element-wise steps LocalBlock calls (compiled versions after ``use_compiled``)."""
 
-    attend = staticmethod(attend)
-    attend_backward = staticmethod(attend_backward)
-    cosine_parts = staticmethod(cosine_parts)
-    context_backward = staticmethod(context_backward)
-
 
 def use_compiled(enabled: bool = True, **compile_kwargs: Any) -> None:
     """Route each element-wise step through ``torch.compile`` (or back to eager)."""
-    for name, fn in (("attend", attend), ("attend_backward", attend_backward),
-                     ("cosine_parts", cosine_parts), ("context_backward", context_backward)):
-        setattr(Helpers, name, staticmethod(torch.compile(fn, **compile_kwargs) if enabled
-                                            else fn))
+    for fn in _STEPS:
+        setattr(Helpers, fn.__name__,
+                staticmethod(torch.compile(fn, **compile_kwargs) if enabled else fn))
+
+
+use_compiled(False)
 
 
 class LocalBlock(torch.autograd.Function):
@@ -110,10 +108,9 @@ class LocalBlock(torch.autograd.Function):
         num, cn = Helpers.cosine_parts(c, w3)  # [Bi, Bt, Q]
         wn = _acc(w3).square().sum(-1).sqrt()  # [Bt, Q]
         prod, floor = wn * cn, EPS * z.permute(2, 0, 1)  # |w||c| and the clamp's floor
-        den = torch.maximum(prod, floor)
-        cos = (num / den).masked_fill(~m, float("-inf"))
+        cos = (num / torch.maximum(prod, floor)).masked_fill(~m, float("-inf"))
         sim = torch.logsumexp(tau2 * cos, dim=-1)  # [Bi, Bt]
-        ctx.save_for_backward(w3, m, r3, s, e, c, wn, cn, prod, floor, den, cos, sim)
+        ctx.save_for_backward(w3, m, r3, s, e, c, wn, cn, prod, floor, cos, sim)
         ctx.taus = (tau1, tau2)
         return sim.t()
 
@@ -124,7 +121,8 @@ class LocalBlock(torch.autograd.Function):
 
     @staticmethod
     def _backward(ctx: Any, g_sim: torch.Tensor) -> tuple[Any, ...]:
-        w3, m, r3, s, e, c, wn, cn, prod, floor, den, cos, sim = ctx.saved_tensors
+        w3, m, r3, s, e, c, wn, cn, prod, floor, cos, sim = ctx.saved_tensors
+        den = torch.maximum(prod, floor)
         tau1, tau2 = ctx.taus
         bt, q, d = w3.shape
         bi, n, _ = r3.shape
@@ -135,7 +133,8 @@ class LocalBlock(torch.autograd.Function):
         # clamp(min=floor) as autograd has it: the larger side takes the gradient, a tie halves it
         g_prod = g_den * ((prod > floor).to(g_den.dtype) + 0.5 * (prod == floor).to(g_den.dtype))
         g_floor = g_den - g_prod
-        g_c, g_w3 = Helpers.context_backward(c, w3, g_num, g_prod * wn)
+        g_c, g_w3 = Helpers.context_backward(c, w3, g_num,
+                                             torch.where(cn > 0, g_prod * wn / cn, 0.0))
         g_wn = (g_prod * cn).sum(0)  # [Bt, Q]
         g_w3 = g_w3 + torch.where(wn > 0, g_wn / wn, 0.0)[..., None] * _acc(w3)
         g_c_i = g_c.contiguous().view(bi, bt * q, d)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
+import torch
 from afloc_helpers import PairsDataset, synthetic_sample
 from click.testing import CliRunner
 from safetensors.torch import load_file
@@ -31,6 +34,11 @@ def test_train_resume_and_load(tmp_path):
     assert info["text_mode"] == "corrected" and info["levels"] == ["sentence", "report"]
     assert info["pairs"]["train"] == 24 and info["pairs"]["val"] == 8
     assert info["request"]["channels_last"] is True  # the default layout of the backbone
+    # provenance, as run.json has it: the code revision (this test runs from the checkout)
+    assert info["versions"]["torch"] == torch.__version__
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                          capture_output=True, text=True).stdout.strip()
+    assert info["git_rev"] == (head or None)
     # the layout never reaches a file: every tensor of the checkpoint is contiguous
     assert all(v.is_contiguous() for v in load_file(out / "best.safetensors").values())
 

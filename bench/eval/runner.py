@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
-import subprocess
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +22,6 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-import bench
 from bench.errors import UsageError
 from bench.imaging.geometry import (
     LETTERBOX,
@@ -36,6 +33,7 @@ from bench.imaging.geometry import (
     mask_to_letterbox,
     resize_map,
 )
+from bench.provenance import git_revision, versions
 from bench.registry import get_dataset, get_method
 from bench.store import MAPS_DIR, RunDir, atomic_write_bytes, atomic_write_json, run_id
 from bench.types import CLASSIFICATION, LOCALIZATION, Query, Sample
@@ -102,32 +100,6 @@ class RunResult:
     info: dict[str, Any]
     summary: dict[str, Any]
     reused: bool = False
-
-
-def versions() -> dict[str, str]:
-    import sklearn
-    import torch
-
-    out = {"bench": bench.__version__, "python": platform.python_version(),
-           "numpy": np.__version__, "pandas": pd.__version__, "torch": torch.__version__,
-           "scikit-learn": sklearn.__version__}
-    try:
-        import transformers
-
-        out["transformers"] = transformers.__version__
-    except Exception:  # optional at evaluation time
-        pass
-    return out
-
-
-def git_revision() -> str | None:
-    try:
-        here = Path(bench.__file__).resolve().parent
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                           text=True, timeout=5)
-        return r.stdout.strip() or None
-    except Exception:
-        return None
 
 
 def build_dataset(spec: RunSpec):

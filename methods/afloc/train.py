@@ -11,6 +11,7 @@ import torch
 
 from bench.errors import UsageError
 from bench.paths import cache_dir
+from bench.provenance import git_revision, versions
 from bench.store import atomic_write_json
 from bench.train.loop import TrainConfig, init_distributed, seed_everything, train
 
@@ -139,7 +140,8 @@ def run_training(req: TrainRequest, log: Any = print) -> dict[str, Any]:
             "image_weights": model.img_encoder.weights_note,
             "pairs": {"train": len(train_pairs.sentences),
                       "val": len(val_pairs.sentences) if val_pairs else 0,
-                      "skipped": train_pairs.skipped}})
+                      "skipped": train_pairs.skipped},
+            "versions": versions(), "git_rev": git_revision()})
     L.use_local(req.local_impl, req.compile_losses)
     try:
         history = train(task, tcfg, log=log)

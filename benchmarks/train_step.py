@@ -201,8 +201,9 @@ def heatmap_fn(model, images, query, device, precision):
 
 # -- main -------------------------------------------------------------------------------------
 
-# (row label, losses.use_local implementation, compiled); "loop" is the official structure
-LOSS_VARIANTS = (("loop", None, False), ("batched", "einsum", False),
+# (row label, losses.local_impl implementation, compiled); "loop" is the official structure
+# (it never calls local_similarity, so its implementation is moot)
+LOSS_VARIANTS = (("loop", "einsum", False), ("batched", "einsum", False),
                  ("compiled", "einsum", True), ("gemm", "gemm", False),
                  ("gemm compiled", "gemm", True))
 FULL_STEP_VARIANTS = (("compiled losses", "einsum", True), ("gemm losses", "gemm", False),
@@ -257,22 +258,21 @@ def main(argv=None) -> None:
     rows.append(("full AFLoc step, batched losses", f"{t_full * 1e3:.1f} ms",
                  f"{b / t_full:.1f} pairs/s ({t_enc / t_full:.0%} of encoders)"))
     t_best = t_full
-    # the same loss computed other ways (losses.use_local): einsum compiled, GEMM layout with a
+    # the same loss computed other ways (losses.local_impl): einsum compiled, GEMM layout with a
     # hand-written backward (eager, and with its element-wise steps compiled)
     for label, impl, compiled in FULL_STEP_VARIANTS:
         if compiled and args.no_compile:
             continue
         try:
-            L.use_local(impl, compiled)
-            t_v = timeit(train_step_fn(model, images, text, opt, device, precision, True),
-                         device, warm + (1 if compiled else 0), iters)
-            rows.append((f"full AFLoc step, {label}", f"{t_v * 1e3:.1f} ms",
-                         f"{b / t_v:.1f} pairs/s ({t_enc / t_v:.0%} of encoders)"))
-            t_best = min(t_best, t_v)
+            with L.local_impl(impl, compiled):
+                t_v = timeit(train_step_fn(model, images, text, opt, device, precision, True),
+                             device, warm + (1 if compiled else 0), iters)
         except Exception as exc:  # no triton / compiler: report and go on
             rows.append((f"full AFLoc step, {label}", "n/a", type(exc).__name__))
-        finally:
-            L.use_local()
+            continue
+        rows.append((f"full AFLoc step, {label}", f"{t_v * 1e3:.1f} ms",
+                     f"{b / t_v:.1f} pairs/s ({t_enc / t_v:.0%} of encoders)"))
+        t_best = min(t_best, t_v)
 
     # local losses alone on embeddings of the paper's shapes
     with torch.no_grad():
@@ -289,15 +289,12 @@ def main(argv=None) -> None:
                 continue
             fn = local_loss_fn(kind, img, words, mask, device, precision)
             try:
-                if impl is not None:
-                    L.use_local(impl, compiled)
-                t = timeit(fn, device, warm + (1 if compiled else 0), iters)
-                val = float(fn().detach())
+                with L.local_impl(impl, compiled):
+                    t = timeit(fn, device, warm + (1 if compiled else 0), iters)
+                    val = float(fn().detach())
             except Exception as exc:
                 rows.append((f"{label}, {kind}", "n/a", type(exc).__name__))
                 continue
-            finally:
-                L.use_local()
             if kind == "loop":
                 with torch.no_grad():  # fp32 oracle value
                     ref = float(sum(L.contrastive(L.local_similarity_loop(
@@ -320,15 +317,12 @@ def main(argv=None) -> None:
             if compiled and (args.no_compile or device.type == "cpu"):
                 continue  # CPU: one more compile per chunk width, minutes for a table row
             try:
-                if impl is not None:
-                    L.use_local(impl, compiled)
-                t = timeit(local_loss_fn(kind, img, words, mixed, device, precision), device,
-                           warm + (1 if compiled else 0), iters)
+                with L.local_impl(impl, compiled):
+                    t = timeit(local_loss_fn(kind, img, words, mixed, device, precision),
+                               device, warm + (1 if compiled else 0), iters)
             except Exception as exc:
                 rows.append((f"{label}, {kind}", "n/a", type(exc).__name__))
                 continue
-            finally:
-                L.use_local()
             rows.append((f"{label}, {kind}", f"{t * 1e3:.1f} ms", "fwd+bwd"))
 
     hours = PAIRS_PER_EPOCH * EPOCHS / (b / t_best) / 3600

@@ -17,9 +17,8 @@ from bench.methods.afloc import losses as L
 
 @pytest.fixture
 def gemm():
-    L.use_local("gemm")
-    yield
-    L.use_local()
+    with L.local_impl("gemm"):
+        yield
 
 
 def _case(seed: int, b_t: int, b_i: int, d: int, t: int, hw: int, dtype=torch.float64,
@@ -73,11 +72,8 @@ def test_gradcheck_float64():
 def test_float32_equals_the_einsum_block_for_any_shapes(b_t, b_i, t, hw, seed):
     """The issue's bar (1e-5 in float32, values and gradients), for any masks and shapes."""
     img, words, mask = _case(seed, b_t, b_i, 8, t, hw, dtype=torch.float32)
-    L.use_local("gemm")
-    try:
+    with L.local_impl("gemm"):
         s, _, grads = _loss_and_grads(img, words, mask, loop=False)
-    finally:
-        L.use_local()
     s_ref, _, grads_ref = _loss_and_grads(img, words, mask, loop=False)
     torch.testing.assert_close(s, s_ref, atol=1e-5, rtol=1e-5)
     for got, ref in zip(grads, grads_ref):
@@ -120,17 +116,22 @@ def test_compiled_helpers_give_the_same_values(monkeypatch):
     monkeypatch.setattr(torch, "compile", record)
     img, words, mask = _case(3, 4, 4, 8, 6, 3, dtype=torch.float32)
     s_ref, _, grads_ref = _loss_and_grads(img, words, mask, loop=False)
-    L.use_local("gemm", compiled=True)
-    try:
+    with L.local_impl("gemm", compiled=True):
         assert L._BLOCK is LB.similarity_block
         s, _, grads = _loss_and_grads(img, words, mask, loop=False)
-    finally:
-        L.use_local()
     assert sorted(compiled) == ["attend", "attend_backward", "context_backward", "cosine_parts"]
     assert LB.Helpers.attend is LB.attend and L._BLOCK is L._similarity_block
     torch.testing.assert_close(s, s_ref, atol=1e-5, rtol=1e-5)
     for got, ref in zip(grads, grads_ref):
         torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_local_impl_restores_the_eager_einsum_default_when_the_block_raises():
+    with pytest.raises(RuntimeError, match="boom"):
+        with L.local_impl("gemm"):
+            assert L._BLOCK is LB.similarity_block
+            raise RuntimeError("boom")
+    assert L._BLOCK is L._similarity_block
 
 
 def test_unknown_implementation_is_refused():

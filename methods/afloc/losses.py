@@ -19,6 +19,9 @@ per-caption loop of the official structure, kept as the test oracle.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 
@@ -91,6 +94,18 @@ def use_local(impl: str = "einsum", compiled: bool = False, **compile_kwargs) ->
     else:
         _BLOCK = (torch.compile(_similarity_block, **compile_kwargs) if compiled
                   else _similarity_block)
+
+
+@contextmanager
+def local_impl(impl: str = "einsum", compiled: bool = False,
+               **compile_kwargs) -> Iterator[None]:
+    """``use_local`` for the duration of a block; the eager einsum default is back after it,
+    also when the block raises (a benchmark row that fails must not leak into the next)."""
+    use_local(impl, compiled, **compile_kwargs)
+    try:
+        yield
+    finally:
+        use_local()
 
 
 def local_similarity(img_local: torch.Tensor, words: torch.Tensor, mask: torch.Tensor,

@@ -142,11 +142,8 @@ def run_training(req: TrainRequest, log: Any = print) -> dict[str, Any]:
                       "val": len(val_pairs.sentences) if val_pairs else 0,
                       "skipped": train_pairs.skipped},
             "versions": versions(), "git_rev": git_revision()})
-    L.use_local(req.local_impl, req.compile_losses)
-    try:
+    with L.local_impl(req.local_impl, req.compile_losses):
         history = train(task, tcfg, log=log)
-    finally:
-        L.use_local()
     best = out / "best.safetensors"
     return {"out": str(out), "best": str(best) if best.is_file() else None, "history": history,
             "device": str(torch.device(req.device)), "rank": rank}

@@ -39,3 +39,34 @@ def test_no_baseline_run_is_no_pass():
     payload = {"runs": [_run("afloc", "localization", iou=_ci(0.5, 0.6), cnr=_ci(2.0, 3.0))]}
     assert [line.split(" (")[0] for line in learning_check.verdicts(payload)] == [
         "check synthetic-rsna IOU: FAIL", "check synthetic-rsna CNR: FAIL"]
+
+
+def test_skip_train_scores_on_another_scale_and_describes_the_checkpoint(tmp_path, monkeypatch,
+                                                                        capsys):
+    """--eval-scale full scores the small-trained checkpoint on the full world's test sets, into
+    results folders of their own; the header reads the checkpoint's train.json, not the flags."""
+    import json
+    import sys
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "history.json").write_text(json.dumps({"epochs": [{"seconds": 50.25},
+                                                              {"seconds": 49.5}]}))
+    (ckpt / "train.json").write_text(json.dumps({"request": {
+        "dataset_options": {"scale": "small"}, "device": "cpu", "time_budget": 600.0,
+        "seed": 3, "text_mode": "faithful", "lr": None, "gamma": 0.9}}))
+    calls = []
+    monkeypatch.setattr(learning_check, "bench", lambda args, env: (
+        calls.append(args), json.dumps({"runs": [], "comparisons": []}))[1])
+    monkeypatch.setattr(learning_check, "report", lambda payload, prompt: None)
+    monkeypatch.setattr(sys, "argv", ["learning_check.py", "--skip-train", "--out", str(tmp_path),
+                                      "--eval-scale", "full", "--seed", "9"])
+    learning_check.main()
+    assert capsys.readouterr().out.strip() == (
+        "SYNTHETIC data, trained on scale small, scored on scale full; tiny AFLoc trained "
+        "2 epochs in 100 s on cpu (budget 600 s, seed 3, faithful text)")
+    assert [c[0] for c in calls] == ["run", "run"]  # no training
+    for call, prompt in zip(calls, ("simple", "precise")):
+        assert call[call.index("--dataset-arg") + 1] == "scale=full"
+        assert call[call.index("--results-dir") + 1] == str(tmp_path / f"results-{prompt}-full")
+        assert call[call.index("--prompt") + 1] == prompt

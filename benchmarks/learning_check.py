@@ -42,9 +42,9 @@ def main() -> None:
     ap.add_argument("--scale", default="small", choices=["tiny", "small", "full"],
                     help="Synthetic world the tiny AFLoc trains on")
     ap.add_argument("--eval-scale", default=None, choices=["tiny", "small", "full"],
-                    help="World whose test sets are scored (default: --scale). 'full' has the "
-                         "real test-set sizes (MS-CXR 1,162 pairs, RSNA 1,500 images), so its "
-                         "CIs are as wide as the paper's; it never shares an image with the "
+                    help="World whose test sets are scored (default: --scale). 'full' has "
+                         "MS-CXR at its real size (1,162 pairs, so CIs as wide as the paper's) "
+                         "and 1,500 RSNA images (small: 300 each); no test image is in the "
                          "training set of any scale")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--train-seconds", type=float, default=600)

@@ -12,6 +12,7 @@ from afloc_helpers import PairsDataset, synthetic_sample
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
+import bench
 from bench.cli.main import cli
 from bench.methods.afloc.method import AFLocMethod
 from bench.registry import DATASETS
@@ -34,9 +35,10 @@ def test_train_resume_and_load(tmp_path):
     assert info["text_mode"] == "corrected" and info["levels"] == ["sentence", "report"]
     assert info["pairs"]["train"] == 24 and info["pairs"]["val"] == 8
     assert info["request"]["channels_last"] is True  # the default layout of the backbone
-    # provenance, as run.json has it: the code revision (this test runs from the checkout)
+    # provenance, as run.json has it: the revision of the checkout the package runs from
+    # (None when installed outside one, as tox does)
     assert info["versions"]["torch"] == torch.__version__
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(bench.__file__).parent,
                           capture_output=True, text=True).stdout.strip()
     assert info["git_rev"] == (head or None)
     # the layout never reaches a file: every tensor of the checkpoint is contiguous

@@ -69,7 +69,7 @@ def main() -> None:
     cache = Path(args.cache).expanduser() if args.cache else out / "cache"
     env = dict(os.environ, BENCH_CACHE=str(cache), PYTHONUNBUFFERED="1")
     scale = ["--dataset-arg", f"scale={args.scale}"]
-    eval_scale = ["--dataset-arg", f"scale={args.eval_scale or args.scale}"]
+    eval_scale = args.eval_scale or args.scale
 
     t0 = time.time()
     train = ["train", "afloc", "--dataset", "synthetic-mimic", *scale, "--preset", "tiny",
@@ -97,15 +97,18 @@ def main() -> None:
     # the header describes the checkpoint as trained (with --skip-train, not this command line)
     req = json.loads((out / "ckpt" / "train.json").read_text())["request"]
     lr, gamma, budget = req.get("lr"), req.get("gamma"), req.get("time_budget")
-    print(f"\nSYNTHETIC data, trained on scale {req['dataset_options'].get('scale', 'small')}, "
-          f"scored on scale {args.eval_scale or args.scale}; tiny AFLoc trained "
+    trained_scale = req["dataset_options"].get("scale", "small")
+    print(f"\nSYNTHETIC data, trained on scale {trained_scale}, "
+          f"scored on scale {eval_scale}; tiny AFLoc trained "
           f"{len(hist['epochs'])} epochs in {t_train:.0f} s{wall} on {req['device']} ("
           f"{f'budget {budget:.0f} s, ' if budget else ''}seed {req['seed']}, "
           f"{req['text_mode']} text"
           f"{f', lr {lr:g}' if lr else ''}{f', StepLR gamma {gamma}' if gamma != 0.9 else ''})")
-    suffix = f"-{args.eval_scale}" if args.eval_scale and args.eval_scale != args.scale else ""
+    # results of another scale than the checkpoint's training scale get folders of their own
+    suffix = f"-{eval_scale}" if eval_scale != trained_scale else ""
     for prompt, datasets in runs:
-        run = ["run", "--methods", "afloc,center,random", "--datasets", datasets, *eval_scale,
+        run = ["run", "--methods", "afloc,center,random", "--datasets", datasets,
+               "--dataset-arg", f"scale={eval_scale}",
                "--method-arg", f"afloc.checkpoint={out / 'ckpt' / 'best.safetensors'}",
                "--prompt", prompt, "--device", args.device, "--bootstrap",
                str(args.bootstrap), "--results-dir",

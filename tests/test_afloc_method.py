@@ -9,8 +9,14 @@ import torch
 from afloc_helpers import synthetic_sample
 from scipy import ndimage
 
+from bench.errors import UsageError
 from bench.imaging.geometry import Frame, to_frame
-from bench.methods.afloc.method import AFLocMethod, heatmap_from_grid, zero_shot_probs
+from bench.methods.afloc.method import (
+    AFLocMethod,
+    heatmap_from_grid,
+    query_vectors,
+    zero_shot_probs,
+)
 from bench.methods.afloc.prompts import cxr_prompts, localization_prompt
 from bench.registry import get_method
 from bench.types import Query
@@ -90,6 +96,37 @@ def test_localize_caches_queries_and_classify_uses_center_crop(monkeypatch):
     probs = m.classify(samples, ["COVID-19", "No Finding"])
     assert probs.shape == (3, 2) and np.all((probs > 0) & (probs < 1))
     assert seen and all(f == Frame("short_side_crop", 224) for f in seen)
+
+
+def test_query_vectors_pick_report_cls_or_the_words_between_cls_and_sep():
+    # two queries, D = 2, T = 5: [CLS] w w [SEP] pad, and [CLS] [SEP] (cleaned to nothing)
+    words = torch.tensor([[[1., 2., 4., 8., 0.], [0., 1., 3., 5., 0.]],
+                          [[7., 9., 0., 0., 0.], [6., 2., 0., 0., 0.]]])
+    report = torch.tensor([[10., 11.], [12., 13.]])
+    text = {"words": words, "report": report}
+    word_index = torch.tensor([[0, 1, 2, 3, -1], [0, 1, -1, -1, -1]])
+    assert torch.equal(query_vectors(text, word_index), report)
+    assert torch.equal(query_vectors(text, word_index, "cls"), torch.tensor([[1., 0.], [7., 6.]]))
+    # (2 + 4) / 2 and (1 + 3) / 2; the empty query falls back to its report embedding
+    assert torch.equal(query_vectors(text, word_index, "words"),
+                       torch.tensor([[3., 2.], [12., 13.]]))
+
+
+def test_the_query_option_changes_the_maps_not_the_classifier():
+    official, cls = AFLocMethod(), AFLocMethod(query="cls")
+    assert official.config()["heatmap"].startswith("layer3 . report")
+    assert cls.config()["heatmap"].startswith("layer3 . cls")
+    text = "small left pleural effusion"
+    batch = official.text.encode_queries([text])
+    want = official.model.text_encoder(batch)["words"][0, :, 0]
+    torch.testing.assert_close(cls.query_embeddings([text], "cls")[0], want)
+    samples = [synthetic_sample(0, h=90, w=70)]
+    q = [[Query("a", "Pleural Effusion", text)]]
+    assert not np.allclose(official.localize(samples, q)[0][0], cls.localize(samples, q)[0][0])
+    np.testing.assert_array_equal(official.classify(samples, ["Pneumonia"]),
+                                  cls.classify(samples, ["Pneumonia"]))
+    with pytest.raises(UsageError, match="query='sentence'"):
+        AFLocMethod(query="sentence")
 
 
 def test_a_query_that_cleans_to_nothing_is_flagged_once():

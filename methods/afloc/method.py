@@ -3,7 +3,9 @@
 Heatmap (official ``_get_similarity_map_from_embeddings``): layer3 local embeddings [19, 19,
 D] dot the query's report embedding, ``scipy.ndimage.gaussian_filter(sigma=1.5)`` on the
 grid, ``F.interpolate`` bilinear (align_corners=False) to the 224 letterbox frame. Query
-embeddings are computed once per distinct query text and cached.
+embeddings are computed once per distinct query text and cached. ``query=cls|words`` (not
+official; a diagnostic) dots layer3 with the query's [CLS] slot, or the mean of its word slots,
+instead: which part of the text side a model's maps follow.
 Classification (``classification/model_afloc.py``): the global image embedding against the
 mean report embedding of the positive prompts and of the negative prompts, softmax over the
 pair on raw dot products; images prepared with Resize(224) + CenterCrop(224).
@@ -40,6 +42,8 @@ from .prompts import cxr_prompts, prompt_data
 from .text import TextProcessor, clean_query
 
 SIGMA = 1.5
+# the text vector a heatmap dots layer3 with: "report" is the official one
+QUERY_VECTORS = ("report", "cls", "words")
 
 
 def load_afloc(checkpoint: str | Path | None, preset: str = "tiny", text_mode: str | None = None,
@@ -108,27 +112,35 @@ class AFLocMethod(Method):
         self.text = TextProcessor(self.tokenizer, self.model.cfg.text_mode,
                                   self.model.cfg.word_num)
         self.batch_size = int(options.get("batch_size", 32))
-        self._query_cache: dict[str, torch.Tensor] = {}
+        self.query = str(options.get("query", "report"))
+        if self.query not in QUERY_VECTORS:
+            raise UsageError(f"afloc: query={self.query!r} is not one of "
+                             f"{', '.join(QUERY_VECTORS)} (report is the official map)")
+        self._query_cache: dict[tuple[str, str], torch.Tensor] = {}
         self._class_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # -- embeddings -------------------------------------------------------------------------
     @torch.no_grad()
-    def query_embeddings(self, texts: list[str]) -> torch.Tensor:
-        """Report embeddings [Q, D] of query texts, each distinct text encoded once."""
-        todo = sorted({t for t in texts if t not in self._query_cache})
+    def query_embeddings(self, texts: list[str], kind: str = "report") -> torch.Tensor:
+        """Report embeddings [Q, D] of query texts (`kind`: see `query_vectors`), each
+        distinct text encoded once."""
+        todo = sorted({t for t in texts if (kind, t) not in self._query_cache})
         for a in range(0, len(todo), self.batch_size):
             chunk = todo[a:a + self.batch_size]
             batch = self.text.encode_queries(chunk).to(self.device)
-            rep = self.model.text_encoder(batch)["report"].float().cpu()
+            rep = query_vectors(self.model.text_encoder(batch), batch.word_index,
+                                kind).float().cpu()
             for t, e in zip(chunk, rep):
-                self._query_cache[t] = e
-        return torch.stack([self._query_cache[t] for t in texts]) if texts else torch.zeros(0)
+                self._query_cache[kind, t] = e
+        return (torch.stack([self._query_cache[kind, t] for t in texts]) if texts
+                else torch.zeros(0))
 
     def _warn_empty(self, texts: list[str]) -> None:
         """Faithful cleaning drops one-token sentences (official), so "Pneumothorax" reaches the
         model as [CLS] [SEP]: its map is the same whatever was asked. Say so once per text."""
         for t in dict.fromkeys(texts):  # called before embedding: a cached text was seen
-            if t not in self._query_cache and not clean_query(t, self.text.mode).strip():
+            if (self.query, t) not in self._query_cache and not clean_query(
+                    t, self.text.mode).strip():
                 warnings.warn(f"AFLoc query {t!r} is empty after the official text cleaning "
                               f"({self.text.mode} mode drops one-token sentences), so its map "
                               f"does not depend on the words; pass text_mode=corrected to keep "
@@ -156,7 +168,7 @@ class AFLocMethod(Method):
                     continue
                 texts = [q.text for q in ql]
                 self._warn_empty(texts)
-                emb = self.query_embeddings(texts)
+                emb = self.query_embeddings(texts, self.query)
                 out.append([heatmap_from_grid(g.numpy(), size)
                             for g in torch.einsum("dhw,qd->qhw", loc, emb)])
         return out
@@ -187,11 +199,31 @@ class AFLocMethod(Method):
             "arch": cfg.arch, "input_size": cfg.input_size, "text_encoder": cfg.text_encoder,
             "checkpoint_format": self.info.get("format"),
             "random_init": bool(self.info.get("random_init")),
-            "notice": self.info.get("notice"), "heatmap": f"layer3 . report, gaussian "
+            "notice": self.info.get("notice"), "heatmap": f"layer3 . {self.query}, gaussian "
             f"sigma {SIGMA}, bilinear to {self.frame.size}",
             "weights_note": self.model.img_encoder.weights_note
             if self.info.get("random_init") else None,
         }
+
+
+def query_vectors(text: dict[str, torch.Tensor], word_index: torch.Tensor,
+                  kind: str = "report") -> torch.Tensor:
+    """[Q, D]: the report embedding (official); the [CLS] word slot (`cls`); or the mean of the
+    word slots between [CLS] and [SEP] (`words`), the report embedding where there are none
+    (a query the cleaning emptied). [SEP] is the highest word slot a query's tokens reach."""
+    if kind == "report":
+        return text["report"]
+    words = text["words"]  # [Q, D, T]
+    if kind == "cls":
+        return words[:, :, 0]
+    if kind != "words":
+        raise ValueError(f"unknown query vector {kind!r}")
+    sep = word_index.max(1).values
+    slots = torch.arange(words.shape[2], device=words.device)
+    keep = (slots[None] >= 1) & (slots[None] < sep[:, None])
+    n = keep.sum(1)
+    mean = (words * keep[:, None].to(words.dtype)).sum(2) / n.clamp(min=1)[:, None]
+    return torch.where((n > 0)[:, None], mean, text["report"])
 
 
 def heatmap_from_grid(grid: np.ndarray, size: int = 224) -> np.ndarray:

@@ -113,7 +113,7 @@ def test_query_vectors_pick_report_cls_or_the_words_between_cls_and_sep():
 
 
 def test_the_query_option_changes_the_maps_not_the_classifier():
-    official, cls = AFLocMethod(), AFLocMethod(query="cls")
+    official, cls = AFLocMethod(), AFLocMethod(query="cls")  # seed 0: the same random weights
     assert official.config()["heatmap"].startswith("layer3 . report")
     assert cls.config()["heatmap"].startswith("layer3 . cls")
     text = "small left pleural effusion"

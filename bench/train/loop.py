@@ -203,8 +203,9 @@ def train(task: TrainTask, cfg: TrainConfig, log: Any = print) -> dict[str, Any]
         model.train()
         seen, loss_sum, n_batches, t0 = 0, 0.0, 0, time.time()
         loader = task.train_loader(epoch, rank, world)
-        bar = _progress(loader, cfg.progress and rank == 0, f"epoch {epoch + 1}/{cfg.epochs}")
-        for step, batch in enumerate(bar):
+        bar = _progress_bar(loader, cfg.progress and rank == 0,
+                            f"epoch {epoch + 1}/{cfg.epochs}")
+        for step, batch in enumerate(loader):
             if cfg.max_steps_per_epoch is not None and step >= cfg.max_steps_per_epoch:
                 break
             if cfg.time_budget_s is not None and time.time() - t_start > cfg.time_budget_s:
@@ -223,9 +224,12 @@ def train(task: TrainTask, cfg: TrainConfig, log: Any = print) -> dict[str, Any]
             seen += b
             loss_sum += loss * b
             n_batches += 1
-            if hasattr(bar, "set_postfix"):
+            if bar is not None:
+                bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}",
                                 pairs_s=f"{seen / max(time.time() - t0, 1e-9):.1f}")
+        if bar is not None:
+            bar.close()
         sched.step()
         bn_batches = _recalibrate(task, model, device, cfg, gather, epoch, rank, world)
         train_loss = _mean_over_ranks(loss_sum / world, seen / world)
@@ -294,12 +298,19 @@ def evaluate(task: TrainTask, model: torch.nn.Module, device: torch.device, cfg:
     return _mean_over_ranks(total, weight)
 
 
-def _progress(it: Any, enabled: bool, desc: str) -> Any:
+def _progress_bar(loader: Any, enabled: bool, desc: str) -> Any:
+    """A bar the loop advances by hand. Not ``tqdm(loader)``: that starts one more iterator
+    over a DataLoader, which draws from its shuffling generator, so the batches (and the
+    trained model) would depend on whether the bar is shown."""
     if not enabled:
-        return it
+        return None
     from tqdm.auto import tqdm
 
-    return tqdm(it, desc=desc, leave=False, dynamic_ncols=True)
+    try:
+        total = len(loader)
+    except TypeError:
+        total = None
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

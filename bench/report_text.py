@@ -12,9 +12,10 @@ not applied.
 
 The report the official pipelines want is FINDINGS followed by IMPRESSION (`report_text`).
 
-`split_sentences` is AFLoc's (GLoRIA's) caption cleaning: newlines to spaces, split on
-`[0-9]+\\.` and then on '.', lower-case, `\\w+` tokens, drop sentences of <= 1 token, strip
-non-ASCII characters from the tokens.
+`split_sentences` is the sentence splitting of AFLoc's (GLoRIA's) caption cleaning: newlines to
+spaces, split on `[0-9]+\\.` and then on '.', lower-case, `\\w+` tokens, drop sentences of <= 1
+token, strip non-ASCII characters from the tokens. It does not stop at the official 5-word
+cutoff; AFLoc training uses `methods/afloc/text.clean_report`, which does.
 """
 
 from __future__ import annotations
@@ -115,8 +116,8 @@ _TOKEN = re.compile(r"\w+")
 
 
 def split_sentences(text: str) -> list[str]:
-    """AFLoc's caption cleaning: lower-cased sentences of `\\w+` tokens (> 1 token each,
-    counted before non-ASCII characters are stripped from the tokens)."""
+    """AFLoc's sentence splitting, without its 5-word cutoff: lower-cased sentences of `\\w+`
+    tokens (> 1 token each, counted before non-ASCII characters are stripped from the tokens)."""
     out = []
     for chunk in _NUMBERED.split(text.replace("\n", " ")):
         for sent in chunk.split("."):

@@ -37,6 +37,14 @@ def test_numbering_non_ascii_and_short_pieces():
     r = "1. Clear lungs bilaterally. 2. No effusion seen here."
     assert T.clean_report(r, "faithful") == ["clear lungs bilaterally", "no effusion seen here"]
     assert T.clean_report(r, "corrected") == ["clear lungs bilaterally", "no effusion seen here"]
+    r = "IMPRESSION:\n1. Small left effusion.\n2. No pneumothorax present."
+    assert T.clean_report(r, "corrected") == ["small left effusion", "no pneumothorax present"]
+    # a number that ends a sentence is a word, not a list marker (corrected keeps it)
+    r = "Nodule stable since 2010. Stable 10. No effusion."
+    assert T.clean_report(r, "corrected") == ["nodule stable since 2010", "stable 10",
+                                              "no effusion"]
+    # faithful: "2010." and "10." are split points; the one-token piece "stable" is dropped
+    assert T.clean_report(r, "faithful") == ["nodule stable since", "no effusion"]
     # a two-token all-non-ASCII piece survives as an empty sentence in faithful mode
     assert T.clean_report("\u00e9\u00e9 \u00e8. Caf\u00e9 noted today. X.", "faithful") == [
         "", "caf noted today"]

@@ -34,8 +34,10 @@ WORD_NUM = 97  # data.text.word_num
 MAX_WORD_NUM = 5  # data.text.captions_per_image, misused as a word-count cutoff (== test)
 
 _FAITHFUL_SPLIT = re.compile(r"[0-9]+\.")
-# corrected: an enumeration marker "1." at the start or after whitespace, followed by space/end
-_ENUM = re.compile(r"(?:^|(?<=\s))[0-9]+\.(?=\s|$)")
+# corrected: an enumeration marker ("1." to "99.", then space or end) where a list item can
+# start: at the start, or after a line break or a sentence's ".", ":" or ";" (and spaces). A
+# number that ends a sentence ("stable since 2010.") is a word, not a marker.
+_ENUM = re.compile(r"(?:^|(?<=[.:;\n]))(\s*)[0-9]{1,2}\.(?=\s|$)")
 # corrected: a period that is not a decimal point (digit on both sides)
 _PERIOD = re.compile(r"(?<![0-9])\.|\.(?![0-9])")
 _WORD = re.compile(r"\w+")  # nltk RegexpTokenizer(r"\w+") == re.findall
@@ -50,12 +52,12 @@ def _check_mode(mode: str) -> None:
 def split_pieces(text: str, mode: str) -> list[str]:
     """Raw sentence pieces of a report (before word tokenisation)."""
     _check_mode(mode)
-    text = text.replace("\n", " ")
     if mode == "faithful":
-        points = _FAITHFUL_SPLIT.split(text)
+        points = _FAITHFUL_SPLIT.split(text.replace("\n", " "))
         return [s for p in points for s in p.split(".")]
-    points = _ENUM.split(text)
-    return [s for p in points for s in _PERIOD.split(p)]
+    # a marker becomes a sentence break (the "." split below), its spaces kept
+    text = _ENUM.sub(lambda m: m.group(1) + ".", text).replace("\n", " ")
+    return _PERIOD.split(text)
 
 
 def _words(piece: str, mode: str) -> tuple[int, list[str]]:
@@ -332,6 +334,8 @@ def aggregate(hidden: torch.Tensor, batch: TextBatch) -> dict[str, torch.Tensor]
     sents.scatter_add_(1, s_idx.unsqueeze(-1).expand(b, t, d), words)
     counts = hidden.new_zeros(b, t + 1)
     counts.scatter_add_(1, s_idx, torch.ones_like(s_idx, dtype=hidden.dtype))
+    # an empty sentence (faithful mode keeps an all-non-ASCII piece as "") gets a zero vector;
+    # the official numpy mean gives NaN there (a deliberate deviation: no NaN loss)
     sents = (sents / counts.clamp(min=1).unsqueeze(-1))[:, :t]
     report = words.sum(1) / t
     return {"words": words.transpose(1, 2), "sentences": sents.transpose(1, 2),

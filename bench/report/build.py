@@ -50,6 +50,8 @@ class TableResult:
     commands: list[str] = field(default_factory=list)
     synthetic_datasets: list[str] = field(default_factory=list)
     runs: list[Run] = field(default_factory=list)
+    # methods with empty cells that no registered adapter can fill (no command to offer)
+    unavailable: list[str] = field(default_factory=list)
 
     @property
     def n_measured(self) -> int:
@@ -95,6 +97,10 @@ class TableResult:
                              "AFLoc with a checkpoint trained with only those alignment "
                              "levels, given with --method-arg afloc.checkpoint=...); run.json "
                              "records it as method_tag.")
+        if self.unavailable:
+            notes.append(f"{MISSING} no adapter registered in this harness for "
+                         + ", ".join(self.unavailable) + ": their cells stay empty "
+                         "(`bench list methods` shows what is registered).")
         return notes
 
 
@@ -167,8 +173,19 @@ def build_table(spec: TableSpec, view: StoreView) -> TableResult:
                         synth.add(cell.run.dataset)
             rows.append(RowResult(row, cells))
         sections.append(SectionResult(section, rows))
-    return TableResult(spec, sections, missing_commands(missing), sorted(synth),
-                       [runs[k] for k in sorted(runs)])
+    known = registered_methods()
+    runnable = [s for s in missing if s.method is None or s.method in known]
+    unavailable = list(dict.fromkeys(s.method for s in missing
+                                     if s.method is not None and s.method not in known))
+    return TableResult(spec, sections, missing_commands(runnable), sorted(synth),
+                       [runs[k] for k in sorted(runs)], unavailable)
+
+
+def registered_methods() -> set[str]:
+    """Method names `bench run` accepts (built-ins and plugins)."""
+    from bench.registry import METHODS
+
+    return set(METHODS.names())
 
 
 def _cell(spec: TableSpec, view: StoreView, paper: dict, section: Section, row: Row,

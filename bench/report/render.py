@@ -224,5 +224,6 @@ def to_dict(result: TableResult) -> dict[str, Any]:
             "columns": [{"id": c.id, "label": lab}
                         for c, lab in zip(spec.columns, result.column_labels())],
             "rows": rows, "missing_commands": result.commands,
+            "methods_without_adapter": result.unavailable,
             "footnotes": result.footnotes(), "missing": MISSING,
             "runs": [r.run_id for r in result.runs]}

@@ -399,6 +399,60 @@ def test_chexlocalize_all_cxr_mode_and_gate():
     assert summ["bootstrap"]["n_units"]["iou"] == len(items)  # every CXR in all-CXR mode
 
 
+def test_chexlocalize_user_thresholds_off_the_grid_are_used_exactly():
+    # official: `mask > threshold` with the CSV's value; 0.45 must not become 0.5 (or 0.4)
+    rng = np.random.default_rng(23)
+    items = chex_items(rng, 15)
+    th = {"Edema": 0.45, "Cardiomegaly": 0.35}
+    proto = get_protocol("chexlocalize", thresholds=th)
+    rows = chex_rows(proto, items)
+    ious = proto.row_ious(rows, th)
+    sid_items = {s: per for s, _, per in items}
+    for i, r in rows.iterrows():
+        gt, grid = sid_items[r.sample_id][r.pathology]
+        want = o_calc_iou(o_threshold_seg(o_upsample(grid, gt.shape), th[r.pathology]), gt, True)
+        assert (np.isnan(want) and np.isnan(ious[i])) or ious[i] == pytest.approx(want, abs=0)
+    # hand-worked: a 4x4 ramp 0..15 (min-max v/15), GT the bottom two rows (v = 8..15):
+    # > 0.45 keeps v >= 7 (9 pixels, IoU 8/9); > 0.35 keeps v >= 6 (IoU 8/10)
+    gt = np.zeros((4, 4), np.uint8)
+    gt[2:] = 1
+    ramp = np.arange(16, dtype=np.float32).reshape(4, 4)
+    s = Sample(id="patient1_study1_view1_frontal", image=None, meta={"hw": (4, 4)})
+    for t, want in ((0.45, 8 / 9), (0.35, 0.8), (0.5, 8 / 8)):
+        p = get_protocol("chexlocalize", thresholds={"Edema": t})
+        r = pd.DataFrame(p.localization_rows(s, [Finding("Edema", "Edema", mask=gt)], [ramp],
+                                             Frame(kind=SQUARE, size=4), [None]))
+        assert p.row_ious(r, {"Edema": t})[0] == pytest.approx(want, abs=1e-15), t
+
+
+def test_paired_comparison_scores_each_run_at_its_val_thresholds():
+    # CheXlocalize thresholds are tuned on val; a comparison must not re-tune them on test
+    from bench.eval.compare import paired_comparison
+
+    proto = get_protocol("chexlocalize")
+    rng = np.random.default_rng(31)
+    val, test = chex_items(rng, 20), chex_items(rng, 25)
+    summ, rows = {}, {}
+    for name in ("a", "b"):
+        maps = np.random.default_rng(ord(name))
+        v = [(i, hw, {t: (g, maps.normal(size=(12, 12)).astype(np.float32))
+                      for t, (g, _) in per.items()}) for i, hw, per in val]
+        te = [(i, hw, {t: (g, maps.normal(size=(12, 12)).astype(np.float32))
+                       for t, (g, _) in per.items()}) for i, hw, per in test]
+        rows[name] = chex_rows(proto, te)
+        summ[name] = proto.summarize(rows[name], n_boot=50, seed=0,
+                                     tuning_rows=chex_rows(proto, v))
+        # the situation the rule is for: test rows alone would pick other thresholds
+        test_pick = {t: e["threshold"] for t, e in proto.tune(rows[name]).items()}
+        assert test_pick != summ[name]["thresholds"], name
+    out = paired_comparison(rows["a"], rows["b"], proto, "iou", n_boot=50, seed=0,
+                            decided_a=summ["a"], decided_b=summ["b"])
+    for name in ("a", "b"):
+        per = summ[name]["metrics"]["iou"]["per_category"]
+        want = np.mean([e["dataset_mean"] for e in per.values()])
+        assert out[name] == pytest.approx(want, abs=1e-12)
+
+
 def test_pick_threshold_python_max_semantics():
     assert pick_threshold([0.1, 0.3, 0.3, 0.2, 0.0, 0.0, 0.0]) == 0.3  # first max
     assert pick_threshold([float("nan"), 0.5, 0.1, 0, 0, 0, 0]) == 0.2  # leading NaN wins

@@ -184,6 +184,13 @@ def test_opt_th_equals_official_val_then_test():
         got = res["overall"]
         assert (got["lower"], got["mean"], got["upper"]) == pytest.approx(tuple(want),
                                                                           abs=1e-12)
+    # paired comparisons read the same IoU: at the thresholds the summary chose on val
+    table = proto.unit_table(test_rows, "iou", decided=s_test)
+    assert np.nanmean(np.nanmean(table.to_numpy(), axis=0)) == pytest.approx(test_macro,
+                                                                              abs=1e-12)
+    table = proto.unit_table(test_rows, "iou", tuning_rows=val_rows)
+    assert np.nanmean(np.nanmean(table.to_numpy(), axis=0)) == pytest.approx(test_macro,
+                                                                              abs=1e-12)
 
 
 def test_opt_th_only_for_chexlocalize_by_default():

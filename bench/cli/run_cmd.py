@@ -137,7 +137,9 @@ def _comparisons(results, n_boot: int, seed: int) -> list[dict]:
 
                     proto = get_protocol(protocol, **{"dataset": dataset, "prompt": prompt,
                                                       **(a.info.get("protocol_options") or {})})
-                    c = paired_comparison(rows[id(a)], rows[id(b)], proto, "iou", n_boot, seed)
+                    # each run at the thresholds its own summary chose (tuned on val)
+                    c = paired_comparison(rows[id(a)], rows[id(b)], proto, "iou", n_boot, seed,
+                                          decided_a=a.summary, decided_b=b.summary)
                     c["value_a"], c["value_b"] = c.pop("a"), c.pop("b")
                 else:
                     c = paired_auroc(rows[id(a)], rows[id(b)], n_boot, seed)

@@ -32,15 +32,25 @@ def _macro(table: np.ndarray) -> float:
 def paired_comparison(rows_a: pd.DataFrame, rows_b: pd.DataFrame, protocol: Protocol | str,
                       metric: str, n_boot: int, seed: int,
                       tuning_rows_a: pd.DataFrame | None = None,
-                      tuning_rows_b: pd.DataFrame | None = None) -> dict[str, Any]:
+                      tuning_rows_b: pd.DataFrame | None = None,
+                      decided_a: dict[str, Any] | None = None,
+                      decided_b: dict[str, Any] | None = None) -> dict[str, Any]:
     """diff = a - b on the dataset, bootstrap mean/lower/upper of the difference, p-value, n.
 
+    Protocols that tune (CheXlocalize thresholds and cutoffs, AFLoc's ``opt_th``) score each
+    run at what it chose on its tuning split: pass the runs' summaries as ``decided_a`` /
+    ``decided_b`` (or their tuning rows). Without either they tune on the rows compared,
+    which is not the official protocol.
     The two-sided p-value is ``min(1, 2 * min(P(d <= 0), P(d >= 0)))`` over the replicates
     with a defined difference.
     """
     proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
-    kw_a = {"tuning_rows": tuning_rows_a} if tuning_rows_a is not None else {}
-    kw_b = {"tuning_rows": tuning_rows_b} if tuning_rows_b is not None else {}
+    kw_a: dict[str, Any] = {"tuning_rows": tuning_rows_a} if tuning_rows_a is not None else {}
+    kw_b: dict[str, Any] = {"tuning_rows": tuning_rows_b} if tuning_rows_b is not None else {}
+    if decided_a is not None:
+        kw_a["decided"] = decided_a
+    if decided_b is not None:
+        kw_b["decided"] = decided_b
     ta = proto.unit_table(rows_a, metric, **kw_a)
     tb = proto.unit_table(rows_b, metric, **kw_b)
     if ta.index.has_duplicates or tb.index.has_duplicates:

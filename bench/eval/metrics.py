@@ -35,6 +35,16 @@ def _check_rule(rule: str) -> None:
         raise ValueError(f"unknown empty-mask rule {rule!r}; one of {EMPTY_RULES}")
 
 
+def threshold_label(t: float) -> str:
+    """Column label of a mask threshold: one decimal for the official grids' values (the
+    official code keys them by ``round(t, 1)``), otherwise enough digits to name the float32
+    value the pixels are compared with, so 0.45 is scored at 0.45, not at 0.5."""
+    r = round(float(t), 1)
+    if np.float32(t) == np.float32(r):
+        return f"{r:.1f}"
+    return np.format_float_positional(np.float32(t), trim="-")  # shortest exact float32
+
+
 def threshold_counts(
     values: np.ndarray, gt: np.ndarray, thresholds: np.ndarray
 ) -> dict[str, np.ndarray]:

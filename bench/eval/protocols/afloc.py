@@ -53,6 +53,7 @@ from bench.eval.metrics import (
     minmax,
     signed_cnr,
     threshold_counts,
+    threshold_label,
 )
 from bench.eval.protocols.base import Protocol
 from bench.eval.summary import entry, interval_entry, mean_entry, require_columns, skeleton
@@ -83,9 +84,7 @@ def margin_px(size: int = SIZE, resize: int = 512, crop: int = 448) -> tuple[int
     return pad // 2, pad - pad // 2
 
 
-def tlabel(t: float) -> str:
-    """Column label of a threshold (the official `round(threshold, 1)`)."""
-    return f"{round(float(t), 1):.1f}"
+tlabel = threshold_label  # the official `round(threshold, 1)` on its grid; exact elsewhere
 
 
 def map_to_afloc_frame(heatmap: np.ndarray, frame: Frame, hw: tuple[int, int]) -> np.ndarray:
@@ -307,11 +306,25 @@ class AflocProtocol(Protocol):
         order = np.argsort(rank, kind="stable")
         return rows.iloc[order].reset_index(drop=True), cats
 
-    def unit_table(self, rows: pd.DataFrame, metric: str) -> pd.DataFrame:
-        """(sample_id, query_id) x category table of one metric ("iou", "iou@0.3", ...)."""
+    def unit_table(self, rows: pd.DataFrame, metric: str,
+                   tuning_rows: pd.DataFrame | None = None,
+                   decided: dict[str, Any] | None = None) -> pd.DataFrame:
+        """(sample_id, query_id) x category table of one metric ("iou", "iou@0.3", ...).
+
+        With ``opt_th``, "iou" is the summary's IoU: at the run's tuned thresholds
+        (``decided``, its summary) or tuned here on `tuning_rows` (else on these rows)."""
         rows, cats = self.ordered(rows)
         name, _, k = metric.partition("@")
-        vals = self.per_row_values(rows)[name][k or "avg"]
+        if self.opt_th and metric == "iou":
+            th = (decided or {}).get("opt_th") or self.tune_opt_th(
+                tuning_rows if tuning_rows is not None else rows)
+            missing = sorted(set(cats) - set(th))
+            if missing:
+                raise UsageError(f"afloc opt_th: no tuned thresholds for {missing}")
+            vals = self.opt_th_ious(rows, {c: th[c]["mask"] for c in cats},
+                                    {c: th[c]["confidence"] for c in cats}, self.rule)
+        else:
+            vals = self.per_row_values(rows)[name][k or "avg"]
         table = _category_table(vals, pd.Index(cats).get_indexer(rows["pathology"].astype(str)),
                                 len(cats))
         index = pd.MultiIndex.from_arrays([rows["sample_id"].astype(str),

@@ -54,6 +54,7 @@ from bench.eval.metrics import (
     minmax,
     pointing_hit,
     threshold_counts,
+    threshold_label,
 )
 from bench.eval.protocols.base import Protocol
 from bench.eval.summary import interval_entry, mean_entry, require_columns, skeleton
@@ -65,8 +66,7 @@ METHODS = ("threshold", "otsu")
 HIT_SOURCES = ("map", "segmentation")
 
 
-def tlabel(t: float) -> str:
-    return f"{round(float(t), 1):.1f}"
+tlabel = threshold_label  # one decimal on the grid; a user's 0.45 stays 0.45
 
 
 def otsu_segmentation(norm01: np.ndarray, smoothing: bool = False, k: int = 0) -> np.ndarray:
@@ -126,8 +126,9 @@ class ChexlocalizeProtocol(Protocol):
             raise UsageError(f"chexlocalize protocol: method must be one of {METHODS}")
         self.method = method
         self.fixed = {str(p): float(t) for p, t in (thresholds or {}).items()}
-        extra = sorted({round(t, 1) for t in self.fixed.values()} - {round(t, 1) for t in GRID})
-        self.grid = GRID + tuple(extra)
+        on_grid = {tlabel(t) for t in GRID}
+        extra = {tlabel(t): t for t in sorted(self.fixed.values()) if tlabel(t) not in on_grid}
+        self.grid = GRID + tuple(extra.values())
         self.true_pos_only = bool(true_pos_only)
         self.rule = EITHER_EMPTY_NAN if true_pos_only else BOTH_EMPTY_NAN
         self.tune_cutoffs = isinstance(prob_cutoff, str)
@@ -310,15 +311,24 @@ class ChexlocalizeProtocol(Protocol):
         return {t: v["threshold"] for t, v in tuned.items()}, tuned
 
     def unit_table(self, rows: pd.DataFrame, metric: str,
-                   tuning_rows: pd.DataFrame | None = None) -> pd.DataFrame:
-        """CXR x task table of "iou" or "hit" (the bootstrap's unit table)."""
+                   tuning_rows: pd.DataFrame | None = None,
+                   decided: dict[str, Any] | None = None) -> pd.DataFrame:
+        """CXR x task table of "iou" or "hit" (the bootstrap's unit table).
+
+        IoU at the run's own thresholds and cutoffs when ``decided`` (its summary) has them,
+        else tuned on `tuning_rows` (the val split) or, without those, on these rows."""
         in_gt = rows["in_gt"].to_numpy(bool)
         if metric == "hit":
             return self.cxr_table(rows, rows["hit"].to_numpy(np.float64), in_gt)
         if metric != "iou":
             raise UsageError(f"chexlocalize: metric must be iou or hit, not {metric!r}")
-        thresholds, _ = self.thresholds_for(rows, tuning_rows)
-        cutoffs, _ = self.cutoffs_for(rows, tuning_rows)
+        decided = decided or {}
+        thresholds = decided.get("thresholds") if self.method != "otsu" else None
+        if thresholds is None:
+            thresholds, _ = self.thresholds_for(rows, tuning_rows)
+        cutoffs = decided.get("prob_cutoffs")
+        if cutoffs is None:
+            cutoffs, _ = self.cutoffs_for(rows, tuning_rows)
         keep = in_gt if self.true_pos_only else np.ones(len(rows), bool)
         return self.cxr_table(rows, self.row_ious(rows, thresholds, cutoffs), keep)
 

@@ -11,8 +11,9 @@ Two layouts are read:
 
 Pickles are untrusted: they are read with an unpickler that only rebuilds tensors, arrays and
 plain containers (tensor storages go through `torch.load(weights_only=True)`); anything else is
-refused. A missing map is scored as an all-zero map (CheXlocalize counts a missing CXR as an
-empty prediction) and counted in run.json.
+refused. A missing map is scored as an all-zero map and counted in run.json: an empty
+prediction for IoU (as CheXlocalize's segmentation step makes it), but a miss in the hit rate,
+where CheXlocalize's `get_hitrates` leaves a missing map out (a deviation; supply every map).
 """
 
 from __future__ import annotations

@@ -496,7 +496,8 @@ def o_tune_probability_threshold(items, probs):
     to its CSV: per task, Otsu masks kept when prob > cutoff, all-CXR IoU, rounded mIoU."""
     records = []
     for task in sorted({t for _, _, per in items for t in per}):
-        cutoffs = np.arange(0, .9, .1)
+        # "For Lung Lesion the search starts at 0.1" (its val set has one segmentation)
+        cutoffs = np.arange(0.1, .9, .1) if task == "Lung Lesion" else np.arange(0, .9, .1)
         for c in cutoffs:
             ious = []
             for sid, hw, per in items:
@@ -557,6 +558,20 @@ def test_chexlocalize_probability_cutoffs_tuned_on_val_as_official():
             ious.append(o_calc_iou(pred, gt, True))
         got = summ["metrics"]["iou"]["per_category"][task]["dataset_mean"]
         assert got == pytest.approx(np.nanmean(ious), abs=1e-12)
+
+
+def test_lung_lesion_cutoff_search_starts_at_0_1():
+    rng = np.random.default_rng(41)
+    items = chex_items(rng, 12, tasks=("Lung Lesion", "Edema"))
+    proto = get_protocol("chexlocalize", method="otsu", prob_cutoff="tune")
+    rows = chex_rows(proto, items)
+    rows["prob"] = 0.05  # only the 0.0 cutoff keeps any mask
+    want, _ = o_tune_probability_threshold(items, {(sid, t): 0.05 for sid, _, per in items
+                                                   for t in per})
+    tuned = proto.tune_prob_cutoffs(rows)
+    assert want == {"Edema": 0.0, "Lung Lesion": 0.1}
+    assert {t: v["cutoff"] for t, v in tuned.items()} == want
+    assert len(tuned["Lung Lesion"]["miou"]) == 8 and len(tuned["Edema"]["miou"]) == 9
 
 
 def test_chexlocalize_rejects_unknown_cutoff_word():

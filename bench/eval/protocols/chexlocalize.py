@@ -62,11 +62,20 @@ from bench.imaging.geometry import map_to_original
 
 GRID = tuple(float(t) for t in np.arange(0.2, 0.8, 0.1))  # 7 values, the last is 0.7999...
 CUTOFF_GRID = tuple(float(t) for t in np.arange(0, 0.9, 0.1))  # 0.0 .. 0.8 (0.30000000000000004)
+# `tune_probability_threshold.py`: Lung Lesion's search starts at 0.1 (its val set has one
+# segmentation)
+CUTOFF_FROM = {"Lung Lesion": 0.1}
 METHODS = ("threshold", "otsu")
 HIT_SOURCES = ("map", "segmentation")
 
 
 tlabel = threshold_label  # one decimal on the grid; a user's 0.45 stays 0.45
+
+
+def cutoff_grid(task: str) -> tuple[float, ...]:
+    """The probability cutoffs searched for `task`."""
+    lo = CUTOFF_FROM.get(task)
+    return CUTOFF_GRID if lo is None else tuple(c for c in CUTOFF_GRID if c >= lo - 1e-9)
 
 
 def otsu_segmentation(norm01: np.ndarray, smoothing: bool = False, k: int = 0) -> np.ndarray:
@@ -231,8 +240,9 @@ class ChexlocalizeProtocol(Protocol):
             if np.isnan(prob).any():
                 raise DataError(f"chexlocalize: no probability for some {task} rows; cutoff "
                                 f"tuning needs the method's per-task probabilities")
+            grid = cutoff_grid(task)
             mious = []
-            for c in CUTOFF_GRID:
+            for c in grid:
                 keep = prob > c  # `if pred_prob > cutoff: segm = cam_to_segmentation(...)`
                 inter = np.where(keep, r["inter@otsu"].to_numpy(np.float64), 0.0)
                 pred = np.where(keep, r["pred@otsu"].to_numpy(np.float64), 0.0)
@@ -243,7 +253,7 @@ class ChexlocalizeProtocol(Protocol):
                 mious.append(float(round(np.float64(m), 3)))
             valid = [j for j, m in enumerate(mious) if not np.isnan(m)]
             best = max(valid, key=lambda j: (mious[j], -j)) if valid else 0  # first max
-            out[task] = {"cutoff": round(CUTOFF_GRID[best], 1), "miou": mious}
+            out[task] = {"cutoff": round(grid[best], 1), "miou": mious, "grid": grid}
         return out
 
     def _cutoff(self, task: str, tuned: dict[str, float] | None = None) -> float | None:
@@ -354,7 +364,7 @@ class ChexlocalizeProtocol(Protocol):
             out["prob_cutoffs"] = {t: float(v) for t, v in sorted(cutoffs.items())}
             out["prob_cutoff_tuning"] = {
                 t: {"cutoff": v["cutoff"],
-                    "miou": dict(zip([tlabel(c) for c in CUTOFF_GRID], v["miou"]))}
+                    "miou": dict(zip([tlabel(c) for c in v["grid"]], v["miou"]))}
                 for t, v in cut_tuning.items()}
         in_gt = rows["in_gt"].to_numpy(bool)
         keep = in_gt if self.true_pos_only else np.ones(len(rows), bool)

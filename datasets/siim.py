@@ -13,8 +13,9 @@ last instance; GLoRIA ORs).
 
 Splits (classification task, label Pneumothorax = any instance):
 - `gloria-row-train|val|test`: GLoRIA's split of the CSV *rows* (`train_test_split(
-  test_size=0.3, random_state=0)`, then halved; first half test). A multi-instance image has
-  one sample per row here, as in GLoRIA and AFLoc's test list, and may straddle splits.
+  test_size=0.3, random_state=0)`, then halved; first half test), then one sample per image of
+  those rows in first-appearance order, as `PneumothoraxImageDataset` iterates
+  `df.ImageId.unique()`. A multi-instance image may straddle splits.
 - `image-train|val|test`: the same 70/15/15 rule over unique ImageIds (first-appearance order).
 - `afloc-test`: AFLoc's zero-shot classification list (`classification/DatasetsSplits/
   SIIM_Pneumothorax/test_list.txt` in YH0517/AFLoc, passed as `split_list=`): one sample per
@@ -188,7 +189,7 @@ class SIIM(FileDataset, Dataset):
             return self._afloc_list(lambda *a: None)[0] if self.split_list else []
         part = split.rsplit("-", 1)[1]
         if split.startswith("gloria-row-"):
-            return [r.image_id for r in gloria_split(self.rows, part)]
+            return list(dict.fromkeys(r.image_id for r in gloria_split(self.rows, part)))
         return gloria_split(list(self.images), part)
 
     @property

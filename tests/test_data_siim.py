@@ -133,8 +133,18 @@ def test_real_rle_counts_splits_and_decoding(tmp_path):
     assert sum(r.positive for r in d.rows) == 3576
     per_image = np.bincount([len(i.rles) for i in d.images.values() if i.positive])
     assert per_image[1:4].tolist() == [2045, 447, 112] and per_image[4:].sum() == 65
-    row_test = SIIM(tmp_path, split="gloria-row-test")
-    assert len(row_test) == 1943  # rows: ceil(0.3 * 12954) = 3887, halved -> 1943 / 1944
+    # GLoRIA: split the rows (ceil(0.3 * 12954) = 3887, halved -> 1943 test rows), then its
+    # dataset iterates `df.ImageId.unique()`: 1903 test images
+    import pandas as pd
+    from sklearn.model_selection import train_test_split
+
+    df = pd.read_csv(tmp_path / "train-rle.csv.gz")
+    _, rest = train_test_split(df, test_size=0.3, random_state=0)
+    test_df, val_df = train_test_split(rest, test_size=0.5, random_state=0)
+    for split, ref in (("gloria-row-test", test_df), ("gloria-row-val", val_df)):
+        ids = SIIM(tmp_path, split=split).index
+        assert ids == ref.ImageId.unique().tolist()
+    assert len(test_df) == 1943 and len(SIIM(tmp_path, split="gloria-row-test")) == 1903
     assert len(SIIM(tmp_path, split="image-test")) == 1807
     # first positive: offset 557374 -> row 318, col 544
     first = next(r for r in d.rows if r.positive)

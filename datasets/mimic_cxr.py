@@ -13,7 +13,10 @@ Frontal images only by default (`views="PA,AP"`; `views="*"` keeps all), as AFLo
 the Frontal view. Labels are study-level, joined on (subject_id, study_id): `labels` holds the
 definite ones (1 -> 1, 0 -> 0); uncertain (-1) and unmentioned (blank) labels are left out and
 kept raw in `meta["chexpert"]`. JPGs are never re-inverted. `exclude_ms_cxr=<MS-CXR json or
-csv>` drops MS-CXR's dicom_ids (AFLoc's `split_with_MS` keeps them out of pretraining).
+csv>` keeps MS-CXR out (AFLoc's `split_with_MS` column implies it is held out of pretraining):
+by default every image of a study that holds an MS-CXR image, since the study's other views
+carry the same report, whose sentences MS-CXR's phrases come from; `exclude_ms_cxr_by=image`
+drops only MS-CXR's own dicom_ids. `bench train afloc` finds the MS-CXR file by itself.
 `Sample.report` = FINDINGS then IMPRESSION (see `bench.report_text`).
 """
 
@@ -65,6 +68,26 @@ def ms_cxr_dicom_ids(path: Path) -> set[str]:
     return {row["dicom_id"] for _, row in rows if row.get("dicom_id")}
 
 
+def find_ms_cxr_file() -> Path:
+    """MS-CXR's annotation file in its configured data folder (`bench.data_paths`), to hold
+    its studies out of pretraining; a UsageError that says how to choose otherwise."""
+    from bench.data_paths import resolve_root
+    from bench.datasets.ms_cxr import CSV_NAMES, JSON_NAMES
+    from bench.errors import UsageError
+
+    how = ("MS-CXR's images are MIMIC-CXR images and must be held out of AFLoc pretraining: "
+           "pass --dataset-arg exclude_ms_cxr=/path/to/MS_CXR_Local_Alignment_v1.0.0.json "
+           "(or its csv), or exclude_ms_cxr=none to train on every image")
+    try:
+        root = resolve_root("ms-cxr")
+    except (UsageError, DataError) as exc:
+        raise UsageError(f"{how} (no MS-CXR folder found: {exc})") from exc
+    for name in JSON_NAMES + CSV_NAMES:
+        if (root / name).is_file():
+            return root / name
+    raise UsageError(f"{how} (none of {', '.join(JSON_NAMES + CSV_NAMES)} in {root})")
+
+
 def study_path(root: Path, subject_id: str, study_id: str) -> Path:
     return root / "files" / f"p{subject_id[:2]}" / f"p{subject_id}" / f"s{study_id}"
 
@@ -74,6 +97,7 @@ class MimicCXR(FileDataset, Dataset):
     """MIMIC-CXR-JPG images with their reports' FINDINGS + IMPRESSION and CheXpert labels."""
 
     tasks = (PRETRAINING, CLASSIFICATION)
+    holds_out_ms_cxr = True  # `bench train` fills exclude_ms_cxr (find_ms_cxr_file)
     pathologies = CHEXPERT_LABELS
     splits = ("train", "validate", "test", "all")
     default_split = "train"
@@ -81,12 +105,18 @@ class MimicCXR(FileDataset, Dataset):
     expected_counts = {"all": {"images": 377110, "studies": 227835}}
 
     def __init__(self, root=None, split=None, on_error="raise", views: str = "PA,AP",
-                 exclude_ms_cxr: str | None = None, **options: Any):
+                 exclude_ms_cxr: str | None = None, exclude_ms_cxr_by: str = "study",
+                 **options: Any):
         super().__init__(root, split, on_error, **options)
         self.require_root()
         self.views = None if views in ("*", "", None) else {v.strip().upper()
                                                              for v in str(views).split(",")}
-        self.exclude_path = Path(exclude_ms_cxr) if exclude_ms_cxr else None
+        if exclude_ms_cxr_by not in ("study", "image"):
+            raise DataError(f"exclude_ms_cxr_by must be study or image, not "
+                            f"{exclude_ms_cxr_by!r}", self.root)
+        self.exclude_by = exclude_ms_cxr_by
+        self.exclude_path = (Path(exclude_ms_cxr) if exclude_ms_cxr
+                             and str(exclude_ms_cxr).lower() != "none" else None)
         excluded = ms_cxr_dicom_ids(self.exclude_path) if self.exclude_path else set()
         self.meta_path = self.require_file(*METADATA)
         self.split_path = self.require_file(*SPLIT)
@@ -98,6 +128,11 @@ class MimicCXR(FileDataset, Dataset):
         self.counts = {"images": 0, "excluded_view": 0, "excluded_ms_cxr": 0, "no_split": 0}
         header, rows = read_csv_rows(self.meta_path, ["dicom_id", "subject_id", "study_id",
                                                       "ViewPosition"])
+        if excluded and self.exclude_by == "study":
+            rows = list(rows)
+            studies = {row.get("study_id") for _, row in rows if row.get("dicom_id") in excluded}
+            excluded = excluded | {row["dicom_id"] for _, row in rows
+                                   if row.get("study_id") in studies and row.get("dicom_id")}
         seen: set[str] = set()
         for line, row in rows:
             problem = wrong_width(row, header)
@@ -173,7 +208,8 @@ class MimicCXR(FileDataset, Dataset):
 
     def config(self) -> dict[str, Any]:
         return {"views": sorted(self.views) if self.views else "*",
-                "exclude_ms_cxr": str(self.exclude_path) if self.exclude_path else None}
+                "exclude_ms_cxr": str(self.exclude_path) if self.exclude_path else None,
+                "exclude_ms_cxr_by": self.exclude_by if self.exclude_path else None}
 
     # -- reports --------------------------------------------------------------------------
     def report_path(self, rec: dict[str, str]) -> Path | None:

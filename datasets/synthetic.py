@@ -56,6 +56,7 @@ def _make(name: str, real: str, unit: str, folder: str,
 
     class Synthetic(base):  # type: ignore[valid-type, misc]
         synthetic = True
+        holds_out_ms_cxr = False  # the world's own MS-CXR file is passed (SETS)
         description = f"synthetic: generated phantoms in the {real} layout, read by '{real}'"
         expected_counts: dict[str, Any] = {}
 

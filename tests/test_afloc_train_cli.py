@@ -89,9 +89,27 @@ def test_prepare_pairs_filters_counts_and_caches(tmp_path):
     assert pairs.skipped == {"unreadable image": 1, "not frontal": 1, "no report sentence": 1}
     # faithful training frame: letterbox 256 then CenterCrop 224 (16 px cut on each side)
     assert pairs.frames.shape == (2, 224, 224) and pairs.frames.dtype == np.uint8
-    again = prepare_pairs(None, "faithful", tmp_path / "c", progress=False)  # from the cache
+    class Cached(Mixed):
+        def load(self, i):
+            raise AssertionError("load() called: the pairs were rebuilt")
+
+    Cached.__qualname__ = Mixed.__qualname__  # the same adapter, as far as the cache can tell
+    again = prepare_pairs(Cached(), "faithful", tmp_path / "c", progress=False)
     np.testing.assert_array_equal(np.asarray(again.frames), pairs.frames)
     assert again.sentences == pairs.sentences
+
+    # pairs of other data are rebuilt, not read: another text mode, another dataset option
+    # (e.g. MS-CXR held out or not), another limit
+    class HeldOut(Mixed):
+        def config(self):
+            return {"exclude_ms_cxr": "/data/ms-cxr/MS_CXR_Local_Alignment_v1.0.0.json"}
+
+    HeldOut.__qualname__ = Mixed.__qualname__
+    for ds, mode, limit in ((Cached(), "corrected", None), (Cached(), "faithful", 3),
+                            (type("X", (Cached, HeldOut), {})(), "faithful", None)):
+        ds.__class__.__qualname__ = Mixed.__qualname__
+        with pytest.raises(AssertionError, match="the pairs were rebuilt"):
+            prepare_pairs(ds, mode, tmp_path / "c", progress=False, limit=limit)
     ds = PairDataset(pairs, augment=True, seed=1)
     assert ds[0][1] == ds[0][1]  # the caption draw is a function of (seed, epoch, index)
     ds.epoch = 1

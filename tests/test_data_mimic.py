@@ -85,11 +85,19 @@ def test_sectioned_csv_and_ms_cxr_exclusion(mimic_root, tmp_path):
                               "annotations": [], "categories": []}))
     d = MimicCXR(mimic_root, split="all", exclude_ms_cxr=str(ms))
     assert [r["dicom_id"] for r in d.records] == ["d1", "d3"]
-    assert d.counts["excluded_ms_cxr"] == 1
+    assert d.counts["excluded_ms_cxr"] == 1  # d5, the same study's other image, has no view
     assert d.load(1).report == "Heart normal. Lungs clear. Tubes in place."
     csv_ms = write_csv(tmp_path / "ms.csv", ["dicom_id", "label_text"], [["d1", "x"]])
     assert [r["dicom_id"] for r in MimicCXR(mimic_root, split="all",
                                             exclude_ms_cxr=str(csv_ms)).records] == ["d3", "d4"]
+    # by study (default): d1's study-mate d2 goes too (same report); by image: only d1
+    d = MimicCXR(mimic_root, split="all", views="*", exclude_ms_cxr=str(csv_ms))
+    assert [r["dicom_id"] for r in d.records] == ["d3", "d4", "d5"]
+    assert d.counts["excluded_ms_cxr"] == 2
+    d = MimicCXR(mimic_root, split="all", views="*", exclude_ms_cxr=str(csv_ms),
+                 exclude_ms_cxr_by="image")
+    assert [r["dicom_id"] for r in d.records] == ["d2", "d3", "d4", "d5"]
+    assert len(MimicCXR(mimic_root, split="all", views="*", exclude_ms_cxr="none")) == 5
 
 
 def test_labels_match_torchxrayvision(mimic_root):
@@ -152,3 +160,29 @@ def test_unknown_label_column_and_missing_files(mimic_root, tmp_path):
         MimicCXR(mimic_root)
     with pytest.raises(DataError, match="metadata.csv: missing file"):
         MimicCXR(tmp_path)
+
+
+def test_training_holds_ms_cxr_out_by_default(mimic_root, tmp_path, monkeypatch):
+    from bench.errors import UsageError
+    from bench.methods.afloc.train import with_ms_cxr_held_out
+
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("BENCH_DATA_TOML", str(tmp_path / "none.toml"))
+    # no MS-CXR anywhere: a clear error that names both ways out
+    with pytest.raises(UsageError, match="exclude_ms_cxr=/path/to/MS_CXR.*exclude_ms_cxr=none"):
+        with_ms_cxr_held_out(MimicCXR, {})
+    ms = tmp_path / "data" / "ms-cxr" / "MS_CXR_Local_Alignment_v1.0.0.csv"
+    ms.parent.mkdir(parents=True)
+    write_csv(ms, ["dicom_id", "label_text"], [["d1", "x"]])
+    opts = with_ms_cxr_held_out(MimicCXR, {"views": "*"})
+    assert opts == {"views": "*", "exclude_ms_cxr": str(ms)}
+    assert [r["dicom_id"] for r in MimicCXR(mimic_root, split="all", **opts).records] == [
+        "d3", "d4", "d5"]
+    # the user's choice stands; datasets without MS-CXR images are left alone
+    assert with_ms_cxr_held_out(MimicCXR, {"exclude_ms_cxr": "none"}) == {
+        "exclude_ms_cxr": "none"}
+
+    class Other:
+        pass
+
+    assert with_ms_cxr_held_out(Other, {"a": 1}) == {"a": 1}

@@ -48,13 +48,25 @@ class PairSet:
     skipped: dict[str, int]
 
 
+def cache_identity(dataset: Any, text_mode: str, limit: int | None) -> dict[str, Any]:
+    """What a frame cache was built from: a cache of other pairs (another split, MS-CXR not
+    held out, another text mode) is never reused."""
+    cls = type(dataset)
+    config = dataset.config() if hasattr(dataset, "config") else None
+    return json.loads(json.dumps({
+        "dataset": f"{cls.__module__}.{cls.__qualname__}",
+        "root": str(getattr(dataset, "root", None)), "split": getattr(dataset, "split", None),
+        "config": config, "text_mode": text_mode, "limit": limit}, default=str))
+
+
 def prepare_pairs(dataset: Any, text_mode: str, cache_dir: str | Path | None = None,
                   progress: bool = True, limit: int | None = None) -> PairSet:
     """One pass over the adapter: frame every usable image, clean every report."""
     cache = Path(cache_dir) if cache_dir else None
+    identity = cache_identity(dataset, text_mode, limit)
     if cache is not None and (cache / "captions.json").is_file():
         meta = json.loads((cache / "captions.json").read_text())
-        if meta.get("text_mode") == text_mode:
+        if meta.get("identity") == identity:  # else rebuilt: other data, options or text mode
             frames = np.load(cache / "images.npy", mmap_mode="r")
             return PairSet(frames, meta["sentences"], meta["ids"], meta["skipped"])
     frame = TRAIN_FRAMES[text_mode]
@@ -93,7 +105,8 @@ def prepare_pairs(dataset: Any, text_mode: str, cache_dir: str | Path | None = N
         mm.flush()
         del mm
         tmp.replace(cache / "images.npy")
-        atomic_write_json(cache / "captions.json", {"text_mode": text_mode, "ids": ids,
+        atomic_write_json(cache / "captions.json", {"identity": identity,
+                                                    "text_mode": text_mode, "ids": ids,
                                                     "sentences": sentences,
                                                     "skipped": dict(skipped)})
     return PairSet(frames, sentences, ids, dict(skipped))

@@ -66,6 +66,16 @@ def default_out(preset: str, dataset: str) -> Path:
     return cache_dir() / "checkpoints" / f"afloc-{preset}-{dataset}"
 
 
+def with_ms_cxr_held_out(ds_cls: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Dataset options with MS-CXR's file filled in where the corpus holds MS-CXR's images
+    (MIMIC-CXR) and the user did not choose (a file, or "none")."""
+    if not getattr(ds_cls, "holds_out_ms_cxr", False) or "exclude_ms_cxr" in options:
+        return dict(options)
+    from bench.datasets.mimic_cxr import find_ms_cxr_file
+
+    return {**options, "exclude_ms_cxr": str(find_ms_cxr_file())}
+
+
 def _split_names(ds_cls: Any) -> tuple[str, str | None]:
     splits = tuple(getattr(ds_cls, "splits", ()))
     train = "train" if "train" in splits else (splits[0] if splits else "train")
@@ -80,6 +90,7 @@ def run_training(req: TrainRequest, log: Any = print) -> dict[str, Any]:
     levels = parse_levels(req.levels)
     out = Path(req.out) if req.out else default_out(req.preset, req.dataset)
     ds_cls = get_dataset(req.dataset)
+    req.dataset_options = with_ms_cxr_held_out(ds_cls, req.dataset_options)
     train_split, val_split = _split_names(ds_cls)
     t0 = time.time()
     cache = Path(req.cache) if req.cache else None
@@ -100,6 +111,8 @@ def run_training(req: TrainRequest, log: Any = print) -> dict[str, Any]:
         raise UsageError(f"no usable training pairs in {req.root} ({train_pairs.skipped})")
     if rank != 0:
         log = _silent
+    if req.dataset_options.get("exclude_ms_cxr"):
+        log(f"MS-CXR held out of pretraining: {req.dataset_options['exclude_ms_cxr']}")
     log(f"pairs: train {len(train_pairs.sentences)}"
         f"{f', {val_split} {len(val_pairs.sentences)}' if val_pairs else ''}; skipped "
         f"{train_pairs.skipped}; prepared in {time.time() - t0:.1f} s")

@@ -10,7 +10,8 @@ Layout::
 
 Boxes are top-left/bottom-right pixels on the 1024 x 1024 PNGs; Finding.boxes holds them as
 x, y, w, h (w = x2 - x1). One Finding per class present in an image (its boxes unioned, or
-its polygons filled with CheXlocalize's rasteriser). Neither AFLoc nor GLoRIA has code for
+its polygons filled with CheXlocalize's rasteriser; a class with boxes but no polygon keeps its
+boxes). Neither AFLoc nor GLoRIA has code for
 this dataset, so the category prompt is the default "Findings suggesting {class}.".
 """
 
@@ -139,10 +140,11 @@ class ChestXDet10(FileDataset, Dataset):
             if not boxes:
                 continue
             arr = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-            if polys is not None:
-                mask = polygons_to_mask([p for s, _, p in polys if s == cls], hw)
+            cls_polys = [p for s, _, p in polys if s == cls] if polys is not None else []
+            if cls_polys:
+                mask = polygons_to_mask(cls_polys, hw)
                 source = "polygons"
-            else:
+            else:  # no polygon file, image or class there: the boxes are the ground truth
                 mask = boxes_to_mask(arr, hw)
                 source = "boxes"
             findings.append(Finding(cls, f"{rec['file_name']}:{cls}", mask=mask, boxes=arr,
@@ -163,8 +165,13 @@ class ChestXDet10(FileDataset, Dataset):
         if self.use_polygons:
             lacking = [r["file_name"] for r in self.images
                        if r["instances"] and r["file_name"] not in self.polys]
+            classes_lacking = sum(
+                1 for r in self.images if r["file_name"] in self.polys
+                for c in {s for s, _, _ in r["instances"]}
+                if not any(s == c for s, _, _ in self.polys[r["file_name"]]))
             report.notes.append(f"masks from polygons ({self.poly_path.name}); "
-                                f"{len(lacking)} images with boxes have no polygon entry "
-                                f"and fall back to boxes")
+                                f"{len(lacking)} images with boxes have no polygon entry, and "
+                                f"{classes_lacking} (image, class) pairs with boxes have no "
+                                f"polygon; those fall back to boxes")
         return self.finish_report(report, [self.image_path(r["file_name"])
                                            for r in self.images])

@@ -131,6 +131,19 @@ def test_det10_polygons_from_chestx_det(det_root):
     np.testing.assert_array_equal(nodule.mask, np.array(canvas, dtype=np.uint8))
     assert nodule.meta["mask_from"] == "polygons"
     assert len(ChestXDet10(det_root, split="test", polygons="no").polys) == 0
+    # a class with boxes but no polygon in the image's entry keeps its boxes (not an empty mask)
+    poly[0]["syms"], poly[0]["boxes"] = poly[0]["syms"][1:3], poly[0]["boxes"][1:3]
+    poly[0]["polygons"] = poly[0]["polygons"][1:3]  # Cardiomegaly, Effusion: no Nodule
+    (det_root / "ChestX_Det_test.json").write_text(json.dumps(poly))
+    d = ChestXDet10(det_root, split="test")
+    effusion, nodule = d.load(0).findings
+    assert effusion.meta["mask_from"] == "polygons"
+    assert nodule.meta["mask_from"] == "boxes"
+    want = np.zeros((1024, 1024), np.uint8)
+    want[20:26, 10:15] = 1
+    want[0:3, 0:2] = 1
+    np.testing.assert_array_equal(nodule.mask, want)
+    assert "1 (image, class) pairs with boxes have no polygon" in " ".join(d.check().notes)
 
 
 @pytest.mark.parametrize("entry, message", [

@@ -201,3 +201,33 @@ def test_source_pixels_are_what_cv2_imread_gray_gives(tmp_path):
     # a 16-bit array not from a raster file (e.g. a 12-bit DICOM) is min-max scaled
     x = np.array([[100, 4095]], dtype=np.uint16)
     np.testing.assert_array_equal(source_uint8(x, "img.dcm"), [[0, 255]])
+
+
+@pytest.mark.parametrize("photometric, bits", [("MONOCHROME2", 8), ("MONOCHROME1", 12)])
+def test_localization_pixels_from_dicom_as_read_from_dicom(tmp_path, photometric, bits):
+    """Localization reads a DICOM as GLoRIA's / AFLoc's `read_from_dicom`: convertScaleAbs by
+    255 / max, then bitwise_not for MONOCHROME1 (an 8-bit image peaking at 119 is stretched)."""
+    import pydicom
+    from data_fixtures import write_dicom
+
+    from bench.imaging.io import read_image
+    from bench.methods.afloc.imaging import localize_uint8
+
+    top = 119 if bits == 8 else 3000
+    dtype = np.uint8 if bits == 8 else np.uint16
+    pixels = np.linspace(7, top, 40 * 30).reshape(40, 30).astype(dtype)
+    path = write_dicom(tmp_path / "a.dcm", pixels, photometric=photometric, bits_stored=bits)
+    dcm = pydicom.dcmread(str(path), force=True)
+    x = dcm.pixel_array
+    want = cv2.convertScaleAbs(x, alpha=255.0 / x.max())
+    if dcm.PhotometricInterpretation == "MONOCHROME1":
+        want = cv2.bitwise_not(want)
+    got = localize_uint8(read_image(path), str(path))
+    np.testing.assert_array_equal(got, want)
+    assert got.dtype == np.uint8 and (got.max() == 255 if photometric == "MONOCHROME2"
+                                      else got.min() == 0)
+    # other files are read as cv2.imread(path, 0) reads them
+    png = tmp_path / "a.png"
+    cv2.imwrite(str(png), pixels if bits == 8 else (pixels >> 4).astype(np.uint8))
+    np.testing.assert_array_equal(localize_uint8(read_image(png), str(png)),
+                                  cv2.imread(str(png), 0))

@@ -12,6 +12,13 @@ PNG keeps its high byte). Classification reads a DICOM the way the official RSNA
 ``pixel_array`` min-max remapped to uint8 and truncated (hi-ml's ``remap_to_uint8``). One
 difference: the adapters have already inverted MONOCHROME1, which that loader does not (every
 RSNA image is MONOCHROME2).
+
+Localization reads a DICOM as GLoRIA's and AFLoc's ``read_from_dicom`` do (``localize_uint8``):
+``cv2.convertScaleAbs(pixel_array, alpha=255 / max)``, then ``bitwise_not`` for MONOCHROME1.
+The official RSNA grounding run reads PNGs converted by a script that is not published; this
+is the conversion the reference notes give for AFLoc localization (and the only DICOM reader in
+AFLoc's ``localization/datasets.py``). An 8-bit image whose brightest pixel is below 255 is
+stretched by it.
 """
 
 from __future__ import annotations
@@ -23,7 +30,14 @@ import numpy as np
 import torch
 
 from bench.imaging.geometry import Frame, to_frame
-from bench.imaging.io import DICOM_SUFFIXES, RASTER_SUFFIXES, minmax_uint8
+from bench.imaging.io import (
+    DICOM_SUFFIXES,
+    RASTER_SUFFIXES,
+    dicom_info,
+    gloria_uint8,
+    minmax_uint8,
+    read_dicom,
+)
 
 LOCALIZE_FRAME = Frame("letterbox", 224)
 CLASSIFY_FRAME = Frame("short_side_crop", 224)
@@ -67,6 +81,15 @@ def classify_uint8(image: np.ndarray, path: str | None) -> np.ndarray:
     """The uint8 pixels zero-shot classification starts from (module docstring)."""
     if path is not None and Path(path).suffix.lower() in DICOM_SUFFIXES:
         return minmax_uint8(image)
+    return source_uint8(image, path)
+
+
+def localize_uint8(image: np.ndarray, path: str | None) -> np.ndarray:
+    """The uint8 pixels localization starts from (module docstring): a DICOM re-read from its
+    stored values with the ``read_from_dicom`` mapping, any other file as ``source_uint8``."""
+    if path is not None and Path(path).suffix.lower() in DICOM_SUFFIXES:
+        raw = read_dicom(path, fix_monochrome=False)
+        return gloria_uint8(raw, dicom_info(path).photometric)
     return source_uint8(image, path)
 
 

@@ -34,7 +34,7 @@ from .imaging import (
     LOCALIZE_FRAME,
     classify_uint8,
     frame_uint8,
-    source_uint8,
+    localize_uint8,
     to_tensor,
 )
 from .model import AFLocConfig, AFLocModel, parse_levels
@@ -147,7 +147,7 @@ class AFLocMethod(Method):
                               f"them", stacklevel=3)
 
     def _images(self, samples: list[Sample], frame) -> torch.Tensor:
-        read = classify_uint8 if frame == CLASSIFY_FRAME else source_uint8
+        read = classify_uint8 if frame == CLASSIFY_FRAME else localize_uint8
         pixels = [read(s.image, s.meta.get("path")) for s in samples]
         return to_tensor([frame_uint8(p, frame) for p in pixels]).to(self.device)
 

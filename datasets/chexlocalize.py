@@ -16,9 +16,12 @@ cxr_id = the last three path parts joined by '_' without extension
 walking `CheXpert/<split>/` (AFLoc's loader does the same). Every image gets ten findings, one
 per task in the JSON's naming ("Airspace Opacity"; the CSV's "Lung Opacity" is its alias);
 `positive` = the mask is non-empty; images absent from the JSON get ten negatives (all-zero
-masks), as AFLoc does. `masks="annotations"` rasterises the polygons with CheXlocalize's rule
-instead of decoding the RLE file. The human benchmark is exposed through `hb_masks(cxr_id)`
-and `hb_points(cxr_id)` for a `human` method.
+masks), as AFLoc does. Classification labels are AFLoc's too, `mask.sum() > 0` per task
+(`labels="masks"`); `labels="csv"` reads CheXpert's radiologist labels from `{split}_labels.csv`
+(1 -> 1, 0 -> 0; uncertain and blank left out; a CXR it lacks falls back to its masks).
+`masks="annotations"` rasterises the polygons with CheXlocalize's rule instead of decoding the
+RLE file. The human benchmark is exposed
+through `hb_masks(cxr_id)` and `hb_points(cxr_id)` for a `human` method.
 """
 
 from __future__ import annotations
@@ -101,12 +104,15 @@ class CheXlocalize(FileDataset, Dataset):
                        "test": {"images": 668}}
 
     def __init__(self, root=None, split=None, on_error="raise", masks: str = "segmentations",
-                 **options: Any):
+                 labels: str = "masks", **options: Any):
         super().__init__(root, split, on_error, **options)
         self.require_root()
         if masks not in ("segmentations", "annotations"):
             raise DataError(f"masks must be 'segmentations' or 'annotations', got {masks!r}")
         self.mask_source = masks
+        if labels not in ("masks", "csv"):
+            raise DataError(f"labels must be 'masks' or 'csv', got {labels!r}")
+        self.label_source = labels
         self.image_dir = self.root / "CheXpert" / self.split
         self.gt_dir = self.root / "CheXlocalize"
         name = "gt_segmentations" if masks == "segmentations" else "gt_annotations"
@@ -118,11 +124,13 @@ class CheXlocalize(FileDataset, Dataset):
                             if p.suffix.lower() in IMAGE_SUFFIXES)
         self.ids = [cxr_id_of(p) for p in self.paths]
         self.labels_csv = self.root / "CheXpert" / f"{self.split}_labels.csv"
-        self.csv_labels = self._read_labels() if self.labels_csv.is_file() else {}
+        if labels == "csv" and not self.labels_csv.is_file():
+            raise DataError("labels=csv needs the CheXpert labels file", self.labels_csv)
+        self.csv_labels = self._read_labels() if labels == "csv" else {}
         self.human = HumanBenchmark(self.gt_dir)
 
     def config(self) -> dict[str, Any]:
-        return {"masks": self.mask_source}
+        return {"masks": self.mask_source, "labels": self.label_source}
 
     # -- parsing --------------------------------------------------------------------------
     def _validate(self, data: dict) -> dict:
@@ -243,8 +251,8 @@ class CheXlocalize(FileDataset, Dataset):
             positive = m is not None and bool(m.any())
             findings.append(Finding(task, f"{cxr_id}:{task}", mask=m if positive else zeros,
                                     positive=positive))
-        labels = self.csv_labels.get(cxr_id)
-        if labels is None:
+        labels = self.csv_labels.get(cxr_id) if self.label_source == "csv" else None
+        if labels is None:  # AFLoc's rule (also for a CXR the CSV does not list)
             labels = {f.pathology: int(f.positive) for f in findings}
         return Sample(id=cxr_id, image=image, findings=findings, labels=dict(labels),
                       meta={"split": self.split, "path": str(path), "hw": hw,
@@ -279,8 +287,9 @@ class CheXlocalize(FileDataset, Dataset):
         if absent:
             report.missing.append(f"{len(absent)} CXRs in {self.gt_path.name} have no image "
                                   f"under {self.image_dir} (e.g. {absent[0]})")
-        if not self.labels_csv.is_file():
-            report.notes.append(f"no {self.labels_csv.name}: labels come from the masks")
+        report.notes.append("classification labels: " + (
+            f"CheXpert's {self.labels_csv.name}" if self.label_source == "csv"
+            else "mask.sum() > 0 per task (AFLoc)"))
         if self.split == "test" and not self.human.available():
             report.notes.append("no hb_segmentations_test.json: the human benchmark is "
                                 "unavailable")

@@ -74,10 +74,16 @@ def test_samples_masks_and_negatives(chx_root):
     np.testing.assert_array_equal(next(f for f in s2.findings if f.positive).mask, edema)
     assert len(s3.findings) == 10 and not any(f.positive for f in s3.findings)
     assert s3.findings[0].mask.shape == (24, 24) and not s3.meta["in_gt"]
-    # CSV labels with the alias; blank left out; absent CXR labelled from its (empty) masks
-    assert s1.labels == {"Airspace Opacity": 1, "Edema": 0, "Cardiomegaly": 0}
-    assert s2.labels == {"Airspace Opacity": 0, "Edema": 1}
+    # AFLoc's labels: mask.sum() > 0 per task
+    assert s1.labels == {t: int(t == "Airspace Opacity") for t in TASKS}
+    assert s2.labels == {t: int(t == "Edema") for t in TASKS}
     assert s3.labels == {t: 0 for t in TASKS}
+    # labels=csv: CheXpert's, with the alias; blank left out; a CXR absent from the CSV is
+    # labelled from its (empty) masks
+    c1, c2, c3 = (CheXlocalize(chx_root, split="test", labels="csv").load(i) for i in range(3))
+    assert c1.labels == {"Airspace Opacity": 1, "Edema": 0, "Cardiomegaly": 0}
+    assert c2.labels == {"Airspace Opacity": 0, "Edema": 1}
+    assert c3.labels == {t: 0 for t in TASKS}
     assert d.prompt(s1.findings[3]) == "Findings suggesting Airspace Opacity."
     rep = d.check()
     assert rep.usable and rep.counts["test"]["positives"] == 2

@@ -150,7 +150,7 @@ def test_det10_polygons_from_chestx_det(det_root):
     ({"file_name": "3.png", "syms": ["Flu"], "boxes": [[1, 1, 5, 5]]}, "unknown pathology 'Flu'"),
     ({"file_name": "3.png", "syms": ["Mass"], "boxes": []}, "malformed entry (1 syms, 0 boxes)"),
     ({"file_name": "3.png", "syms": ["Mass"], "boxes": [[5, 5, 5, 9]]}, "zero-area box"),
-    ({"file_name": "3.png", "syms": ["Mass"], "boxes": [[5, 5, 1030, 9]]}, "box outside"),
+    ({"file_name": "3.png", "syms": ["Mass"], "boxes": [[1025, 5, 1030, 9]]}, "box outside"),
     ({"file_name": "1.png", "syms": [], "boxes": []}, "duplicate file_name 1.png"),
     ({"syms": [], "boxes": []}, "malformed entry (missing 'file_name')"),
 ])

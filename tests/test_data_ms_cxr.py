@@ -107,7 +107,7 @@ def test_bad_entries(ms_root, change, message, where):
     if change == "zero":
         anns[0] = anns[0][:6] + (0.0, 4.0)
     elif change == "outside":
-        anns[0] = anns[0][:4] + (28.0, 3.0, 5.0, 4.0)
+        anns[0] = anns[0][:4] + (60.0, 3.0, 5.0, 4.0)
     elif change == "dup_img":
         extra = ({"id": 1, "path": P1, "width": 32, "height": 40},)
     elif change == "text":
@@ -145,3 +145,17 @@ def test_one_sample_per_phrase(ms_root, tmp_path):
     s = d.load(1)
     assert [f.phrase for f in s.findings] == ["Enlarged heart"]
     np.testing.assert_array_equal(s.findings[0].mask, _expected_d1()[1])
+
+
+def test_a_box_over_the_edge_is_clipped_not_refused():
+    """The official loaders fill boxes by array slicing, which clips an overhang."""
+    from bench.imaging.masks import box_problem, boxes_to_mask
+
+    assert box_problem((28.0, 3.0, 5.5, 4.0), (40, 32)) is None  # 1.5 px past the right edge
+    assert box_problem((-0.5, 3.0, 5.0, 4.0), (40, 32)) is None
+    assert box_problem((32.0, 3.0, 5.0, 4.0), (40, 32)).startswith("box outside the image")
+    assert box_problem((-5.0, 3.0, 5.0, 4.0), (40, 32)).startswith("box outside the image")
+    m = boxes_to_mask([(28.0, 3.0, 5.5, 4.0)], (40, 32))
+    want = np.zeros((40, 32), np.uint8)
+    want[3:7, 28:32] = 1
+    np.testing.assert_array_equal(m, want)

@@ -82,7 +82,7 @@ def test_cross_check_torchxrayvision(rsna_root, tmp_path):
     ("bad,1,2,3", "malformed row (4 fields"),
     ("bad,a,2,3,4,1", "non-numeric box"),
     ("bad,10,10,0,5,1", "zero-area box"),
-    ("bad,1000,10,50,5,1", "box outside the image"),
+    ("bad,1030,10,50,5,1", "box outside the image"),
     ("bad,,,,,2", "Target must be 0 or 1"),
     ("bad,5,5,5,5,0", "negative row (Target 0) with box coordinates"),
     ("ok,1,1,5,5,1", "duplicate row for patientId ok"),

@@ -31,7 +31,10 @@ def xyxy_to_xywh(box: Sequence[float]) -> tuple[float, float, float, float]:
 
 
 def box_problem(box_xywh: Sequence[float], hw: tuple[int, int] | None) -> str | None:
-    """'zero-area box', 'box outside the image', 'non-numeric box' or None (box is usable)."""
+    """'zero-area box', 'box outside the image', 'non-numeric box' or None (box is usable).
+
+    A box that overhangs an edge is usable: the official loaders fill it by array slicing,
+    which clips it to the image. Only a box that misses the image entirely is refused."""
     try:
         x, y, w, h = (float(v) for v in box_xywh)
     except (TypeError, ValueError):
@@ -42,7 +45,7 @@ def box_problem(box_xywh: Sequence[float], hw: tuple[int, int] | None) -> str | 
         return f"zero-area box x={x:g} y={y:g} w={w:g} h={h:g}"
     if hw is not None:
         H, W = hw
-        if x < 0 or y < 0 or x + w > W or y + h > H:
+        if x >= W or y >= H or x + w <= 0 or y + h <= 0:
             return f"box outside the image x={x:g} y={y:g} w={w:g} h={h:g} (image {W}x{H})"
     return None
 

@@ -155,8 +155,11 @@ def test_box_problems():
     assert box_problem((0, 0, 1024, 1024), (1024, 1024)) is None
     assert "zero-area" in box_problem((5, 5, 0, 3), (10, 10))
     assert "zero-area" in box_problem((5, 5, 0.5, 3), (10, 10))
-    assert "outside" in box_problem((8, 5, 3, 3), (10, 10))
-    assert "outside" in box_problem((-1, 5, 3, 3), (10, 10))
+    # an overhang is clipped (official slicing); a box off the image is refused
+    assert box_problem((8, 5, 3, 3), (10, 10)) is None
+    assert box_problem((-1, 5, 3, 3), (10, 10)) is None
+    assert "outside" in box_problem((10, 5, 3, 3), (10, 10))
+    assert "outside" in box_problem((-3, 5, 3, 3), (10, 10))
     assert "non-numeric" in box_problem(("a", 5, 3, 3), (10, 10))
     assert "non-numeric" in box_problem((float("nan"), 5, 3, 3), (10, 10))
 

@@ -318,11 +318,7 @@ class AflocProtocol(Protocol):
         if self.opt_th and metric == "iou":
             th = (decided or {}).get("opt_th") or self.tune_opt_th(
                 tuning_rows if tuning_rows is not None else rows)
-            missing = sorted(set(cats) - set(th))
-            if missing:
-                raise UsageError(f"afloc opt_th: no tuned thresholds for {missing}")
-            vals = self.opt_th_ious(rows, {c: th[c]["mask"] for c in cats},
-                                    {c: th[c]["confidence"] for c in cats}, self.rule)
+            vals = self.tuned_ious(rows, cats, th)
         else:
             vals = self.per_row_values(rows)[name][k or "avg"]
         table = _category_table(vals, pd.Index(cats).get_indexer(rows["pathology"].astype(str)),
@@ -348,6 +344,15 @@ class AflocProtocol(Protocol):
                 inter[gated] = 0
                 pred[gated] = 0
         return iou_from_counts(inter, pred + gt - inter, pred, gt, rule)
+
+    def tuned_ious(self, rows: pd.DataFrame, cats: list[str],
+                   th: dict[str, dict[str, float]]) -> np.ndarray:
+        """`test_use_opt_th`'s per-row IoU at tuned (mask, confidence) thresholds per category."""
+        missing = sorted(set(cats) - set(th))
+        if missing:
+            raise UsageError(f"afloc opt_th: no tuned thresholds for {missing}")
+        return self.opt_th_ious(rows, {c: th[c]["mask"] for c in cats},
+                                {c: th[c]["confidence"] for c in cats}, self.rule)
 
     def tune_opt_th(self, rows: pd.DataFrame) -> dict[str, dict[str, float]]:
         """`get_opt_th`: per category, (a) the mask threshold on the [0, 1] map with the best
@@ -381,12 +386,8 @@ class AflocProtocol(Protocol):
         require_columns(tune, need, "afloc (opt_th) tuning")
         th = self.tune_opt_th(tune)
         rows, cats = self.ordered(rows)
-        missing = sorted(set(cats) - set(th))
-        if missing:
-            raise UsageError(f"afloc opt_th: no tuned thresholds for {missing}")
         n = len(rows)
-        ious = self.opt_th_ious(rows, {c: th[c]["mask"] for c in cats},
-                                {c: th[c]["confidence"] for c in cats}, self.rule)
+        ious = self.tuned_ious(rows, cats, th)
         path = rows["pathology"].astype(str).to_numpy()
         code = pd.Index(cats).get_indexer(path)
         groups = [np.flatnonzero(code == j) for j in range(len(cats))]

@@ -11,8 +11,8 @@ Layout::
 Boxes are top-left/bottom-right pixels on the 1024 x 1024 PNGs; Finding.boxes holds them as
 x, y, w, h (w = x2 - x1). One Finding per class present in an image (its boxes unioned, or
 its polygons filled with CheXlocalize's rasteriser; a class with boxes but no polygon keeps its
-boxes). Neither AFLoc nor GLoRIA has code for
-this dataset, so the category prompt is the default "Findings suggesting {class}.".
+boxes). Neither AFLoc nor GLoRIA has code for this dataset, so the category prompt is the
+default "Findings suggesting {class}.".
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ masks), as AFLoc does. Classification labels are AFLoc's too, `mask.sum() > 0` p
 (`labels="masks"`); `labels="csv"` reads CheXpert's radiologist labels from `{split}_labels.csv`
 (1 -> 1, 0 -> 0; uncertain and blank left out; a CXR it lacks falls back to its masks).
 `masks="annotations"` rasterises the polygons with CheXlocalize's rule instead of decoding the
-RLE file. The human benchmark is exposed
-through `hb_masks(cxr_id)` and `hb_points(cxr_id)` for a `human` method.
+RLE file. The human benchmark is exposed through `hb_masks(cxr_id)` and `hb_points(cxr_id)`
+for a `human` method.
 """
 
 from __future__ import annotations

@@ -104,7 +104,25 @@ def read_dicom(path: str | Path, *, voi_lut: bool = False, fix_monochrome: bool 
 
     `to_uint8` rescales by BitsStored instead: round(x * 255 / (2**BitsStored - 1)), the
     full-scale mapping torchxrayvision's `read_xray_dcm` uses (identity for 8-bit files)."""
-    p = Path(path)
+    arr, photometric, bits = _stored_pixels(Path(path), voi_lut)
+    maxval = (1 << bits) - 1
+    if fix_monochrome and photometric == "MONOCHROME1":
+        arr = maxval - arr
+    if to_uint8 and bits != 8:
+        return np.rint(arr * (255.0 / maxval)).astype(np.uint8)
+    return arr.astype(np.uint8 if bits <= 8 else np.uint16)
+
+
+def read_dicom_gloria(path: str | Path) -> np.ndarray:
+    """A DICOM file as GLoRIA's / AFLoc's `read_from_dicom` maps it, in one read: the stored
+    values (as `read_dicom(fix_monochrome=False)`) through `gloria_uint8` with the file's
+    photometric interpretation."""
+    arr, photometric, bits = _stored_pixels(Path(path), voi_lut=False)
+    return gloria_uint8(arr.astype(np.uint8 if bits <= 8 else np.uint16), photometric)
+
+
+def _stored_pixels(p: Path, voi_lut: bool) -> tuple[np.ndarray, str, int]:
+    """(int64 stored values masked to BitsStored, photometric interpretation, BitsStored)."""
     ds = _dcmread(p, stop_before_pixels=False)
     uid, name = _transfer_syntax(ds)
     if "PixelData" not in ds:
@@ -127,11 +145,7 @@ def read_dicom(path: str | Path, *, voi_lut: bool = False, fix_monochrome: bool 
         arr = np.clip(np.rint(apply_voi_lut(arr, ds)), 0, maxval).astype(np.int64)
     else:  # stored bits only (signed storage keeps its two's-complement bits, as stored)
         arr = np.asarray(arr).astype(np.int64) & maxval
-    if fix_monochrome and photometric == "MONOCHROME1":
-        arr = maxval - arr
-    if to_uint8 and bits != 8:
-        return np.rint(arr * (255.0 / maxval)).astype(np.uint8)
-    return arr.astype(np.uint8 if bits <= 8 else np.uint16)
+    return arr, photometric, bits
 
 
 # -- PNG / JPG -------------------------------------------------------------------------------

@@ -30,14 +30,7 @@ import numpy as np
 import torch
 
 from bench.imaging.geometry import Frame, to_frame
-from bench.imaging.io import (
-    DICOM_SUFFIXES,
-    RASTER_SUFFIXES,
-    dicom_info,
-    gloria_uint8,
-    minmax_uint8,
-    read_dicom,
-)
+from bench.imaging.io import DICOM_SUFFIXES, RASTER_SUFFIXES, minmax_uint8, read_dicom_gloria
 
 LOCALIZE_FRAME = Frame("letterbox", 224)
 CLASSIFY_FRAME = Frame("short_side_crop", 224)
@@ -86,10 +79,10 @@ def classify_uint8(image: np.ndarray, path: str | None) -> np.ndarray:
 
 def localize_uint8(image: np.ndarray, path: str | None) -> np.ndarray:
     """The uint8 pixels localization starts from (module docstring): a DICOM re-read from its
-    stored values with the ``read_from_dicom`` mapping, any other file as ``source_uint8``."""
+    stored values with the ``read_from_dicom`` mapping (``read_dicom_gloria``, one read), any
+    other file as ``source_uint8``."""
     if path is not None and Path(path).suffix.lower() in DICOM_SUFFIXES:
-        raw = read_dicom(path, fix_monochrome=False)
-        return gloria_uint8(raw, dicom_info(path).photometric)
+        return read_dicom_gloria(path)
     return source_uint8(image, path)
 
 

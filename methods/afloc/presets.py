@@ -13,6 +13,12 @@ one-hot assigned to a random word or sentence and the gradient through that soft
 zero. Whether the maps then learned to localize in 10 CPU minutes came down to the seed (2 of 4);
 at 0.1x the spread starts near 1.7 and the assignment is learned. The ``paper`` preset keeps the
 official init: its encoders are pretrained, so the initial assignment is not random.
+The tiny BERT also trains without dropout (BERT's default is 0.1 on hidden states and attention
+probabilities; the ``paper`` preset keeps its checkpoint's). Ten epochs of 3,000 synthetic
+reports underfit (validation loss tracks training loss), so dropout only added noise to the
+from-scratch text side, whose report embedding the official heatmap dots with the image: with
+it, 2 of 5 seeds' maps beat the ``center`` prior on synthetic MS-CXR in 10 CPU minutes
+(README, learning check).
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ PRESETS = ("paper", "tiny")
 
 TINY_BERT = {"vocab_size": 0, "hidden_size": 64, "num_hidden_layers": 4,
              "num_attention_heads": 2, "intermediate_size": 128,
-             "max_position_embeddings": 128, "type_vocab_size": 2}
+             "max_position_embeddings": 128, "type_vocab_size": 2,
+             "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 # BERT-base with Bio_ClinicalBERT's vocabulary size, for random-weight benchmarks
 BERT_BASE = {"vocab_size": 28996, "hidden_size": 768, "num_hidden_layers": 12,
              "num_attention_heads": 12, "intermediate_size": 3072,

@@ -54,8 +54,8 @@ class TrainRequest:
     channels_last: bool = True  # NHWC image backbone (a layout, the same function; faster)
 
 
-# paper: the official 5 epochs; tiny: 10 epochs of the small synthetic world, about 10 minutes on
-# 2 CPU cores (how well it then localizes varies with the seed; see benchmarks/learning_check.py)
+# paper: the official 5 epochs; tiny: 10 epochs of the small synthetic world, 6 to 8 minutes on
+# 2 CPU cores (benchmarks/learning_check.py scores the result against the baselines)
 PRESET_EPOCHS = {"paper": 5, "tiny": 10}
 # batches of precise BN after each epoch (bench.train.batchnorm): off in the official recipe;
 # on for tiny, whose BatchNorm averages lag its fast-moving weights (512 images, ~3 s per epoch)

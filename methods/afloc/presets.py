@@ -15,10 +15,10 @@ at 0.1x the spread starts near 1.7 and the assignment is learned. The ``paper`` 
 official init: its encoders are pretrained, so the initial assignment is not random.
 The tiny BERT also trains without dropout (BERT's default is 0.1 on hidden states and attention
 probabilities; the ``paper`` preset keeps its checkpoint's). Ten epochs of 3,000 synthetic
-reports underfit (validation loss tracks training loss), so dropout only added noise to the
-from-scratch text side, whose report embedding the official heatmap dots with the image. With
-it, 2 of 5 seeds' maps beat the ``center`` prior on the full-size synthetic MS-CXR after 10 CPU
-minutes; without it, 4 of 5 (README, learning check).
+reports underfit (validation loss tracks training loss), so the model needs no regularisation,
+and dropout's noise fell on the from-scratch text side, whose report embedding the official
+heatmap dots with the image. With it, 2 of 5 seeds' maps beat the ``center`` prior on the
+full-size synthetic MS-CXR after 10 CPU minutes; without it, 4 of 5 (README, learning check).
 """
 
 from __future__ import annotations

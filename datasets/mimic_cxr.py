@@ -72,7 +72,7 @@ def find_ms_cxr_file() -> Path:
     """MS-CXR's annotation file in its configured data folder (`bench.data_paths`), to hold
     its studies out of pretraining; a UsageError that says how to choose otherwise."""
     from bench.data_paths import resolve_root
-    from bench.datasets.ms_cxr import CSV_NAMES, JSON_NAMES
+    from bench.datasets.ms_cxr import CSV_NAMES, JSON_NAMES, annotation_file
     from bench.errors import UsageError
 
     how = ("MS-CXR's images are MIMIC-CXR images and must be held out of AFLoc pretraining: "
@@ -82,9 +82,9 @@ def find_ms_cxr_file() -> Path:
         root = resolve_root("ms-cxr")
     except (UsageError, DataError) as exc:
         raise UsageError(f"{how} (no MS-CXR folder found: {exc})") from exc
-    for name in JSON_NAMES + CSV_NAMES:
-        if (root / name).is_file():
-            return root / name
+    found = annotation_file(root)
+    if found is not None:
+        return found
     raise UsageError(f"{how} (none of {', '.join(JSON_NAMES + CSV_NAMES)} in {root})")
 
 

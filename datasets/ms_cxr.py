@@ -45,6 +45,11 @@ JSON_NAMES = ("MS_CXR_Local_Alignment_v1.0.0.json", "MS_CXR_Local_Alignment_v1.1
 CSV_NAMES = ("MS_CXR_Local_Alignment_v1.0.0.csv", "MS_CXR_Local_Alignment_v1.1.0.csv")
 
 
+def annotation_file(root: Path) -> Path | None:
+    """MS-CXR's annotation file in `root` (the first of JSON_NAMES, then CSV_NAMES), or None."""
+    return next((root / n for n in JSON_NAMES + CSV_NAMES if (root / n).is_file()), None)
+
+
 @dataclass
 class Phrase:
     category: str
@@ -76,8 +81,7 @@ class MsCXR(FileDataset, Dataset):
         super().__init__(root, split, on_error, **options)
         self.require_root()
         self.image_root = Path(image_root) if image_root else self.root
-        self.source = next((self.root / n for n in JSON_NAMES + CSV_NAMES
-                            if (self.root / n).is_file()), None)
+        self.source = annotation_file(self.root)
         if self.source is None:
             raise DataError(f"missing file (or {', '.join(JSON_NAMES[1:] + CSV_NAMES)})",
                             self.root / JSON_NAMES[0])

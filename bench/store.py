@@ -23,10 +23,12 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported where rows are read (atomic writers stay light)
+    import pandas as pd
 
 RUN_JSON = "run.json"
 SUMMARY_JSON = "summary.json"
@@ -49,19 +51,28 @@ def publish(tmp: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+@contextmanager
+def atomic_write(path: str | Path) -> Iterator[str]:
+    """A temp file beside `path` for a writer to fill; it becomes `path` (0644) when the block
+    ends normally and is removed when it raises, so `path` is never half written."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = temp_beside(path)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -70,16 +81,8 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_beside(path)
-    os.close(fd)
-    try:
+    with atomic_write(path) as tmp:
         df.to_parquet(tmp, index=False)
-        publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _json_default(o: Any) -> Any:
@@ -128,6 +131,8 @@ class RunDir:
         return sorted(int(p.stem.split("-")[1]) for p in self.rows_dir.glob("part-*.parquet"))
 
     def read_rows(self) -> pd.DataFrame:
+        import pandas as pd
+
         parts = [pd.read_parquet(self.chunk_path(i)) for i in self.chunk_indices()]
         if not parts:
             return pd.DataFrame()

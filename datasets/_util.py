@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import DataError
-from bench.imaging.io import read_image
+from bench.imaging.io import read_image, read_image_meta
 
 COMPRESSED = ("", ".gz", ".zip")
 
@@ -173,15 +173,20 @@ class FileDataset:
                             if len(names) > 1 else "missing file", self.root / names[0])
         return p
 
-    def decode(self, path: Path):
-        """The image, or None when it is unreadable and the user asked to skip."""
+    def decode(self, path: Path, meta: dict | None = None):
+        """The image, or None when it is unreadable and the user asked to skip. With `meta`
+        (the sample's meta dict), what methods need to know of the file's pixels is added to
+        it (a DICOM's photometric interpretation and bit depth: `read_image_meta`)."""
         try:
-            return read_image(path)
+            image, pixel_meta = read_image_meta(path)
         except DataError as exc:
             if self.on_error == "skip":
                 self.skipped[_reason(str(exc))] += 1
                 return None
             raise
+        if meta is not None:
+            meta.update(pixel_meta)
+        return image
 
     def new_report(self):
         from bench.datasets.base import CheckReport

@@ -129,7 +129,8 @@ class ChestXDet10(FileDataset, Dataset):
     def load(self, index: int) -> Sample | None:
         rec = self.images[index]
         path = self.image_path(rec["file_name"])
-        image = self.decode(path)
+        pixel_meta: dict = {}  # a DICOM's photometry, for the methods' readers
+        image = self.decode(path, pixel_meta)
         if image is None:
             return None
         hw = tuple(image.shape[:2])
@@ -152,7 +153,7 @@ class ChestXDet10(FileDataset, Dataset):
         present = {f.pathology for f in findings}
         return Sample(id=Path(rec["file_name"]).stem, image=image, findings=findings,
                       labels={c: int(c in present) for c in CLASSES},
-                      meta={"split": self.split, "path": str(path), "hw": hw,
+                      meta={**pixel_meta, "split": self.split, "path": str(path), "hw": hw,
                             "file_name": rec["file_name"]})
 
     def check(self) -> CheckReport:

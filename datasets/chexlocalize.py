@@ -232,7 +232,8 @@ class CheXlocalize(FileDataset, Dataset):
 
     def load(self, index: int) -> Sample | None:
         path, cxr_id = self.paths[index], self.ids[index]
-        image = self.decode(path)
+        pixel_meta: dict = {}  # a DICOM's photometry, for the methods' readers
+        image = self.decode(path, pixel_meta)
         if image is None:
             return None
         hw = tuple(image.shape[:2])
@@ -255,7 +256,7 @@ class CheXlocalize(FileDataset, Dataset):
         if labels is None:  # AFLoc's rule (also for a CXR the CSV does not list)
             labels = {f.pathology: int(f.positive) for f in findings}
         return Sample(id=cxr_id, image=image, findings=findings, labels=dict(labels),
-                      meta={"split": self.split, "path": str(path), "hw": hw,
+                      meta={**pixel_meta, "split": self.split, "path": str(path), "hw": hw,
                             "cxr_id": cxr_id, "in_gt": cxr_id in self.gt})
 
     def check(self) -> CheckReport:

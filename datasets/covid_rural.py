@@ -152,7 +152,8 @@ class CovidRural(FileDataset, Dataset):
 
     def load(self, index: int) -> Sample | None:
         jpg, kind, payload = self.index[index]
-        image = self.decode(jpg)
+        pixel_meta: dict = {}  # a DICOM's photometry, for the methods' readers
+        image = self.decode(jpg, pixel_meta)
         if image is None:
             return None
         hw = tuple(image.shape[:2])
@@ -176,7 +177,7 @@ class CovidRural(FileDataset, Dataset):
             mask = polygons_to_mask(polys, hw)
         finding = Finding(PATHOLOGY, f"{jpg.stem}:covid-19", mask=mask, meta=meta)
         return Sample(id=jpg.stem, image=image, findings=[finding], labels={PATHOLOGY: 1},
-                      meta={"split": self.split, "path": str(jpg), "hw": hw,
+                      meta={**pixel_meta, "split": self.split, "path": str(jpg), "hw": hw,
                             "mask_source": kind})
 
     def check(self) -> CheckReport:

@@ -252,7 +252,8 @@ class MimicCXR(FileDataset, Dataset):
     def load(self, index: int) -> Sample | None:
         rec = self.records[index]
         path = self.image_path(rec)
-        image = self.decode(path)
+        pixel_meta: dict = {}  # a DICOM's photometry, for the methods' readers
+        image = self.decode(path, pixel_meta)
         if image is None:
             return None
         secs = self.sections(rec) or {}
@@ -262,7 +263,7 @@ class MimicCXR(FileDataset, Dataset):
                              secs.get("last_paragraph")) if secs else None
         return Sample(
             id=rec["dicom_id"], image=image, labels=labels, report=report or None,
-            meta={"dicom_id": rec["dicom_id"], "subject_id": rec["subject_id"],
+            meta={**pixel_meta, "dicom_id": rec["dicom_id"], "subject_id": rec["subject_id"],
                   "study_id": rec["study_id"], "view": rec["view"], "split": rec["split"],
                   "path": str(path), "findings": secs.get("findings"),
                   "impression": secs.get("impression"), "chexpert": raw,

@@ -214,7 +214,8 @@ class MsCXR(FileDataset, Dataset):
         k, only = self.items[index]
         img = self.index[k]
         path = self.image_path(img)
-        image = self.decode(path)
+        pixel_meta: dict = {}  # a DICOM's photometry, for the methods' readers
+        image = self.decode(path, pixel_meta)
         if image is None:
             return None
         if tuple(image.shape[:2]) != img.hw:
@@ -231,7 +232,7 @@ class MsCXR(FileDataset, Dataset):
         sid = img.dicom_id if only is None else findings[0].query_id
         return Sample(id=sid, image=image, findings=findings,
                       labels={ph.category: 1 for ph in img.phrases.values()},
-                      meta={"split": self.split, "path": str(path), "hw": img.hw,
+                      meta={**pixel_meta, "split": self.split, "path": str(path), "hw": img.hw,
                             "dicom_id": img.dicom_id})
 
     def check(self) -> CheckReport:

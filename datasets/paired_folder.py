@@ -120,7 +120,8 @@ class PairedFolder(FileDataset, Dataset):
     def load(self, index: int) -> Sample | None:
         rec = self.records[index]
         path = self.root / rec["image"]
-        image = self.decode(path)
+        pixel_meta: dict = {}  # a DICOM's photometry, for the methods' readers
+        image = self.decode(path, pixel_meta)
         if image is None:
             return None
         hw = tuple(image.shape[:2])
@@ -146,7 +147,7 @@ class PairedFolder(FileDataset, Dataset):
                                     positive=bool(mask.any())))
         return Sample(id=stem, image=image, findings=findings,
                       labels=dict(self.labels.get(rec["image"], {})), report=rec["report"],
-                      meta={"split": rec["split"], "path": str(path), "hw": hw,
+                      meta={**pixel_meta, "split": rec["split"], "path": str(path), "hw": hw,
                             "image": rec["image"]})
 
     def check(self) -> CheckReport:

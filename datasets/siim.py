@@ -218,7 +218,8 @@ class SIIM(FileDataset, Dataset):
                 self.skipped["missing file"] += 1
                 return None
             raise DataError(f"missing file (no {image_id}.dcm anywhere under the tree)", missing)
-        image = self.decode(path)
+        pixel_meta: dict = {}  # a DICOM's photometry, for the methods' readers
+        image = self.decode(path, pixel_meta)
         if image is None:
             return None
         findings = []
@@ -231,8 +232,8 @@ class SIIM(FileDataset, Dataset):
         label = int(rec.positive) if self.list_labels is None else self.list_labels[index]
         return Sample(id=image_id, image=image, findings=findings,
                       labels={PATHOLOGY: label},
-                      meta={"split": self.split, "path": str(path), "hw": image.shape[:2],
-                            "n_instances": sum(r != "-1" for r in rec.rles)})
+                      meta={**pixel_meta, "split": self.split, "path": str(path),
+                            "hw": image.shape[:2], "n_instances": sum(r != "-1" for r in rec.rles)})
 
     def check(self) -> CheckReport:
         report = self.new_report()

@@ -47,12 +47,22 @@ class DicomInfo:
 
 def read_image(path: str | Path, *, voi_lut: bool = False) -> np.ndarray:
     """Decode any supported image file to a 2-D array in its original frame."""
+    return read_image_meta(path, voi_lut=voi_lut)[0]
+
+
+def read_image_meta(path: str | Path, *, voi_lut: bool = False) -> tuple[np.ndarray, dict]:
+    """`read_image` and what a method needs to know of the file's pixels beside them, for a
+    Sample's `meta`: for a DICOM, `{"dicom": {"photometric": ..., "bits_stored": ...}}`, from
+    which `stored_values` recovers the file's values exactly (the official DICOM readers start
+    from those), so no method has to read the file again."""
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix in DICOM_SUFFIXES:
-        return read_dicom(p, voi_lut=voi_lut)
+        arr, photometric, bits = _stored_pixels(p, voi_lut)
+        return (_decoded(arr, photometric, bits),
+                {"dicom": {"photometric": photometric, "bits_stored": bits}})
     if suffix in RASTER_SUFFIXES:
-        return read_raster(p)
+        return read_raster(p), {}
     raise DataError(f"unsupported image type '{suffix}' (expected .dcm, .png, .jpg)", p)
 
 
@@ -111,6 +121,24 @@ def read_dicom(path: str | Path, *, voi_lut: bool = False, fix_monochrome: bool 
     if to_uint8 and bits != 8:
         return np.rint(arr * (255.0 / maxval)).astype(np.uint8)
     return arr.astype(np.uint8 if bits <= 8 else np.uint16)
+
+
+def _decoded(arr: np.ndarray, photometric: str, bits: int) -> np.ndarray:
+    """`read_dicom`'s default output from the stored values (MONOCHROME1 inverted)."""
+    if photometric == "MONOCHROME1":
+        arr = ((1 << bits) - 1) - arr
+    return arr.astype(np.uint8 if bits <= 8 else np.uint16)
+
+
+def stored_values(image: np.ndarray, dicom: dict) -> np.ndarray:
+    """The file's stored values (masked to BitsStored, as `read_dicom(fix_monochrome=False)`
+    gives them) from `read_image`'s output and the `dicom` entry of `read_image_meta`: the
+    MONOCHROME1 inversion `max - x` undone."""
+    bits = int(dicom["bits_stored"])
+    dtype = np.uint8 if bits <= 8 else np.uint16
+    if dicom["photometric"] == "MONOCHROME1":
+        return (((1 << bits) - 1) - np.asarray(image).astype(np.int64)).astype(dtype)
+    return np.asarray(image).astype(dtype, copy=False)
 
 
 def read_dicom_gloria(path: str | Path) -> np.ndarray:

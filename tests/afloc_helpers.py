@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bench.methods._shared.encoders import build_wordpiece
 from bench.methods.afloc import presets
 from bench.methods.afloc.model import AFLocModel
 from bench.methods.afloc.text import TextProcessor, full_caption
@@ -50,7 +51,7 @@ def tiny_model(levels=("word", "sentence", "report"), text_mode="faithful", word
     """The tiny preset, run at a 112 internal size to keep the tests fast on 2 CPU cores."""
     import torch
 
-    tok = presets.build_wordpiece(REPORTS * 3, 200)
+    tok = build_wordpiece(REPORTS * 3, 200)
     cfg = presets.preset_config("tiny", tuple(levels), text_mode)
     cfg.bert["vocab_size"] = tok.vocab_size
     cfg.word_num = word_num
@@ -60,10 +61,11 @@ def tiny_model(levels=("word", "sentence", "report"), text_mode="faithful", word
 
 
 def tiny_batch(tok, n=4, text_mode="faithful", word_num=32):
-    from bench.methods.afloc.imaging import TRAIN_FRAMES, frame_uint8, to_tensor
+    from bench.imaging.recipes import to_tensor
+    from bench.methods.afloc.imaging import TRAIN_PREFRAMES
     from bench.methods.afloc.text import clean_report
 
     samples = [synthetic_sample(i) for i in range(n)]
-    frames = [frame_uint8(s.image, TRAIN_FRAMES["corrected"]) for s in samples]
+    frames = [TRAIN_PREFRAMES["corrected"].pixels(s) for s in samples]
     caps = [full_caption(clean_report(s.report, text_mode)) for s in samples]
     return to_tensor(frames), TextProcessor(tok, text_mode, word_num).encode(caps)

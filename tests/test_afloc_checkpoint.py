@@ -10,8 +10,9 @@ import torch
 from afloc_helpers import synthetic_sample, tiny_model
 
 from bench.errors import CheckpointError
+from bench.methods._shared import checkpoints as shared_ck
+from bench.methods._shared.encoders import build_wordpiece, tokenizer_to_json
 from bench.methods.afloc import checkpoint as ck
-from bench.methods.afloc import presets
 from bench.methods.afloc.method import AFLocMethod
 from bench.methods.afloc.model import AFLocConfig, AFLocModel
 from bench.types import Query
@@ -28,7 +29,7 @@ def _maps(method, n=2):
 def test_round_trip_gives_identical_heatmaps(tmp_path):
     model, tok = tiny_model(text_mode="corrected")
     path = tmp_path / "m.safetensors"
-    ck.save_weights(path, model.state_dict(), model.cfg.to_json(), presets.tokenizer_to_json(tok))
+    ck.save_weights(path, model.state_dict(), model.cfg.to_json(), tokenizer_to_json(tok))
     loaded = AFLocMethod(checkpoint=str(path))
     assert loaded.config()["text_mode"] == "corrected"
     assert loaded.config()["random_init"] is False
@@ -61,7 +62,7 @@ def _official_ckpt(tmp_path, model: AFLocModel, extra_key=False, hp=None):
 def _official_model():
     bert = {"vocab_size": 0, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 1,
             "intermediate_size": 96, "max_position_embeddings": 128, "type_vocab_size": 2}
-    tok = presets.build_wordpiece(["findings suggesting pneumonia", "large right pneumothorax"],
+    tok = build_wordpiece(["findings suggesting pneumonia", "large right pneumothorax"],
                                   100)
     bert["vocab_size"] = tok.vocab_size
     cfg = AFLocConfig(arch="resnet18", imagenet_weights=False, bert=bert, text_encoder="x",
@@ -135,7 +136,7 @@ def test_mismatch_names_keys_and_shapes(tmp_path):
     sd["img_encoder.local_embedder.weight"] = torch.zeros(64, 3, 1, 1)
     sd["img_encoder.extra.weight"] = torch.zeros(1)
     with pytest.raises(CheckpointError) as err:
-        ck.load_into(model, sd, "x.ckpt")
+        shared_ck.load_into(model, sd, "x.ckpt")
     msg = str(err.value)
     assert "1 missing: img_encoder.global_embedder.bias" in msg
     assert "1 unexpected: img_encoder.extra.weight" in msg
@@ -154,7 +155,7 @@ def test_not_strict_loads_what_matches_warns_and_still_refuses_shapes(tmp_path):
     before = target.state_dict()["img_encoder.global_embedder.bias"].clone()
     with pytest.warns(UserWarning, match="strict=false; 1 missing: img_encoder.global_embedder"
                                          ".bias; 1 unexpected: img_encoder.extra.weight"):
-        diff = ck.load_into(target, sd, "x.ckpt", strict=False)
+        diff = shared_ck.load_into(target, sd, "x.ckpt", strict=False)
     assert diff["missing"] == ["img_encoder.global_embedder.bias"]
     got = target.state_dict()
     assert torch.equal(got["img_encoder.global_embedder.bias"], before)  # kept its init
@@ -162,7 +163,7 @@ def test_not_strict_loads_what_matches_warns_and_still_refuses_shapes(tmp_path):
                        sd["img_encoder.local_embedder.weight"])
     sd["img_encoder.local_embedder.weight"] = torch.zeros(64, 3, 1, 1)
     with pytest.raises(CheckpointError, match="local_embedder.weight: checkpoint"):
-        ck.load_into(target, sd, "x.ckpt", strict=False)
+        shared_ck.load_into(target, sd, "x.ckpt", strict=False)
 
 
 class _Evil:
@@ -189,6 +190,6 @@ def test_safetensors_without_our_metadata_is_refused(tmp_path):
 
     p = tmp_path / "other.safetensors"
     save_file({"a": torch.zeros(2)}, p)
-    assert ck.is_safetensors(p)
-    with pytest.raises(CheckpointError, match="AFLoc metadata"):
+    assert shared_ck.is_safetensors(p)
+    with pytest.raises(CheckpointError, match="without the harness.s metadata"):
         ck.read_weights(p)

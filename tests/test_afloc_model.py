@@ -8,13 +8,14 @@ import pytest
 import torch
 from afloc_helpers import tiny_batch, tiny_model
 
+from bench.methods._shared.encoders import BERT_BASE
 from bench.methods.afloc import presets
 from bench.methods.afloc.model import LEVELS, AFLocConfig, AFLocModel, parse_levels
 
 
 def test_paper_geometry_layer2_38_layer3_19():
     """ResNet-50 at 224 -> 299: layer2 38x38 (words), layer3 19x19, global D (D=768)."""
-    bert = dict(presets.BERT_BASE, num_hidden_layers=1, vocab_size=50)
+    bert = dict(BERT_BASE, num_hidden_layers=1, vocab_size=50)
     cfg = AFLocConfig(arch="resnet50", imagenet_weights=False, bert=bert)
     m = AFLocModel(cfg).eval()
     with torch.no_grad():

@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.methods.afloc import presets
+from bench.methods._shared.encoders import build_wordpiece
 from bench.methods.afloc import text as T
 
 
@@ -98,7 +98,7 @@ def test_unk_shortens_faithful_span_not_corrected():
 
 
 def test_corrected_separators_excluded_and_decimal_in_sentence():
-    tok = presets.build_wordpiece(["mass measuring 4.5 cm", "no pneumothorax"], 200)
+    tok = build_wordpiece(["mass measuring 4.5 cm", "no pneumothorax"], 200)
     cap = "mass measuring 4.5 cm. no pneumothorax"
     b = T.TextProcessor(tok, "corrected", 24).encode([cap])
     words = b.words[0]
@@ -158,7 +158,7 @@ def _official_aggregate(emb: torch.Tensor, tokens: list[list[str]]):
 def test_aggregation_matches_official_loops():
     corpus = ["heart size is normal", "no pleural effusion or pneumothorax",
               "mild bibasilar atelectasis", "cardiomediastinal silhouette unremarkable"]
-    tok = presets.build_wordpiece(corpus, 120)  # small vocab: many ## pieces
+    tok = build_wordpiece(corpus, 120)  # small vocab: many ## pieces
     caps = ["heart size is normal. no pleural effusion or pneumothorax",
             "mild bibasilar atelectasis", "cardiomediastinal silhouette unremarkable. heart size "
             "is normal. mild bibasilar atelectasis"]
@@ -203,7 +203,7 @@ def test_openi_reports_run_through_both_modes():
         "no acute cardiopulmonary abnormalities"]
     sents = {m: [T.clean_report(r, m) for _, r in reports] for m in T.TEXT_MODES}
     corpus = [" ".join(s) for s in sents["corrected"] if s]
-    tok = presets.build_wordpiece(corpus, 3000)
+    tok = build_wordpiece(corpus, 3000)
     rng = np.random.default_rng(0)
     shortened = 0
     for mode in T.TEXT_MODES:

@@ -19,9 +19,16 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
 
-from . import losses as L
+from bench.methods._shared import contrastive as L
+from bench.methods._shared.encoders import (
+    SMALL_WIDTHS,
+    build_cnn,
+    feature_taps,
+    stage_channels,
+    sum_last_layers,
+)
+
 from .text import TextBatch, aggregate
 
 LEVELS = ("word", "sentence", "report")
@@ -32,7 +39,7 @@ class AFLocConfig:
     """Everything that defines an AFLoc model (stored as JSON in every checkpoint)."""
 
     arch: str = "resnet50"  # "resnet50" | "resnet18" | "small"
-    small_widths: tuple[int, ...] = (16, 32, 64, 128)  # arch "small": channels of layer1..4
+    small_widths: tuple[int, ...] = SMALL_WIDTHS  # arch "small": channels of layer1..4
     imagenet_weights: bool = True  # load torchvision ImageNet weights from the local cache
     input_size: int = 299
     bert: dict[str, Any] = field(default_factory=dict)  # BertConfig.to_dict()
@@ -74,61 +81,15 @@ def parse_levels(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return tuple(s for s in LEVELS if s in items)
 
 
-def _small_resnet(widths: tuple[int, ...]) -> nn.Module:
-    """A ResNet with one BasicBlock per stage and the given widths (tiny preset, CPU)."""
-    from torchvision.models.resnet import BasicBlock, conv1x1
-
-    class SmallResNet(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            w0 = widths[0]
-            self.conv1 = nn.Conv2d(3, w0, 7, 2, 3, bias=False)
-            self.bn1 = nn.BatchNorm2d(w0)
-            self.relu = nn.ReLU(inplace=True)
-            self.maxpool = nn.MaxPool2d(3, 2, 1)
-            inplanes = w0
-            for k, w in enumerate(widths):
-                stride = 1 if k == 0 else 2
-                down = None
-                if stride != 1 or inplanes != w:
-                    down = nn.Sequential(conv1x1(inplanes, w, stride), nn.BatchNorm2d(w))
-                setattr(self, f"layer{k + 1}", nn.Sequential(BasicBlock(inplanes, w, stride,
-                                                                        down)))
-                inplanes = w
-            self.fc = nn.Identity()
-
-    return SmallResNet()
-
-
 def build_backbone(cfg: AFLocConfig) -> tuple[nn.Module, int, int, int, str]:
     """(backbone, layer2 channels, layer3 channels, layer4 channels, weights note)."""
-    if cfg.arch == "small":
-        w = cfg.small_widths
-        return _small_resnet(w), w[1], w[2], w[3], "random init (small ResNet)"
-    if cfg.arch not in ("resnet50", "resnet18"):
+    if cfg.arch not in ("resnet50", "resnet18", "small"):
         raise ValueError(f"unknown image backbone {cfg.arch!r}")
-    net = getattr(torchvision.models, cfg.arch)(weights=None)
-    note = "random init"
-    if cfg.imagenet_weights:
-        note = _load_imagenet(net, cfg.arch)
+    net, note = build_cnn(cfg.arch, cfg.imagenet_weights and cfg.arch != "small",
+                          cfg.small_widths)
     net.fc = nn.Identity()
-    c2, c3, c4 = (512, 1024, 2048) if cfg.arch == "resnet50" else (128, 256, 512)
+    _, c2, c3, c4 = stage_channels(cfg.arch, cfg.small_widths)
     return net, c2, c3, c4, note
-
-
-def _load_imagenet(net: nn.Module, arch: str) -> str:
-    """ImageNet weights from the local torch hub cache only (never downloads)."""
-    from pathlib import Path
-
-    enum = {"resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
-            "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1}[arch]
-    fname = Path(enum.url).name
-    path = Path(torch.hub.get_dir()) / "checkpoints" / fname
-    if not path.is_file():
-        return f"random init (ImageNet weights {fname} not in {path.parent})"
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    net.load_state_dict(state)
-    return f"ImageNet {fname}"
 
 
 class ImageEncoder(nn.Module):
@@ -167,14 +128,15 @@ class ImageEncoder(nn.Module):
                               align_corners=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
-        l2 = m.layer2(m.layer1(x))
-        l3 = m.layer3(l2)
-        out = {"local": self.local_embedder(l3)}
+        taps = feature_taps(m, x, ("layer2", "layer3"))
+        # this order (embedders, then layer4) is kept on purpose: layer3's output feeds three
+        # ops, and backward sums their gradients in the reverse order of the forward pass, so
+        # another order rounds differently and trains (slightly) another model
+        out = {"local": self.local_embedder(taps["layer3"])}
         if need_words and hasattr(self, "local2_embedder"):
-            out["local2"] = self.local2_embedder(l2)
+            out["local2"] = self.local2_embedder(taps["layer2"])
         if need_global:
-            g = self.pool(m.layer4(l3)).flatten(1)
+            g = self.pool(m.layer4(taps["layer3"])).flatten(1)
             out["global"] = self.global_embedder(g)
         return out
 
@@ -202,7 +164,7 @@ class TextEncoder(nn.Module):
         out = self.model(input_ids=batch.input_ids[:, :n],
                          attention_mask=batch.attention_mask[:, :n],
                          token_type_ids=batch.token_type_ids[:, :n], output_hidden_states=True)
-        hidden = torch.stack(out.hidden_states[-self.last_n_layers:], 0).sum(0)
+        hidden = sum_last_layers(out.hidden_states, self.last_n_layers)
         if n < t:
             hidden = F.pad(hidden, (0, 0, 0, t - n))
         return aggregate(hidden, batch)

@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.methods._shared.encoders import sum_into_words, word_layout
+
 TEXT_MODES = ("faithful", "corrected")
 WORD_NUM = 97  # data.text.word_num
 MAX_WORD_NUM = 5  # data.text.captions_per_image, misused as a word-count cutoff (== test)
@@ -174,33 +176,6 @@ class TextBatch:
         return TextBatch(**t, words=[self.words[i] for i in idx_t.tolist()])
 
 
-def word_layout(tokens: list[str]) -> tuple[list[int], list[str], list[int]]:
-    """Official ``aggregate_tokens``: "##" pieces join the preceding word; [SEP] is its own unit
-    and ends the walk. Returns (word slot per token, word labels, first token of each word)."""
-    index = [-1] * len(tokens)
-    labels: list[str] = []
-    first: list[int] = []
-    bank: list[str] = []
-    for t, tok in enumerate(tokens):
-        if tok == "[SEP]":
-            if bank:
-                labels.append("".join(bank))
-            index[t] = len(labels)
-            labels.append("[SEP]")
-            first.append(t)
-            break
-        if tok.startswith("##") and bank:
-            bank.append(tok[2:])
-            index[t] = len(labels)
-            continue
-        if bank:
-            labels.append("".join(bank))
-        bank = [tok[2:] if tok.startswith("##") else tok]
-        index[t] = len(labels)
-        first.append(t)
-    return index, labels, first
-
-
 def _faithful_sentences(labels: list[str], n_slots: int) -> tuple[list[int], int]:
     """Official ``aggregate_tokens_sent_as_units`` on word labels: the unit before [SEP] is
     relabelled "*", [SEP] becomes ".", sentences are the spans between "." units."""
@@ -323,11 +298,7 @@ def aggregate(hidden: torch.Tensor, batch: TextBatch) -> dict[str, torch.Tensor]
     Returns tensors laid out [B, D, T] for words/sentences (the official layout) and [B, D].
     """
     b, t, d = hidden.shape
-    w_idx = batch.word_index.clamp(min=-1)
-    w_idx = torch.where(w_idx < 0, torch.full_like(w_idx, t), w_idx)
-    words = hidden.new_zeros(b, t + 1, d)
-    words.scatter_add_(1, w_idx.unsqueeze(-1).expand(b, t, d), hidden)
-    words = words[:, :t]
+    words = sum_into_words(hidden, batch.word_index)
     s_idx = torch.where(batch.sent_index < 0, torch.full_like(batch.sent_index, t),
                         batch.sent_index)
     sents = hidden.new_zeros(b, t + 1, d)

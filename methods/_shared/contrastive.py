@@ -1,4 +1,4 @@
-"""AFLoc's contrastive losses (GLoRIA lineage), batched over all (text, image) pairs.
+"""The GLoRIA lineage's contrastive losses (GLoRIA, AFLoc), batched over all text-image pairs.
 
 Local loss (official ``losses.local_loss``): for text t and image i, attention
 ``softmax_regions(tau1 * softmax_words(R_i^T W_t))``, context c_q = sum_n a_qn R_n, cosine
@@ -25,7 +25,9 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-EPS = 1e-8
+from . import local_block
+from .local_block import EPS
+
 FILL = 0.75  # a chunk's shortest caption fills at least this much of its width
 
 
@@ -86,8 +88,6 @@ def use_local(impl: str = "einsum", compiled: bool = False, **compile_kwargs) ->
     if impl not in LOCAL_IMPLS:
         raise ValueError(f"unknown local loss implementation {impl!r} (known: "
                          f"{', '.join(LOCAL_IMPLS)})")
-    from . import local_block
-
     local_block.use_compiled(compiled and impl == "gemm", **compile_kwargs)
     if impl == "gemm":
         _BLOCK = local_block.similarity_block

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.methods.afloc import losses as L
+from bench.methods._shared import contrastive as L
 
 
 def _inputs(seed=0, b=5, d=16, t=12, hw=6):

@@ -11,8 +11,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.methods.afloc import local_block as LB
-from bench.methods.afloc import losses as L
+from bench.methods._shared import contrastive as L
+from bench.methods._shared import local_block as LB
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """The local similarity of one chunk of texts against every image, with a hand-written backward
-(``losses.use_local("gemm")``; the default ``"einsum"`` is autograd over einsums).
+(``contrastive.use_local("gemm")``; the default ``"einsum"`` is autograd over einsums).
 
 Why: at paper size the local losses pass over B_t x B_i x Q x N tensors of about 1.1G elements,
 so what costs is how many times they are written and read, not the arithmetic around them.
@@ -14,7 +14,7 @@ the natural output of one GEMM, and every product reads it in place:
 Saved for backward: S and E in the GEMMs' dtype (bfloat16 under autocast) and the contexts;
 the softmax is recomputed from S in float32. Each element-wise step is a plain function so
 ``use_compiled`` can turn it into one fused kernel. The values and gradients equal autograd
-over the official formula to float64 rounding (tests/test_afloc_local_block.py).
+over the official formula to float64 rounding (tests/test_local_block.py).
 benchmarks/train_step.py times it; its GPU speed has not been measured yet. On a 2-core CPU,
 eager (as ``bench train`` runs there), the einsum form is faster; compiled, this one is (tiny
 preset, uniform lengths).
@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from .losses import EPS
+EPS = 1e-8  # the official clamp on the product of norms, (|w| |c|).clamp(min=1e-8)
 
 
 def _acc(x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,284 @@
+"""Encoders the adapters share: CNN backbones with feature taps and offline ImageNet weights, and
+Hugging Face text encoders and tokenizers loaded offline, with the two text operations the
+GLoRIA lineage (GLoRIA, AFLoc) builds on: sums over the last hidden layers and subword-to-word
+aggregation.
+
+Nothing here downloads. ImageNet weights come from the local torchvision hub cache
+(``$TORCH_HOME/hub/checkpoints``) when present, else the network stays randomly initialised and
+the returned note says so; text encoders come from a local folder or the offline Hugging Face
+cache, else a `CheckpointError` says how to provide them. Only torch, torchvision and
+transformers are imported (``benchmarks/train_step.py`` runs on machines with nothing else).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from bench.errors import CheckpointError
+
+# -- images ------------------------------------------------------------------------------------
+
+CNN_ARCHS = ("resnet18", "resnet50", "resnet152", "wide_resnet50_2", "densenet121", "small")
+# channels of layer1..layer4 (ResNet family) / of the final features (DenseNet)
+STAGE_CHANNELS: dict[str, tuple[int, ...]] = {
+    "resnet18": (64, 128, 256, 512), "resnet50": (256, 512, 1024, 2048),
+    "resnet152": (256, 512, 1024, 2048), "wide_resnet50_2": (256, 512, 1024, 2048),
+    "densenet121": (1024,),
+}
+SMALL_WIDTHS = (16, 32, 64, 128)
+
+
+def small_resnet(widths: tuple[int, ...] = SMALL_WIDTHS) -> nn.Module:
+    """A ResNet with one BasicBlock per stage and the given widths (the tiny CPU presets)."""
+    from torchvision.models.resnet import BasicBlock, conv1x1
+
+    class SmallResNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            w0 = widths[0]
+            self.conv1 = nn.Conv2d(3, w0, 7, 2, 3, bias=False)
+            self.bn1 = nn.BatchNorm2d(w0)
+            self.relu = nn.ReLU(inplace=True)
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
+            inplanes = w0
+            for k, w in enumerate(widths):
+                stride = 1 if k == 0 else 2
+                down = None
+                if stride != 1 or inplanes != w:
+                    down = nn.Sequential(conv1x1(inplanes, w, stride), nn.BatchNorm2d(w))
+                setattr(self, f"layer{k + 1}", nn.Sequential(BasicBlock(inplanes, w, stride,
+                                                                        down)))
+                inplanes = w
+            self.fc = nn.Identity()
+
+    return SmallResNet()
+
+
+def build_cnn(arch: str, imagenet: bool = True,
+              small_widths: tuple[int, ...] = SMALL_WIDTHS) -> tuple[nn.Module, str]:
+    """(torchvision network, weights note); ImageNet weights from the local cache only."""
+    if arch == "small":
+        return small_resnet(tuple(small_widths)), "random init (small ResNet)"
+    if arch not in CNN_ARCHS:
+        raise ValueError(f"unknown image backbone {arch!r} (known: {', '.join(CNN_ARCHS)})")
+    import torchvision
+
+    net = getattr(torchvision.models, arch)(weights=None)
+    return net, (load_imagenet(net, arch) if imagenet else "random init")
+
+
+def stage_channels(arch: str, small_widths: tuple[int, ...] = SMALL_WIDTHS) -> tuple[int, ...]:
+    return tuple(small_widths) if arch == "small" else STAGE_CHANNELS[arch]
+
+
+def imagenet_file(arch: str) -> Path:
+    """Where torchvision keeps the ImageNet weights of `arch` once downloaded."""
+    import torchvision
+
+    enum = torchvision.models.get_model_weights(arch).IMAGENET1K_V1
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
+
+
+def load_imagenet(net: nn.Module, arch: str) -> str:
+    """ImageNet weights from the local torch hub cache only (never downloads)."""
+    path = imagenet_file(arch)
+    if not path.is_file():
+        return f"random init (ImageNet weights {path.name} not in {path.parent})"
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if arch.startswith("densenet"):  # torchvision's own fix for the old key names
+        state = _densenet_keys(state)
+    net.load_state_dict(state)
+    return f"ImageNet {path.name}"
+
+
+def _densenet_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """'norm.1' -> 'norm1' as torchvision's ``_load_state_dict`` renames the release's keys."""
+    import re
+
+    pattern = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|"
+                         r"running_mean|running_var))$")
+    out = {}
+    for k, v in state.items():
+        m = pattern.match(k)
+        out[m.group(1) + m.group(2) if m else k] = v
+    return out
+
+
+def feature_taps(net: nn.Module, x: torch.Tensor, taps: Collection[str]) -> dict[str, torch.Tensor]:
+    """The outputs of the named children of `net` (of ``net.features`` for a DenseNet), run in
+    order up to the deepest one asked for: ResNets' ``layer1..layer4`` after the stem, a
+    DenseNet's ``denseblock1..4`` / ``norm5``. Later stages are never computed."""
+    body = net.features if isinstance(getattr(net, "features", None), nn.Sequential) else net
+    want = set(taps)
+    out: dict[str, torch.Tensor] = {}
+    for name, module in body.named_children():
+        if not want - set(out):
+            break
+        x = module(x)
+        if name in want:
+            out[name] = x
+    missing = want - set(out)
+    if missing:
+        raise ValueError(f"no child named {', '.join(sorted(missing))} in {type(net).__name__}")
+    return out
+
+
+# -- text --------------------------------------------------------------------------------------
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+TINY_BERT = {"vocab_size": 0, "hidden_size": 64, "num_hidden_layers": 4,
+             "num_attention_heads": 2, "intermediate_size": 128,
+             "max_position_embeddings": 128, "type_vocab_size": 2,
+             "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+# BERT-base with Bio_ClinicalBERT's vocabulary size, for random-weight benchmarks
+BERT_BASE = {"vocab_size": 28996, "hidden_size": 768, "num_hidden_layers": 12,
+             "num_attention_heads": 12, "intermediate_size": 3072,
+             "max_position_embeddings": 512, "type_vocab_size": 2}
+
+
+def build_wordpiece(texts: Iterable[str], vocab_size: int = 2000) -> Any:
+    """A lower-casing BERT WordPiece tokenizer for `texts` (returns BertTokenizerFast).
+
+    The vocabulary is chosen deterministically (the ``tokenizers`` trainer breaks frequency
+    ties differently from run to run): the special tokens, every character and its "##"
+    continuation, then whole words by descending count (ties alphabetical) up to
+    `vocab_size`; rarer words fall back to WordPiece character pieces.
+    """
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    norm = normalizers.BertNormalizer(lowercase=True)
+    pre = pre_tokenizers.BertPreTokenizer()
+    counts: Counter[str] = Counter()
+    for t in texts:
+        counts.update(w for w, _ in pre.pre_tokenize_str(norm.normalize_str(t)))
+    # "." always: it separates the sentences of every training caption (". " joins)
+    chars = sorted({c for w in counts for c in w} | {"."})
+    vocab: dict[str, int] = {}
+    for tok in SPECIAL_TOKENS + chars + ["##" + c for c in chars]:
+        vocab.setdefault(tok, len(vocab))
+    for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(vocab) >= vocab_size:
+            break
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = norm
+    tok.pre_tokenizer = pre
+    tok.decoder = decoders.WordPiece()
+    cls_id, sep_id = vocab["[CLS]"], vocab["[SEP]"]
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+    return tokenizer_from_json(tok.to_str())
+
+
+def tokenizer_from_json(text: str) -> Any:
+    from tokenizers import Tokenizer
+    from transformers import BertTokenizerFast
+
+    return BertTokenizerFast(tokenizer_object=Tokenizer.from_str(text), unk_token="[UNK]",
+                             sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]",
+                             mask_token="[MASK]")
+
+
+def tokenizer_to_json(tokenizer: Any) -> str:
+    return tokenizer.backend_tokenizer.to_str()
+
+
+def load_pretrained_text(source: str) -> tuple[Any, Any]:
+    """(base model, tokenizer) from a local folder or the offline Hugging Face cache; never
+    remote code."""
+    from transformers import AutoModel, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        model = AutoModel.from_pretrained(source, local_files_only=True,
+                                          trust_remote_code=False)
+    except Exception as exc:
+        raise CheckpointError(
+            f"text encoder {source!r} is not available offline: pass --text-encoder with a "
+            f"local folder holding its config.json, weights and vocab, or put it in the "
+            f"Hugging Face cache ({type(exc).__name__})") from exc
+    if getattr(model, "pooler", None) is None and hasattr(model, "base_model"):
+        model = model.base_model
+    return model, tok
+
+
+def load_tokenizer(source: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source, local_files_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"tokenizer {source!r} is not available offline: pass text_encoder=<local folder "
+            f"with vocab.txt/tokenizer.json> ({type(exc).__name__})") from exc
+
+
+def sum_last_layers(hidden_states: tuple[torch.Tensor, ...] | list[torch.Tensor],
+                    n: int) -> torch.Tensor:
+    """The sum of the last `n` hidden states [B, T, D] (GLoRIA's and AFLoc's token states)."""
+    return torch.stack(tuple(hidden_states[-n:]), 0).sum(0)
+
+
+def word_layout(tokens: list[str]) -> tuple[list[int], list[str], list[int]]:
+    """GLoRIA's ``aggregate_tokens``: "##" pieces join the preceding word; [SEP] is its own unit
+    and ends the walk. Returns (word slot per token, -1 after [SEP]; word labels; first token of
+    each word)."""
+    index = [-1] * len(tokens)
+    labels: list[str] = []
+    first: list[int] = []
+    bank: list[str] = []
+    for t, tok in enumerate(tokens):
+        if tok == "[SEP]":
+            if bank:
+                labels.append("".join(bank))
+            index[t] = len(labels)
+            labels.append("[SEP]")
+            first.append(t)
+            break
+        if tok.startswith("##") and bank:
+            bank.append(tok[2:])
+            index[t] = len(labels)
+            continue
+        if bank:
+            labels.append("".join(bank))
+        bank = [tok[2:] if tok.startswith("##") else tok]
+        index[t] = len(labels)
+        first.append(t)
+    return index, labels, first
+
+
+def sum_into_words(hidden: torch.Tensor, word_index: torch.Tensor) -> torch.Tensor:
+    """Word embeddings [B, T, D]: slot w = the sum of the token states whose `word_index` is w
+    (tokens with -1 go nowhere; slots past the last word stay zero), one scatter-add instead of
+    the official per-caption loop."""
+    b, t, d = hidden.shape
+    idx = torch.where(word_index < 0, torch.full_like(word_index, t), word_index)
+    words = hidden.new_zeros(b, t + 1, d)
+    words.scatter_add_(1, idx.unsqueeze(-1).expand(b, t, d), hidden)
+    return words[:, :t]
+
+
+def source_identity(source: str | None) -> dict[str, Any] | None:
+    """What names a text encoder's weights, for a run's identity: a local folder by its files'
+    content, a Hugging Face id by the commit of its offline snapshot."""
+    if not source:
+        return None
+    from bench.methods.base import fingerprint_path
+
+    if Path(source).exists():
+        return {"source": source, "content": fingerprint_path(source)}
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(source, local_files_only=True)
+        return {"source": source, "snapshot": Path(folder).name}
+    except Exception:
+        return {"source": source, "snapshot": None}  # not available offline: loading fails

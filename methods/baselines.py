@@ -18,7 +18,7 @@ from bench.imaging.geometry import (
     boxes_to_letterbox_mask,
     mask_to_letterbox,
 )
-from bench.methods.base import Method
+from bench.methods.base import Method, Option
 from bench.registry import register_method
 from bench.types import Capabilities, Finding, Query, Sample
 
@@ -34,6 +34,7 @@ class RandomBaseline(Method):
     """Seeded uniform noise maps and a constant 0.5 score: the chance level of every metric."""
 
     capabilities = Capabilities(localize=True, classify=True, free_text=True)
+    query_agnostic = True
     frame = Frame(LETTERBOX, 224)
     description = "uniform noise maps (seeded per sample and query), constant 0.5 scores"
 
@@ -59,12 +60,15 @@ class CenterPrior(Method):
     """A fixed centred Gaussian on the input frame: what a method gets for 'look in the middle'."""
 
     capabilities = Capabilities(localize=True, free_text=True)
+    query_agnostic = True
     frame = Frame(LETTERBOX, 224)
     description = "fixed centred Gaussian prior (sigma = size/4)"
+    option_specs = {"sigma": Option(0.25, "standard deviation as a fraction of the frame",
+                                    float)}
 
-    def __init__(self, *args: Any, sigma: float | str = 0.25, **kwargs: Any):
+    def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.sigma = float(sigma)
+        self.sigma = float(self.option("sigma"))
         n = self.frame.size
         yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
         c = (n - 1) / 2.0
@@ -91,8 +95,8 @@ class GroundTruthOracle(Method):
     frame = Frame(LETTERBOX, 224)
     description = "ground-truth mask as heatmap, labels as scores"
 
-    def bind_protocol(self, protocol_name: str) -> None:
-        self.frame = Frame(ORIGINAL) if protocol_name.startswith("chexlocalize") else Frame()
+    def bind(self, dataset: Any, protocol: str) -> None:
+        self.frame = Frame(ORIGINAL) if protocol.startswith("chexlocalize") else Frame()
 
     def _gt(self, sample: Sample, f: Finding) -> np.ndarray:
         hw = sample.hw

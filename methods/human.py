@@ -30,7 +30,7 @@ class HumanBenchmark(Method):
         super().__init__(*args, **kwargs)
         self._source = None
 
-    def bind_dataset(self, dataset) -> None:
+    def bind(self, dataset, protocol: str) -> None:
         human = getattr(dataset, "human", None)
         if human is None or not hasattr(dataset, "hb_masks"):
             raise UsageError(f"the human benchmark exists only for CheXlocalize, not "
@@ -56,6 +56,8 @@ class HumanBenchmark(Method):
 
     def points(self, samples: list[Sample], queries: list[list[Query]]) -> list[list]:
         """Per query the radiologist's salient point(s) [[x, y], ...]; [] when none was given."""
+        if self._source is None:
+            raise UsageError("the human benchmark needs its CheXlocalize dataset bound first")
         out = []
         for s, qs in zip(samples, queries):
             pts = self._source.hb_points(s.id)

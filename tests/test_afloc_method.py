@@ -91,7 +91,7 @@ def test_localize_caches_queries_and_classify_uses_center_crop(monkeypatch):
     assert sum(calls) == 2
 
     seen = []
-    monkeypatch.setattr("bench.methods.afloc.method.frame_uint8",
+    monkeypatch.setattr("bench.imaging.recipes.to_frame",
                         lambda img, frame: seen.append(frame) or to_frame(img, frame))
     probs = m.classify(samples, ["COVID-19", "No Finding"])
     assert probs.shape == (3, 2) and np.all((probs > 0) & (probs < 1))
@@ -158,7 +158,7 @@ def test_classification_pixels_as_the_official_loaders_read_them(tmp_path, monke
     from PIL import Image
     from torchvision import transforms as T
 
-    from bench.imaging.io import read_image
+    from bench.imaging.io import read_image_meta
     from bench.types import Sample
 
     pixels = np.linspace(10, 200, 300 * 260).reshape(300, 260).astype(np.uint8)
@@ -173,12 +173,13 @@ def test_classification_pixels_as_the_official_loaders_read_them(tmp_path, monke
         cv2.imwrite(str(path), pixels)
         official = np.asarray(Image.open(path))
     ref = np.asarray(T.CenterCrop(224)(T.Resize(224)(Image.fromarray(official).convert("RGB"))))
-    sample = Sample(id="s", image=read_image(path), meta={"path": str(path)})
+    image, meta = read_image_meta(path)
+    sample = Sample(id="s", image=image, meta={"path": str(path), **meta})
     seen = []
-    import bench.methods.afloc.method as afloc_method
+    import bench.imaging.recipes as recipes
 
-    real = afloc_method.frame_uint8
-    monkeypatch.setattr(afloc_method, "frame_uint8",
+    real = recipes.to_frame
+    monkeypatch.setattr(recipes, "to_frame",
                         lambda img, frame: seen.append(real(img, frame)) or seen[-1])
     AFLocMethod().classify([sample], ["Pneumonia"])
     np.testing.assert_array_equal(seen[0], ref[..., 0])
@@ -189,7 +190,7 @@ def test_source_pixels_are_what_cv2_imread_gray_gives(tmp_path):
     """The official code reads every localization and pretraining image with
     cv2.imread(path, 0): a 16-bit PNG keeps its high byte, an 8-bit file is unchanged."""
     from bench.imaging.io import read_image
-    from bench.methods.afloc.imaging import source_uint8
+    from bench.imaging.recipes import source_uint8
 
     rng = np.random.default_rng(0)
     for name, pixels in (("a16.png", rng.integers(0, 65536, (40, 30), dtype=np.uint16)),
@@ -204,14 +205,18 @@ def test_source_pixels_are_what_cv2_imread_gray_gives(tmp_path):
 
 
 @pytest.mark.parametrize("photometric, bits", [("MONOCHROME2", 8), ("MONOCHROME1", 12)])
-def test_localization_pixels_from_dicom_as_read_from_dicom(tmp_path, photometric, bits):
+def test_localization_pixels_from_dicom_as_read_from_dicom(tmp_path, monkeypatch, photometric,
+                                                           bits):
     """Localization reads a DICOM as GLoRIA's / AFLoc's `read_from_dicom`: convertScaleAbs by
-    255 / max, then bitwise_not for MONOCHROME1 (an 8-bit image peaking at 119 is stretched)."""
+    255 / max, then bitwise_not for MONOCHROME1 (an 8-bit image peaking at 119 is stretched),
+    from the decoded sample and the photometry its adapter recorded: the file is not read
+    again."""
     import pydicom
     from data_fixtures import write_dicom
 
-    from bench.imaging.io import read_image
-    from bench.methods.afloc.imaging import localize_uint8
+    import bench.imaging.recipes as recipes
+    from bench.imaging.io import read_image, read_image_meta
+    from bench.types import Sample
 
     top = 119 if bits == 8 else 3000
     dtype = np.uint8 if bits == 8 else np.uint16
@@ -222,12 +227,22 @@ def test_localization_pixels_from_dicom_as_read_from_dicom(tmp_path, photometric
     want = cv2.convertScaleAbs(x, alpha=255.0 / x.max())
     if dcm.PhotometricInterpretation == "MONOCHROME1":
         want = cv2.bitwise_not(want)
-    got = localize_uint8(read_image(path), str(path))
+    image, meta = read_image_meta(path)
+    assert meta == {"dicom": {"photometric": photometric, "bits_stored": bits}}
+    sample = Sample("a", image, meta={"path": str(path), **meta})
+    monkeypatch.setattr(recipes, "read_dicom_gloria", lambda p: pytest.fail("file read again"))
+    got = recipes.READERS["read_from_dicom"](sample)
     np.testing.assert_array_equal(got, want)
     assert got.dtype == np.uint8 and (got.max() == 255 if photometric == "MONOCHROME2"
                                       else got.min() == 0)
+    monkeypatch.undo()
+    # an adapter that did not record the photometry: the file is read once more, with a warning
+    bare = Sample("a", image, meta={"path": str(path)})
+    with pytest.warns(UserWarning, match="did not record the DICOM's photometry"):
+        np.testing.assert_array_equal(recipes.READERS["read_from_dicom"](bare), want)
     # other files are read as cv2.imread(path, 0) reads them
     png = tmp_path / "a.png"
     cv2.imwrite(str(png), pixels if bits == 8 else (pixels >> 4).astype(np.uint8))
-    np.testing.assert_array_equal(localize_uint8(read_image(png), str(png)),
+    png_sample = Sample("b", read_image(png), meta={"path": str(png)})
+    np.testing.assert_array_equal(recipes.READERS["read_from_dicom"](png_sample),
                                   cv2.imread(str(png), 0))

@@ -10,16 +10,41 @@ from bench.cli.format import render_table
 
 
 def _methods() -> list[dict]:
+    """Built-ins from the catalog (no model is imported), plugins from their classes."""
+    from bench.methods.catalog import CATALOG
     from bench.registry import METHODS, Broken
 
     out = []
-    for name, obj in METHODS.entries().items():
+    for info in CATALOG.values():
+        if info.module is None:
+            continue
+        out.append({"name": info.name, "display": info.display, "family": info.family,
+                    "learning": info.learning, "capabilities": list(info.capabilities),
+                    "query_agnostic": info.query_agnostic, "description": info.description,
+                    "paper": _paper_tables(info.name)})
+    for name, obj in METHODS.load_plugins().items():
         if isinstance(obj, Broken):
             out.append({"name": name, "broken": obj.error})
             continue
-        out.append({"name": name, "capabilities": obj.capabilities.as_list(),
-                    "frame": obj.frame.describe(), "description": obj.description})
-    return out
+        out.append({"name": name, "display": name, "family": "plugin",
+                    "learning": obj.learning, "capabilities": obj.capabilities.as_list(),
+                    "query_agnostic": obj.query_agnostic, "description": obj.description,
+                    "paper": []})
+    return sorted(out, key=lambda e: e["name"])
+
+
+def _paper_only() -> list[str]:
+    from bench.methods.catalog import CATALOG
+
+    return [i.name for i in CATALOG.values() if i.module is None]
+
+
+def _paper_tables(name: str) -> list[str]:
+    try:
+        from bench.report.specs import paper_tables
+    except ImportError:
+        return []
+    return paper_tables(name)
 
 
 def _datasets() -> list[dict]:
@@ -58,8 +83,9 @@ def _text(kind: str, entries: list[dict]) -> str:
         if "broken" in e:
             rows.append({"name": e["name"], "status": f"BROKEN: {e['broken']}"})
         elif kind == "methods":
-            rows.append({"name": e["name"], "capabilities": ", ".join(e["capabilities"]),
-                         "frame": e["frame"], "description": e["description"]})
+            caps = e["capabilities"] + (["query-agnostic"] if e["query_agnostic"] else [])
+            rows.append({"name": e["name"], "learning": e["learning"],
+                         "capabilities": ", ".join(caps), "description": e["description"]})
         elif kind == "datasets":
             rows.append({"name": e["name"], "tasks": ", ".join(e["tasks"]),
                          "splits": ", ".join(e["splits"]),
@@ -82,5 +108,8 @@ def list_cmd(kind: str, as_json: bool) -> None:
                "figures": lambda: _report_entries("figures")}[kind]()
     if as_json:
         click.echo(json.dumps(entries, indent=2))
-    else:
-        click.echo(_text(kind, entries))
+        return
+    click.echo(_text(kind, entries))
+    if kind == "methods" and _paper_only():
+        click.echo(f"\nIn the paper, no adapter yet: {', '.join(_paper_only())} (their "
+                   f"published numbers appear in `bench table`).")

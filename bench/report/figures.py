@@ -23,6 +23,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from bench.errors import BenchError  # noqa: E402
+from bench.methods.catalog import CATALOG  # noqa: E402
 from bench.report.build import TableResult, build_table  # noqa: E402
 from bench.report.specs import (  # noqa: E402
     DATASET_LABELS,
@@ -33,13 +34,9 @@ from bench.report.specs import (  # noqa: E402
 )
 from bench.report.store_view import Run, StoreView  # noqa: E402
 
-# Okabe-Ito palette, one fixed colour per method across every figure.
-METHOD_COLORS = {
-    "recontrast": "#999999", "rdpp": "#CC79A7", "convirt": "#F0E442", "gloria": "#56B4E9",
-    "biovil": "#009E73", "chexzero": "#0072B2", "medklip": "#E69F00", "afloc": "#D55E00",
-    "gradcam": "#56B4E9", "gradcampp": "#009E73", "eigencam": "#E69F00", "human": "#FFFFFF",
-    "retfound": "#0072B2",
-}
+# one fixed, colour-blind-safe colour per method across every figure (the method table)
+METHOD_COLORS = {name: info.colour for name, info in CATALOG.items()}
+METHOD_HATCHES = {name: info.hatch for name, info in CATALOG.items() if info.hatch}
 HEAT_CMAP = "Reds"
 SYNTH_COLOR = "#B2182B"
 PAPER_WIDTH_IN = 7.2  # a journal's two-column width
@@ -129,7 +126,7 @@ def _draw_bar_group(ax, x: float, bars: list[Bar], slots: list[str], width: floa
         ax.bar(pos, bar.mean, width=width * 0.92, color=METHOD_COLORS.get(bar.method, "#777777"),
                edgecolor="black", linewidth=0.4, yerr=yerr, capsize=1.5,
                error_kw={"elinewidth": 0.6, "capthick": 0.6},
-               hatch="////" if bar.method == "human" else None,
+               hatch=METHOD_HATCHES.get(bar.method),
                label=METHOD_LABELS.get(bar.method, bar.method))
         if bar.paper is not None:
             ax.plot([pos], [bar.paper], **PAPER_MARKER)
@@ -159,7 +156,7 @@ def _synth_title(label: str, twins: list[str]) -> tuple[str, str]:
 
 def _legend(fig: Figure, methods: list[str], y: float = 1.0, paper: bool = False) -> None:
     handles = [Rectangle((0, 0), 1, 1, facecolor=METHOD_COLORS.get(m, "#777777"),
-                         edgecolor="black", linewidth=0.4, hatch="////" if m == "human" else None)
+                         edgecolor="black", linewidth=0.4, hatch=METHOD_HATCHES.get(m))
                for m in methods]
     labels = [METHOD_LABELS.get(m, m) for m in methods]
     if paper:
@@ -262,7 +259,7 @@ def draw_fig3(view: StoreView) -> Drawn:
         ax.set_title(title.replace("\n", "  "), loc="left", color=color, fontweight="bold")
         handles = [Rectangle((0, 0), 1, 1, facecolor=METHOD_COLORS.get(m, "#777777"),
                              edgecolor="black", linewidth=0.4,
-                             hatch="////" if m == "human" else None) for m in methods]
+                             hatch=METHOD_HATCHES.get(m)) for m in methods]
         labels = [next(r.row.label.rstrip("*") for r in sec.rows if r.row.id == m)
                   for m in methods]
         if any_paper:

@@ -17,25 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 
-# Display names of methods; keys are registry names (`bench list methods`).
-METHOD_LABELS = {
-    "recontrast": "ReContrast",
-    "rdpp": "RD++",
-    "convirt": "ConVIRT",
-    "gloria": "GLoRIA",
-    "biovil": "BioViL",
-    "chexzero": "CheXzero",
-    "medklip": "MedKLIP",
-    "afloc": "AFLoc",
-    "retfound": "RETFound",
-    "random": "Random (baseline)",
-    "center": "Centre prior (baseline)",
-    "oracle": "Oracle (GT)",
-    "gradcam": "Grad-CAM",
-    "gradcampp": "Grad-CAM++",
-    "eigencam": "Eigen-CAM",
-    "human": "Human benchmark",
-}
+from bench.methods.catalog import CATALOG
+
+# Display names of methods (registry names -> names), from the one method table.
+METHOD_LABELS = {name: info.display for name, info in CATALOG.items()}
 
 # Display names of datasets (registry names). The fundus set is a `paired-folder` dataset.
 DATASET_LABELS = {
@@ -364,3 +349,14 @@ FIGURE_LIST = (
 )
 
 FIGURES: dict[str, FigureSpec] = {f.name: f for f in FIGURE_LIST}
+
+
+def paper_tables(method: str) -> list[str]:
+    """The paper's tables (their `source`) with a row or column for `method`."""
+    out = []
+    for t in TABLE_LIST:
+        names = {r.sel.method for r in t.rows} | {c.sel.method for c in t.columns} | {
+            t.base.method}
+        if method in names:
+            out.append(t.source)
+    return out

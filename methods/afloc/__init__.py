@@ -1,7 +1,6 @@
-"""AFLoc: model, text pipeline, losses, checkpoints, presets and the ``afloc`` method.
+"""AFLoc: model, text pipeline, presets, checkpoints, training task and the ``afloc`` method.
 
-Importing the package registers the method; the model/loss/text modules themselves need only
-torch, torchvision, numpy and transformers (``benchmarks/train_step.py`` relies on that).
+The method registers from ``bench.methods.afloc.method`` (named in ``bench.methods.catalog``);
+importing this package imports nothing, so the model modules load with torch, torchvision,
+numpy and transformers alone (``benchmarks/train_step.py`` relies on that).
 """
-
-from . import method  # noqa: F401  (registers "afloc")

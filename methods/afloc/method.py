@@ -15,31 +15,31 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from bench.errors import CheckpointError, UsageError
+from bench.methods._shared import checkpoints as shared_ck
+from bench.methods._shared.encoders import (
+    build_wordpiece,
+    load_tokenizer,
+    source_identity,
+    tokenizer_from_json,
+)
+from bench.methods._shared.vision_language import VisionLanguageMethod, softmax_pair
+from bench.methods.base import Option, parse_bool
 from bench.registry import register_method
-from bench.types import Capabilities, Query, Sample
+from bench.types import Capabilities
 
-from ..base import Method
 from . import checkpoint as ck
 from . import presets
-from .imaging import (
-    CLASSIFY_FRAME,
-    LOCALIZE_FRAME,
-    classify_uint8,
-    frame_uint8,
-    localize_uint8,
-    to_tensor,
-)
+from .imaging import CLASSIFY, LOCALIZE
 from .model import AFLocConfig, AFLocModel, parse_levels
 from .prompts import cxr_prompts, prompt_data
-from .text import TextProcessor, clean_query
+from .text import TEXT_MODES, TextProcessor, clean_query
 
 SIGMA = 1.5
 # the text vector a heatmap dots layer3 with: "report" is the official one
@@ -57,10 +57,10 @@ def load_afloc(checkpoint: str | Path | None, preset: str = "tiny", text_mode: s
                                     text_mode or "faithful")
         if preset == "tiny":
             corpus = [p for c in prompt_data()["dictionary"] for p in cxr_prompts(c)[0]]
-            tok = presets.build_wordpiece(corpus, vocab_size=1000)
+            tok = build_wordpiece(corpus, vocab_size=1000)
             info["tokenizer"] = "WordPiece built from the CXR prompt dictionary"
         else:
-            tok = presets.load_tokenizer(text_encoder or cfg.text_encoder)
+            tok = load_tokenizer(text_encoder or cfg.text_encoder)
         cfg.bert["vocab_size"] = int(tok.vocab_size if preset == "tiny" else
                                      cfg.bert["vocab_size"])
         torch.manual_seed(0)
@@ -69,128 +69,105 @@ def load_afloc(checkpoint: str | Path | None, preset: str = "tiny", text_mode: s
                     notice=f"no checkpoint: {preset} preset with RANDOM weights")
         return model, tok, info
     path = Path(checkpoint)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    if ck.is_safetensors(path):
+    if shared_ck.file_format(path) == "safetensors":
         state, cfg_json, tok_json = ck.read_weights(path)
         cfg = AFLocConfig.from_json(cfg_json)
-        tok = (presets.tokenizer_from_json(tok_json) if tok_json else
-               presets.load_tokenizer(text_encoder or cfg.text_encoder))
+        tok = (tokenizer_from_json(tok_json) if tok_json else
+               load_tokenizer(text_encoder or cfg.text_encoder))
         info["format"] = "afloc-bench safetensors"
     else:
         state, hp = ck.read_official(path)
         cfg = AFLocConfig.from_json(ck.config_from_official(hp, state))
-        tok = presets.load_tokenizer(text_encoder or cfg.text_encoder or
-                                     presets.DEFAULT_TEXT_ENCODER)
+        tok = load_tokenizer(text_encoder or cfg.text_encoder or presets.DEFAULT_TEXT_ENCODER)
         info["format"] = "official Lightning (afloc. prefix)"
     if text_mode:
         cfg.text_mode = text_mode
     model = AFLocModel(cfg)
-    diff = ck.load_into(model, state, str(path), strict=strict)
+    diff = shared_ck.load_into(model, state, str(path), strict=strict)
     info.update(random_init=False, key_diff={k: len(v) for k, v in diff.items()})
     return model, tok, info
 
 
+def _levels(raw: Any) -> tuple[str, ...]:
+    return parse_levels(raw if isinstance(raw, (str, list, tuple)) else str(raw))
+
+
 @register_method("afloc")
-class AFLocMethod(Method):
+class AFLocMethod(VisionLanguageMethod):
     """AFLoc (multi-level vision-language alignment); heatmaps from layer3 x report embedding."""
 
     capabilities = Capabilities(localize=True, classify=True, free_text=True, trainable=True)
-    frame = LOCALIZE_FRAME
+    frame = LOCALIZE.frame
+    recipes = {"localize": LOCALIZE, "classify": CLASSIFY}
     description = "AFLoc: annotation-free localization (word/sentence/report alignment)"
+    model_attributes = ("model", "tokenizer", "text")
+    class_text_kind = "report"
+    option_specs: ClassVar[dict[str, Option]] = {
+        **VisionLanguageMethod.option_specs,
+        "preset": Option("tiny", "model of the random initialisation (no checkpoint)",
+                         choices=presets.PRESETS),
+        "levels": Option(None, "alignment levels of the random initialisation", _levels),
+        "text_mode": Option(None, "faithful (official text quirks) or corrected; default: the "
+                            "checkpoint's", choices=TEXT_MODES),
+        "text_encoder": Option(None, "tokenizer / BERT folder or Hugging Face id (official "
+                               "checkpoints and the paper preset)"),
+        "strict": Option(True, "refuse a checkpoint whose keys differ from the model's",
+                         parse_bool),
+        "query": Option("report", "text vector the map dots layer3 with (report: official)",
+                        choices=QUERY_VECTORS),
+    }
 
     def __init__(self, checkpoint: str | None = None, device: str = "cpu", seed: int = 0,
                  **options: Any):
         super().__init__(checkpoint, device, seed, **options)
         torch.manual_seed(seed)
         self.model, self.tokenizer, self.info = load_afloc(
-            checkpoint, preset=options.get("preset", "tiny"),
-            text_mode=options.get("text_mode"), levels=options.get("levels"),
-            text_encoder=options.get("text_encoder"),
-            strict=str(options.get("strict", "true")).lower() not in ("0", "false", "no"))
+            checkpoint, preset=self.option("preset"), text_mode=self.option("text_mode"),
+            levels=self.option("levels"), text_encoder=self.option("text_encoder"),
+            strict=self.option("strict"))
         self.model.to(device).eval()
         self.text = TextProcessor(self.tokenizer, self.model.cfg.text_mode,
                                   self.model.cfg.word_num)
-        self.batch_size = int(options.get("batch_size", 32))
-        self.query = str(options.get("query", "report"))
-        if self.query not in QUERY_VECTORS:
-            raise UsageError(f"afloc: query={self.query!r} is not one of "
-                             f"{', '.join(QUERY_VECTORS)} (report is the official map)")
-        self._query_cache: dict[tuple[str, str], torch.Tensor] = {}
-        self._class_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.query = self.option("query")
+        self.map_text_kind = self.query
 
-    # -- embeddings -------------------------------------------------------------------------
-    @torch.no_grad()
-    def query_embeddings(self, texts: list[str], kind: str = "report") -> torch.Tensor:
-        """Report embeddings [Q, D] of query texts (`kind`: see `query_vectors`), each
-        distinct text encoded once."""
-        todo = sorted({t for t in texts if (kind, t) not in self._query_cache})
-        for a in range(0, len(todo), self.batch_size):
-            chunk = todo[a:a + self.batch_size]
-            batch = self.text.encode_queries(chunk).to(self.device)
-            rep = query_vectors(self.model.text_encoder(batch), batch.word_index,
-                                kind).float().cpu()
-            for t, e in zip(chunk, rep):
-                self._query_cache[kind, t] = e
-        return (torch.stack([self._query_cache[kind, t] for t in texts]) if texts
-                else torch.zeros(0))
+    # -- the image-text hooks -------------------------------------------------------------
+    def encode_images(self, x: torch.Tensor, purposes: frozenset[str]) -> dict[str, torch.Tensor]:
+        out = self.model.img_encoder(x, need_global="classify" in purposes, need_words=False)
+        return {k: v.float().cpu() for k, v in out.items()}
 
-    def _warn_empty(self, texts: list[str]) -> None:
+    def encode_texts(self, texts: list[str], kind: str) -> torch.Tensor:
+        """Report embeddings [Q, D] of query texts (`kind`: see `query_vectors`)."""
+        batch = self.text.encode_queries(texts).to(self.device)
+        return query_vectors(self.model.text_encoder(batch), batch.word_index,
+                             kind).float().cpu()
+
+    def maps(self, features: dict[str, torch.Tensor], i: int,
+             embeddings: torch.Tensor) -> list[np.ndarray]:
+        return [heatmap_from_grid(g.numpy(), self.frame.size)
+                for g in torch.einsum("dhw,qd->qhw", features["local"][i], embeddings)]
+
+    def class_prompts(self, pathology: str) -> tuple[list[str], list[str]]:
+        return cxr_prompts(pathology)
+
+    def zero_shot(self, features: dict[str, torch.Tensor], pos: torch.Tensor,
+                  neg: torch.Tensor) -> np.ndarray:
+        return zero_shot_probs(features["global"], pos, neg)
+
+    def check_queries(self, texts: list[str]) -> None:
         """Faithful cleaning drops one-token sentences (official), so "Pneumothorax" reaches the
         model as [CLS] [SEP]: its map is the same whatever was asked. Say so once per text."""
         for t in dict.fromkeys(texts):  # called before embedding: a cached text was seen
-            if (self.query, t) not in self._query_cache and not clean_query(
+            if (self.query, t) not in self._text_cache and not clean_query(
                     t, self.text.mode).strip():
                 warnings.warn(f"AFLoc query {t!r} is empty after the official text cleaning "
                               f"({self.text.mode} mode drops one-token sentences), so its map "
                               f"does not depend on the words; pass text_mode=corrected to keep "
-                              f"them", stacklevel=3)
+                              f"them", stacklevel=4)
 
-    def _images(self, samples: list[Sample], frame) -> torch.Tensor:
-        read = classify_uint8 if frame == CLASSIFY_FRAME else localize_uint8
-        pixels = [read(s.image, s.meta.get("path")) for s in samples]
-        return to_tensor([frame_uint8(p, frame) for p in pixels]).to(self.device)
-
-    # -- Method API -------------------------------------------------------------------------
-    @torch.no_grad()
-    def localize(self, samples: list[Sample], queries: list[list[Query]]) -> list[list[np.ndarray]]:
-        if len(samples) != len(queries):
-            raise UsageError("localize: one query list per sample")
-        out: list[list[np.ndarray]] = []
-        size = self.frame.size
-        for a in range(0, len(samples), self.batch_size):
-            ss, qs = samples[a:a + self.batch_size], queries[a:a + self.batch_size]
-            local = self.model.img_encoder(self._images(ss, self.frame), need_global=False,
-                                           need_words=False)["local"].float().cpu()
-            for loc, ql in zip(local, qs):
-                if not ql:
-                    out.append([])
-                    continue
-                texts = [q.text for q in ql]
-                self._warn_empty(texts)
-                emb = self.query_embeddings(texts, self.query)
-                out.append([heatmap_from_grid(g.numpy(), size)
-                            for g in torch.einsum("dhw,qd->qhw", loc, emb)])
-        return out
-
-    @torch.no_grad()
-    def classify(self, samples: list[Sample], pathologies: list[str]) -> np.ndarray:
-        pos = torch.stack([self._class_vectors(p)[0] for p in pathologies])
-        neg = torch.stack([self._class_vectors(p)[1] for p in pathologies])
-        probs = []
-        for a in range(0, len(samples), self.batch_size):
-            g = self.model.img_encoder(self._images(samples[a:a + self.batch_size],
-                                                    CLASSIFY_FRAME),
-                                       need_words=False)["global"].float().cpu()
-            probs.append(zero_shot_probs(g, pos, neg))
-        return np.concatenate(probs, 0) if probs else np.zeros((0, len(pathologies)))
-
-    def _class_vectors(self, pathology: str) -> tuple[torch.Tensor, torch.Tensor]:
-        if pathology not in self._class_cache:
-            p, n = cxr_prompts(pathology)
-            self._class_cache[pathology] = (self.query_embeddings(p).mean(0),
-                                            self.query_embeddings(n).mean(0))
-        return self._class_cache[pathology]
+    def query_embeddings(self, texts: list[str], kind: str = "report") -> torch.Tensor:
+        """[Q, D] query vectors of `texts` (cached per distinct text)."""
+        return self.text_embeddings(texts, kind)
 
     def config(self) -> dict[str, Any]:
         cfg = self.model.cfg
@@ -204,6 +181,44 @@ class AFLocMethod(Method):
             "weights_note": self.model.img_encoder.weights_note
             if self.info.get("random_init") else None,
         }
+
+    # -- identity, training ---------------------------------------------------------------
+    @classmethod
+    def weights_identity(cls, options: dict[str, Any]) -> dict[str, Any] | None:
+        """The tokenizer (and BERT) named by a folder or Hugging Face id, where one is read: an
+        official checkpoint, the paper preset's random initialisation, or any given one."""
+        source = options.get("text_encoder")
+        if source is None:
+            ckpt = options.get("checkpoint")
+            official = (ckpt is not None and Path(ckpt).is_file()
+                        and not shared_ck.is_safetensors(ckpt))
+            if not official and not (ckpt is None and options.get("preset") == "paper"):
+                return None
+            source = presets.DEFAULT_TEXT_ENCODER
+        return {"text_encoder": source_identity(str(source))}
+
+    train_presets = presets.PRESETS
+    train_option_specs: ClassVar[dict[str, Option]] = {
+        "levels": Option("word,sentence,report", "alignment levels (the paper's ablation: any "
+                         "non-empty subset of word,sentence,report)", _levels),
+        "text_mode": Option("faithful", "reproduce the official text quirks, or fix them",
+                            choices=TEXT_MODES),
+        "text_encoder": Option(None, "BERT id or local folder (paper preset; default "
+                               "Bio_ClinicalBERT, offline)"),
+        "gamma": Option(0.9, "StepLR decay of the learning rate per epoch (the official value)",
+                        float),
+        "local_impl": Option("einsum", "how the local losses are computed (same values): "
+                             "autograd over einsums, or one GEMM layout with a hand-written "
+                             "backward (meant for GPUs)", choices=("einsum", "gemm")),
+        "vocab_size": Option(2000, "tiny preset: size of the WordPiece vocabulary built from "
+                             "the training reports", int),
+    }
+
+    @classmethod
+    def train_task(cls, request: Any, data: Any) -> Any:
+        from .train import make_task
+
+        return make_task(request, data)
 
 
 def query_vectors(text: dict[str, torch.Tensor], word_index: torch.Tensor,
@@ -236,5 +251,4 @@ def heatmap_from_grid(grid: np.ndarray, size: int = 224) -> np.ndarray:
 
 def zero_shot_probs(img_global: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> np.ndarray:
     """P(positive) = softmax([img . pos_c, img . neg_c])[0] per class, raw dot products."""
-    logits = torch.stack([img_global @ pos.t(), img_global @ neg.t()], dim=2)
-    return torch.softmax(logits, dim=2)[..., 0].numpy()
+    return softmax_pair(img_global @ pos.t(), img_global @ neg.t())

@@ -47,7 +47,7 @@ def main() -> None:
     from bench.cli.options import options_for, parse_kv
     from bench.eval.protocols import get_protocol
     from bench.eval.protocols.afloc import map_to_afloc_frame
-    from bench.eval.runner import RunSpec, _queries, bind, build_dataset, build_method
+    from bench.eval.runner import RunSpec, _queries, build_dataset, build_method
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", default="afloc")
@@ -69,7 +69,7 @@ def main() -> None:
                        method_options=options_for(method_args, name),
                        dataset_options=dataset_args, device=args.device)
         dataset, method = build_dataset(spec), build_method(spec)
-        bind(method, dataset)
+        method.bind(dataset, "afloc")
         protocol = get_protocol("afloc", dataset=args.dataset, prompt=args.prompt)
         samples, findings = [], []
         for i in range(len(dataset)):
@@ -83,10 +83,11 @@ def main() -> None:
         queries = [[q for q in _queries(dataset, s, args.prompt) if q.id == f.query_id]
                    for s, f in zip(samples, findings)]
         maps = [m[0] for m in method.localize(samples, queries)]
-        frame = getattr(method, "frame", None)
+        frame = method.frame
         maps224 = np.stack([map_to_afloc_frame(m, frame, s.hw) for m, s in zip(maps, samples)])
         gts = np.stack([protocol.gt_mask(s, f) > 0 for s, f in zip(samples, findings)])
         rows.append((name, len(findings), stats(maps224, gts)))
+        method.close()
     print(f"{args.dataset} ({args.prompt} prompts), first positive findings; SYNTHETIC data "
           f"when the dataset is synthetic")
     print(f"{'method':10} {'n':>4} {'common':>8} {'map~gt':>8} {'prior~gt':>9} {'own~gt':>8}")

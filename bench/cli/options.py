@@ -57,3 +57,39 @@ def resolve_device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def distribute_options(parsed: dict[str | None, dict[str, Any]], names: list[str],
+                       declared: dict[str, dict[str, Any]], kind: str = "method",
+                       flag: str = "--method-arg") -> dict[str, dict[str, Any]]:
+    """Each entry's options from `parse_kv`'s result, checked against what each declares.
+
+    `NAME.KEY=VALUE` must be declared by NAME; a shared `KEY=VALUE` goes to every entry that
+    declares KEY and must be declared by at least one. An unknown name is an error that says
+    which entries take which options, with the closest match.
+    """
+    import difflib
+
+    from bench.methods.base import check_option_names
+
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        specs = declared[name]
+        scoped = parsed.get(name, {})
+        check_option_names(scoped, specs, f"{kind} '{name}'", flag)
+        shared = {k: v for k, v in parsed.get(None, {}).items() if k in specs}
+        out[name] = {**shared, **scoped}
+    for key in parsed.get(None, {}):
+        if any(key in declared[n] for n in names):
+            continue
+        head = key.split(".", 1)[0] if "." in key else None
+        if head is not None:
+            raise UsageError(f"{flag} {key}=...: '{head}' is not a {kind} of this run "
+                             f"({', '.join(names)})")
+        known = sorted({k for n in names for k in declared[n]})
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        takes = "; ".join(f"{n}: {', '.join(sorted(declared[n])) or 'none'}" for n in names)
+        raise UsageError(f"{flag} {key}=...: no {kind} of this run has an option '{key}'."
+                         f"{hint} ({takes})")
+    return out

@@ -8,7 +8,13 @@ import sys
 import click
 
 from bench.cli.format import render_comparison, render_table, summary_row
-from bench.cli.options import options_for, parse_kv, resolve_device, split_names
+from bench.cli.options import (
+    distribute_options,
+    options_for,
+    parse_kv,
+    resolve_device,
+    split_names,
+)
 from bench.store import RunDir
 from bench.types import CLASSIFICATION, LOCALIZATION
 
@@ -52,26 +58,30 @@ def run_cmd(methods, datasets, split, protocol, prompt, task, n_boot, seed, devi
     from bench.errors import UsageError
     from bench.eval.plan import build_plan, default_names
     from bench.eval.runner import Evaluator
-    from bench.registry import get_dataset
+    from bench.registry import get_dataset, get_method
 
     method_names, dataset_names = split_names(methods), split_names(datasets)
     notes: list[str] = []
-    default_ckpt = _default_afloc_checkpoint()
     if not method_names or not dataset_names:
-        dm, dd, notes = default_names(default_ckpt)
+        dm, dd, notes = default_names()
         method_names = method_names or dm
         dataset_names = dataset_names or dd
-    m_opts = parse_kv(method_arg, method_names, "--method-arg")
-    if "afloc" in method_names and "checkpoint" not in options_for(m_opts, "afloc"):
+    classes = {m: get_method(m) for m in method_names}
+    m_opts = distribute_options(parse_kv(method_arg, method_names, "--method-arg"),
+                                method_names, {m: c.option_specs for m, c in classes.items()})
+    all_synthetic = all(getattr(get_dataset(d), "synthetic", False) for d in dataset_names)
+    for m, cls in classes.items():
+        if not cls.capabilities.trainable or "checkpoint" in m_opts[m]:
+            continue
         # The default checkpoint is a tiny model pretrained on the synthetic MIMIC set: it is
         # meant for the synthetic world only, never silently for real data.
-        all_synthetic = all(getattr(get_dataset(d), "synthetic", False) for d in dataset_names)
+        default_ckpt = cls.default_checkpoint()
         if default_ckpt and all_synthetic:
-            m_opts.setdefault("afloc", {})["checkpoint"] = default_ckpt
-            notes.append(f"afloc uses the default synthetic-world checkpoint {default_ckpt}")
+            m_opts[m]["checkpoint"] = default_ckpt
+            notes.append(f"{m} uses the default synthetic-world checkpoint {default_ckpt}")
         else:
-            notes.append("afloc has no checkpoint: its weights are random (pass "
-                         "--method-arg afloc.checkpoint=PATH or train one with bench train)")
+            notes.append(f"{m} has no checkpoint: its weights are random (pass --method-arg "
+                         f"{m}.checkpoint=PATH or train one with bench train {m})")
     if root and len(dataset_names) != 1:
         raise UsageError("--root names one dataset's folder; pass a single --datasets name")
     d_opts = parse_kv(dataset_arg, dataset_names, "--dataset-arg")
@@ -81,13 +91,13 @@ def run_cmd(methods, datasets, split, protocol, prompt, task, n_boot, seed, devi
                 device=resolve_device(device), batch_size=batch_size, chunk_size=chunk_size,
                 keep_maps=keep_maps, on_error=on_error, root=root, protocol_options=p_opts)
     plan = build_plan(method_names, dataset_names, tasks=tasks, base=base,
-                      method_options={m: options_for(m_opts, m) for m in method_names},
+                      method_options=m_opts,
                       dataset_options={d: options_for(d_opts, d) for d in dataset_names})
     for note in notes + plan.notes:
         click.echo(f"note: {note}", err=True)
 
     ev = Evaluator(results_dir, progress=not quiet and sys.stderr.isatty(), force=force)
-    results = [ev.run(spec) for spec in plan.specs]
+    results = ev.run_all(plan.specs)
     comparisons = _comparisons(results, n_boot, seed)
 
     if as_json:
@@ -151,12 +161,3 @@ def _comparisons(results, n_boot: int, seed: int) -> list[dict]:
 
 def _label(info: dict) -> str:
     return info["method"] + (f"@{info['method_tag']}" if info.get("method_tag") else "")
-
-
-def _default_afloc_checkpoint() -> str | None:
-    try:
-        from bench.paths import default_afloc_checkpoint
-    except ImportError:
-        return None
-    p = default_afloc_checkpoint()
-    return str(p) if p else None

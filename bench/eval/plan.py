@@ -25,17 +25,23 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
 
-def default_names(default_checkpoint: str | None) -> tuple[list[str], list[str], list[str]]:
+def default_names() -> tuple[list[str], list[str], list[str]]:
+    """The embedded default: the baselines, and each trainable default method (AFLoc) once its
+    tiny synthetic-world checkpoint exists (found without importing the method)."""
+    from bench.methods.catalog import CATALOG
+    from bench.paths import default_checkpoint
+
     notes = []
     methods = []
     known_methods = METHODS.names()
     for m in DEFAULT_METHODS:
         if m not in known_methods:
             continue
-        if m == "afloc" and default_checkpoint is None:
-            notes.append("afloc left out of the default run: no trained checkpoint found "
-                         "(train one with `bench train afloc --dataset synthetic-mimic "
-                         "--preset tiny`)")
+        info = CATALOG.get(m)
+        if info and "trainable" in info.capabilities and default_checkpoint(m) is None:
+            notes.append(f"{m} left out of the default run: no trained checkpoint found "
+                         f"(train one with `bench train {m} --dataset synthetic-mimic "
+                         f"--preset tiny`)")
             continue
         methods.append(m)
     known = DATASETS.names()
@@ -51,6 +57,7 @@ def build_plan(methods: list[str], datasets: list[str], *, tasks: tuple[str, ...
         dcls = get_dataset(d)
         for m in methods:
             mcls = get_method(m)
+            mcls.check_options(method_options.get(m, {}))  # a bad value fails before any work
             caps = mcls.capabilities
             served = False
             for task in tasks:

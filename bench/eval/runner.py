@@ -24,17 +24,15 @@ from tqdm.auto import tqdm
 
 from bench.errors import UsageError
 from bench.imaging.geometry import (
-    LETTERBOX,
     Frame,
     boxes_to_letterbox_mask,
     letterbox,
     letterbox_placement,
-    map_to_original,
+    map_to_letterbox,
     mask_to_letterbox,
-    resize_map,
 )
 from bench.provenance import git_revision, versions
-from bench.registry import get_dataset, get_method
+from bench.registry import METHODS, get_dataset, get_method
 from bench.store import MAPS_DIR, RunDir, atomic_write_bytes, atomic_write_json, run_id
 from bench.types import CLASSIFICATION, LOCALIZATION, Query, Sample
 
@@ -80,7 +78,23 @@ class RunSpec:
             from bench.methods.base import sha256_file
 
             d["checkpoint_sha256"] = sha256_file(str(ckpt))
+        if self.method in METHODS.names():  # not maps scored from a folder (`bench score`)
+            weights = get_method(self.method).weights_identity(dict(self.method_options))
+            if weights:  # weights named by a folder or a Hugging Face id count by content
+                d["weights"] = weights
         return d
+
+    def method_key(self) -> str:
+        """Specs with the same key share one built method."""
+        return json.dumps([self.method, self.method_options, self.device, self.seed],
+                          sort_keys=True, default=str)
+
+    def purposes(self, protocol: Any = None) -> tuple[str, ...]:
+        """The method's input recipes this run uses (recorded in run.json)."""
+        if self.task != LOCALIZATION:
+            return ("classify",)
+        return ("localize", "classify") if getattr(protocol, "wants_probs", False) else (
+            "localize",)
 
     def fingerprint(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()
@@ -117,16 +131,7 @@ def build_dataset(spec: RunSpec):
 
 def build_method(spec: RunSpec):
     cls = get_method(spec.method)
-    method = cls(device=spec.device, seed=spec.seed, **spec.method_options)
-    if hasattr(method, "bind_protocol"):
-        method.bind_protocol(spec.protocol)
-    return method
-
-
-def bind(method, dataset) -> None:
-    """Methods whose maps come with a dataset (the CheXlocalize human benchmark) read them here."""
-    if hasattr(method, "bind_dataset"):
-        method.bind_dataset(dataset)
+    return cls(device=spec.device, seed=spec.seed, **spec.method_options)
 
 
 def _queries(dataset, sample: Sample, prompt: str | None) -> list[Query]:
@@ -135,16 +140,43 @@ def _queries(dataset, sample: Sample, prompt: str | None) -> list[Query]:
 
 
 class Evaluator:
-    """Runs one RunSpec into its run folder (resuming what is there)."""
+    """Runs RunSpecs into their run folders (resuming what is there).
+
+    At most one method is alive: a method is built when a run needs it and closed before the
+    next one is built, so memory holds one model, whatever the number of methods. `run_all`
+    orders the work by method so each is built once.
+    """
 
     def __init__(self, results_dir: str | Path = "results", progress: bool = True,
                  force: bool = False):
         self.results_dir = Path(results_dir)
         self.progress = progress
         self.force = force
-        self._methods: dict[str, Any] = {}
+        self._held: tuple[str, Any] | None = None  # (method key, the built method)
 
     # -- public -------------------------------------------------------------------------
+    def run_all(self, specs: list[RunSpec]) -> list[RunResult]:
+        """Every spec, grouped by method (first appearance order); results in the specs' order."""
+        order: dict[str, list[int]] = {}
+        for i, spec in enumerate(specs):
+            order.setdefault(spec.method_key(), []).append(i)
+        results: list[RunResult | None] = [None] * len(specs)
+        try:
+            for indices in order.values():
+                for i in indices:
+                    results[i] = self.run(specs[i])
+                self.release()
+        finally:
+            self.release()
+        return [r for r in results if r is not None]
+
+    def release(self) -> None:
+        """Close the method held, if any."""
+        if self._held is not None:
+            _, method = self._held
+            self._held = None
+            method.close()
+
     def run(self, spec: RunSpec, method=None, dataset=None) -> RunResult:
         dataset = dataset or build_dataset(spec)
         if spec.split is None:
@@ -174,12 +206,12 @@ class Evaluator:
         protocol = self._protocol(spec) if spec.task == LOCALIZATION else None
         tuning_rows = None
         if (protocol is not None and getattr(protocol, "tuning_split", None)
-                and getattr(method, "tunes_on_val", True)):
+                and method.tunes_on_val):
             tuning_rows = self._tuning_rows(spec, protocol, method)
-        bind(method, dataset)  # after tuning, which binds the method to the tuning split
+        method.bind(dataset, spec.protocol)  # after tuning, which binds it to the tuning split
 
         started = time.time()
-        info = self._run_info(spec, method, dataset, status="running")
+        info = self._run_info(spec, method, dataset, protocol, status="running")
         info["started"] = existing.get("started", started)
         rd.write_run(info)
 
@@ -205,11 +237,13 @@ class Evaluator:
 
     # -- internals ----------------------------------------------------------------------
     def _method(self, spec: RunSpec):
-        key = json.dumps([spec.method, spec.method_options, spec.device, spec.seed,
-                          spec.protocol], sort_keys=True, default=str)
-        if key not in self._methods:
-            self._methods[key] = build_method(spec)
-        return self._methods[key]
+        key = spec.method_key()
+        if self._held is not None and self._held[0] == key:
+            return self._held[1]
+        self.release()  # before building: never two models at once
+        method = build_method(spec)
+        self._held = (key, method)
+        return method
 
     @staticmethod
     def _protocol(spec: RunSpec):
@@ -242,7 +276,8 @@ class Evaluator:
         result = self.run(tuning, method=method, dataset=ds)
         return RunDir(result.path).read_rows()
 
-    def _run_info(self, spec: RunSpec, method, dataset, status: str) -> dict[str, Any]:
+    def _run_info(self, spec: RunSpec, method, dataset, protocol,
+                  status: str) -> dict[str, Any]:
         return {
             "run_id": spec.run_id(),
             "fingerprint": spec.fingerprint(),
@@ -262,7 +297,7 @@ class Evaluator:
             "chunk_size": spec.chunk_size,
             "device": spec.device,
             "batch_size": spec.batch_size,
-            "method_info": method.describe(),
+            "method_info": method.describe(spec.purposes(protocol)),
             "dataset_info": dataset.describe(),
             "versions": versions(),
             "git_rev": git_revision(),
@@ -323,8 +358,7 @@ class Evaluator:
             col = {p: j for j, p in enumerate(paths)}
             probs = [[_prob(scores[i, col[f.pathology]]) for f in s.findings]
                      for i, s in enumerate(batch)]
-        points = (method.points(batch, queries) if hasattr(method, "points")
-                  else [None] * len(batch))
+        points = method.points(batch, queries) or [None] * len(batch)
         rows = []
         for pos, s, qs, ms, ps, pts in zip(positions, batch, queries, maps, probs, points):
             extra = {"points": pts} if pts is not None else {}
@@ -370,14 +404,6 @@ def _clear(rd: RunDir) -> None:
         shutil.rmtree(rd.path)
 
 
-def _to_letterbox_224(m: np.ndarray, frame: Frame, hw: tuple[int, int]) -> np.ndarray:
-    if frame.kind == LETTERBOX and not frame.pre and frame.size == 224:
-        return resize_map(m, (224, 224))
-    full = map_to_original(m, frame, hw)
-    return letterbox(np.nan_to_num(full, nan=float(np.nanmin(full))).astype(np.float32), 224,
-                     interpolation=1)
-
-
 def _save_map(rd: RunDir, key: str, s: Sample, f, q: Query, m: np.ndarray, frame: Frame) -> None:
     """Store one heatmap in the AFLoc 224 letterbox frame for figures (bench figure fig4/fig5)."""
     import io
@@ -399,7 +425,7 @@ def _save_map(rd: RunDir, key: str, s: Sample, f, q: Query, m: np.ndarray, frame
         gt = mask_to_letterbox(f.mask) if f.mask is not None else np.zeros((224, 224), np.uint8)
         boxes = np.zeros((0, 4), np.float32)
     buf = io.BytesIO()
-    np.savez_compressed(buf, image=img224, heatmap=_to_letterbox_224(m, frame, hw),
+    np.savez_compressed(buf, image=img224, heatmap=map_to_letterbox(m, frame, hw, 224),
                         gt=(gt > 0).astype(np.uint8), boxes=boxes)
     name = f"{key}.npz"
     atomic_write_bytes(rd.path / MAPS_DIR / name, buf.getvalue())

@@ -155,6 +155,24 @@ def map_to_original(heatmap: np.ndarray, frame: Frame, hw: tuple[int, int]) -> n
     raise ValueError(f"unknown frame kind {frame.kind!r}")
 
 
+def map_to_letterbox(heatmap: np.ndarray, frame: Frame, hw: tuple[int, int],
+                     size: int = 224) -> np.ndarray:
+    """A method's map on the `size` letterbox of the original image (float32, NaN where the
+    method saw nothing): what the AFLoc protocol scores and what figures draw.
+
+    A map already on a plain letterbox frame is only resized (bilinear, align_corners=False, as
+    the official `F.interpolate` from the patch grid). Any other frame is carried to the
+    original image and letterboxed; the padding it never saw is NaN.
+    """
+    if frame.kind == LETTERBOX and frame.pre is None:
+        return resize_map(np.asarray(heatmap, dtype=np.float32), (size, size))
+    orig = map_to_original(np.asarray(heatmap, dtype=np.float32), frame, hw)
+    p = letterbox_placement(hw[0], hw[1], size)
+    out = np.full((size, size), np.nan, dtype=np.float32)
+    out[p.top:p.top + p.new_h, p.left:p.left + p.new_w] = resize_map(orig, (p.new_h, p.new_w))
+    return out
+
+
 def boxes_to_letterbox_mask(
     boxes_xywh: np.ndarray, hw: tuple[int, int], size: int = 224, accumulate: bool = False
 ) -> np.ndarray:

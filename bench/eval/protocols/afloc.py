@@ -58,13 +58,10 @@ from bench.eval.metrics import (
 from bench.eval.protocols.base import Protocol
 from bench.eval.summary import entry, interval_entry, mean_entry, require_columns, skeleton
 from bench.imaging.geometry import (
-    LETTERBOX,
     Frame,
     boxes_to_letterbox_mask,
-    letterbox_placement,
-    map_to_original,
+    map_to_letterbox,
     mask_to_letterbox,
-    resize_map,
 )
 from bench.types import Finding
 
@@ -88,19 +85,8 @@ tlabel = threshold_label  # the official `round(threshold, 1)` on its grid; exac
 
 
 def map_to_afloc_frame(heatmap: np.ndarray, frame: Frame, hw: tuple[int, int]) -> np.ndarray:
-    """A method's map on the AFLoc 224 letterbox frame (float32, NaN where the method saw nothing).
-
-    A map already on a plain letterbox frame is only resized (bilinear, align_corners=False, as
-    the official `F.interpolate` from the patch grid). Any other frame is carried to the
-    original image and letterboxed; the padding it never saw is NaN (excluded from metrics).
-    """
-    if frame.kind == LETTERBOX and frame.pre is None:
-        return resize_map(np.asarray(heatmap, dtype=np.float32), (SIZE, SIZE))
-    orig = map_to_original(np.asarray(heatmap, dtype=np.float32), frame, hw)
-    p = letterbox_placement(hw[0], hw[1], SIZE)
-    out = np.full((SIZE, SIZE), np.nan, dtype=np.float32)
-    out[p.top:p.top + p.new_h, p.left:p.left + p.new_w] = resize_map(orig, (p.new_h, p.new_w))
-    return out
+    """A method's map on the AFLoc 224 letterbox frame (`geometry.map_to_letterbox`)."""
+    return map_to_letterbox(heatmap, frame, hw, SIZE)
 
 
 def row_metrics(heat224: np.ndarray, gt224: np.ndarray, thresholds=THRESHOLDS,

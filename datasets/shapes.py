@@ -22,7 +22,7 @@ PATHOLOGIES = ("Opacity", "Nodule", "Effusion")
 class Shapes(Dataset):
     tasks = (LOCALIZATION, CLASSIFICATION)
     pathologies = PATHOLOGIES
-    splits = ("val", "test")
+    splits = ("val", "test", "train")  # a split's seed is its position: appended, not moved
     default_split = "test"
     synthetic = True
     needs_root = False

@@ -68,7 +68,10 @@ def test_train_resume_and_load(tmp_path):
 def test_prepare_pairs_filters_counts_and_caches(tmp_path):
     import numpy as np
 
-    from bench.methods.afloc.pretrain import PairDataset, prepare_pairs
+    from bench.imaging.geometry import center_crop, letterbox
+    from bench.methods.afloc.imaging import TRAIN_PREFRAMES
+    from bench.methods.afloc.pretrain import PairDataset, clean_pairs
+    from bench.train.data import pairs_of, prepare
 
     class Mixed:
         def __len__(self):
@@ -84,32 +87,38 @@ def test_prepare_pairs_filters_counts_and_caches(tmp_path):
                 s.report = "X. Y."  # no sentence survives the cleaning
             return s
 
-    pairs = prepare_pairs(Mixed(), "faithful", tmp_path / "c", progress=False)
+    recipe = TRAIN_PREFRAMES["faithful"]
+    prepared = prepare(Mixed(), recipe, "frontal", tmp_path / "c", progress=False)
+    pairs = clean_pairs(pairs_of(prepared), "faithful")
     assert pairs.ids == ["synthetic-0", "synthetic-4"]
     assert pairs.skipped == {"unreadable image": 1, "not frontal": 1, "no report sentence": 1}
     # faithful training frame: letterbox 256 then CenterCrop 224 (16 px cut on each side)
-    assert pairs.frames.shape == (2, 224, 224) and pairs.frames.dtype == np.uint8
+    assert prepared.frames.shape == (3, 256, 256) and prepared.frames.dtype == np.uint8
+    want = center_crop(letterbox(synthetic_sample(4, h=300, w=200).image, 256), 224)
+    np.testing.assert_array_equal(pairs.frame(1), want)
+
     class Cached(Mixed):
         def load(self, i):
             raise AssertionError("load() called: the pairs were rebuilt")
 
     Cached.__qualname__ = Mixed.__qualname__  # the same adapter, as far as the cache can tell
-    again = prepare_pairs(Cached(), "faithful", tmp_path / "c", progress=False)
-    np.testing.assert_array_equal(np.asarray(again.frames), pairs.frames)
-    assert again.sentences == pairs.sentences
+    again = prepare(Cached(), recipe, "frontal", tmp_path / "c", progress=False)
+    np.testing.assert_array_equal(np.asarray(again.frames), prepared.frames)
+    assert again.reports == prepared.reports
 
-    # pairs of other data are rebuilt, not read: another text mode, another dataset option
-    # (e.g. MS-CXR held out or not), another limit
+    # data of another kind is rebuilt, not read: another recipe (the corrected text mode's
+    # 224 letterbox), another dataset option (e.g. MS-CXR held out or not), another limit
     class HeldOut(Mixed):
         def config(self):
             return {"exclude_ms_cxr": "/data/ms-cxr/MS_CXR_Local_Alignment_v1.0.0.json"}
 
     HeldOut.__qualname__ = Mixed.__qualname__
-    for ds, mode, limit in ((Cached(), "corrected", None), (Cached(), "faithful", 3),
-                            (type("X", (Cached, HeldOut), {})(), "faithful", None)):
+    for ds, rec, limit in ((Cached(), TRAIN_PREFRAMES["corrected"], None),
+                           (Cached(), recipe, 3),
+                           (type("X", (Cached, HeldOut), {})(), recipe, None)):
         ds.__class__.__qualname__ = Mixed.__qualname__
         with pytest.raises(AssertionError, match="the pairs were rebuilt"):
-            prepare_pairs(ds, mode, tmp_path / "c", progress=False, limit=limit)
+            prepare(ds, rec, "frontal", tmp_path / "c", progress=False, limit=limit)
     ds = PairDataset(pairs, augment=True, seed=1)
     assert ds[0][1] == ds[0][1]  # the caption draw is a function of (seed, epoch, index)
     ds.epoch = 1
@@ -123,7 +132,7 @@ def test_compile_flag_routes_the_local_losses_through_torch_compile(tmp_path, mo
 
     import torch
 
-    from bench.methods.afloc import losses as L
+    from bench.methods._shared import contrastive as L
 
     DATASETS.add("synthetic-test-pairs", PairsDataset)
     compiled: list[str] = []
@@ -144,10 +153,11 @@ def test_compile_flag_routes_the_local_losses_through_torch_compile(tmp_path, mo
     assert compiled == ["_similarity_block"]
     assert L._BLOCK is L._similarity_block
     info = json.loads((out / "train.json").read_text())
-    assert info["request"]["compile_losses"] is True
+    assert info["request"]["compile"] is True
     epoch = json.loads((out / "history.json").read_text())["epochs"][0]
     assert math.isfinite(epoch["train_loss"]) and math.isfinite(epoch["val_loss"])
-    assert epoch["lr"] == pytest.approx(5e-4, rel=1e-12) and info["request"]["gamma"] == 0.5
+    assert epoch["lr"] == pytest.approx(5e-4, rel=1e-12)
+    assert info["request"]["method_options"]["gamma"] == 0.5
 
 
 def test_bn_recalibration_can_be_turned_off(tmp_path):
@@ -171,7 +181,7 @@ def test_bn_recalibration_can_be_turned_off(tmp_path):
 def test_local_impl_gemm_trains_to_the_same_first_loss(tmp_path):
     """`--local-impl gemm` computes the same losses another way: the first step's loss (taken
     before any update) equals the einsum run's, and the choice is recorded in train.json."""
-    from bench.methods.afloc import losses as L
+    from bench.methods._shared import contrastive as L
 
     DATASETS.add("synthetic-test-pairs", PairsDataset)
     losses = {}
@@ -183,7 +193,8 @@ def test_local_impl_gemm_trains_to_the_same_first_loss(tmp_path):
             "--bn-recalibration", "0", "--out", str(out), "--device", "cpu",
             "--local-impl", impl, "--quiet"], catch_exceptions=False)
         assert res.exit_code == 0, res.output
-        assert json.loads((out / "train.json").read_text())["request"]["local_impl"] == impl
+        info = json.loads((out / "train.json").read_text())
+        assert info["request"]["method_options"]["local_impl"] == impl
         losses[impl] = json.loads((out / "history.json").read_text())["epochs"][0]["train_loss"]
         assert L._BLOCK is L._similarity_block  # eager einsum restored after the run
     assert losses["gemm"] == pytest.approx(losses["einsum"], rel=1e-5)
@@ -201,7 +212,8 @@ def test_validation_captions_follow_the_text_mode(text_mode):
     from bench.methods.afloc.text import full_caption
 
     sents = [[f"finding {k} number {j}" for j in range(5)] for k in range(8)]
-    pairs = PairSet(np.zeros((8, 224, 224), np.uint8), sents, [str(k) for k in range(8)], {})
+    pairs = PairSet(np.zeros((8, 224, 224), np.uint8), np.arange(8), sents,
+                    [str(k) for k in range(8)], {})
     model, tok = tiny_model(text_mode=text_mode)
     task = AFLocTask(model, tok, pairs, pairs, batch_size=4, seed=1)
 

@@ -164,7 +164,7 @@ def test_unknown_label_column_and_missing_files(mimic_root, tmp_path):
 
 def test_training_holds_ms_cxr_out_by_default(mimic_root, tmp_path, monkeypatch):
     from bench.errors import UsageError
-    from bench.methods.afloc.train import with_ms_cxr_held_out
+    from bench.train.data import with_ms_cxr_held_out
 
     monkeypatch.setenv("BENCH_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("BENCH_DATA_TOML", str(tmp_path / "none.toml"))

@@ -7,11 +7,17 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from bench.train.loop import TrainConfig, train
+from bench.train.loop import Optimization, Scheduled, TrainConfig, TrainTask, train
 
 
-class ToyTask:
+class ToyTask(TrainTask):
     """A linear model on 64 points, shuffled by a seeded generator as AFLoc's task does."""
+
+    grad_clip = 0.25
+
+    def configure_optimizers(self) -> Optimization:
+        optim = torch.optim.Adam(self.model.parameters(), lr=1e-2, betas=(0.5, 0.999))
+        return Optimization([optim], [Scheduled(torch.optim.lr_scheduler.StepLR(optim, 1, 0.9))])
 
     def __init__(self) -> None:
         torch.manual_seed(0)
@@ -46,7 +52,7 @@ class ToyTask:
 
 def run(tmp_path: Path, progress: bool) -> tuple[list[list[int]], list[float]]:
     task = ToyTask()
-    cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-2, precision="fp32", device="cpu",
+    cfg = TrainConfig(epochs=2, precision="fp32", device="cpu",
                       out=str(tmp_path / f"p{int(progress)}"), progress=progress,
                       bn_recalibration_batches=0)
     history = train(task, cfg, log=lambda *a, **k: None)

@@ -1,1 +1,2 @@
-"""The shared training loop (`bench.train.loop`) that `bench train METHOD` runs."""
+"""The training platform: shared data kinds (`data`), `bench train`'s request and dispatch
+(`run`), and the loop every method's task runs in (`loop`)."""

@@ -1,11 +1,12 @@
 """The shared training loop: plain PyTorch, readable top to bottom.
 
-A method supplies a `TrainTask` (model, data loaders, loss, export); the loop owns the rest:
-Adam + StepLR, bf16/fp16 autocast, gradient clipping, a progress bar with loss and pairs/s,
-validation loss each epoch, an atomic resumable state file every epoch (``last.pt``, loaded
-with ``weights_only=True``), the best export chosen on validation loss only, seeds, and
-``torchrun`` + DistributedDataParallel (``gather`` gives the task in-batch negatives from
-every rank when asked).
+A method supplies a `TrainTask` (model, data loaders, loss, optimizers, export); the loop owns
+the rest: bf16/fp16 autocast, gradient clipping, a progress bar with loss and pairs/s, validation
+each epoch, an atomic resumable state file every epoch (``last.pt``: model, every optimizer and
+scheduler, the GradScaler, the CPU, CUDA, Python and NumPy random states; loaded with
+``weights_only=True``), the best export chosen on validation data only, a time and a total-step
+budget, seeds, and ``torchrun`` + DistributedDataParallel (``gather`` gives the task in-batch
+negatives from every rank when asked).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import math
 import os
 import random
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,13 +35,9 @@ HISTORY_FILE = "history.json"
 
 @dataclass
 class TrainConfig:
+    """How the loop runs; what is optimised, and how, is the task's (`configure_optimizers`)."""
+
     epochs: int = 5
-    batch_size: int = 128  # per process
-    lr: float = 2e-5
-    betas: tuple[float, float] = (0.5, 0.999)
-    weight_decay: float = 1e-6
-    gamma: float = 0.9  # StepLR, step 1 epoch
-    grad_clip: float = 0.25
     precision: str = "bf16"  # bf16 | fp16 | fp32
     seed: int = 1
     device: str = "cpu"
@@ -47,6 +45,7 @@ class TrainConfig:
     resume: bool = False
     gather_negatives: bool = False
     max_steps_per_epoch: int | None = None
+    max_total_steps: int | None = None  # a budget over all epochs (iteration-based recipes)
     time_budget_s: float | None = None  # stop training (after validation) past this
     # after each epoch, recompute BatchNorm statistics over this many training batches
     # (bench.train.batchnorm; 0 = the official behaviour, running averages as trained)
@@ -55,20 +54,99 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class TrainTask(Protocol):
+@dataclass
+class Scheduled:
+    """A learning-rate scheduler and when the loop steps it: after every optimizer step
+    ("step") or every epoch ("epoch"); with `monitor`, after validation, with that value."""
+
+    scheduler: Any
+    interval: str = "epoch"
+    monitor: str | None = None
+
+
+@dataclass
+class Optimization:
+    """What `TrainTask.configure_optimizers` returns: one or several optimizers (parameter
+    groups and frozen layers are the task's choice) and their schedulers."""
+
+    optimizers: list[torch.optim.Optimizer]
+    schedulers: list[Scheduled] = field(default_factory=list)
+
+    def describe(self) -> list[dict[str, Any]]:
+        out = []
+        for o in self.optimizers:
+            groups = [{k: v for k, v in g.items() if k != "params" and _plain(v)}
+                      | {"n_params": sum(p.numel() for p in g["params"])}
+                      for g in o.param_groups]
+            out.append({"optimizer": type(o).__name__, "groups": groups})
+        for s in self.schedulers:
+            out.append({"scheduler": type(s.scheduler).__name__, "interval": s.interval,
+                        "monitor": s.monitor})
+        return json.loads(json.dumps(out, default=str))
+
+
+def _plain(v: Any) -> bool:
+    return isinstance(v, (int, float, str, bool, tuple, list, type(None)))
+
+
+class TrainTask:
+    """What a method gives the loop. Override `loss`, `export`, `configure_optimizers` and the
+    loaders; the rest have defaults."""
+
     model: torch.nn.Module
+    grad_clip: float | None = None  # max gradient norm (None: no clipping)
+    # (metric, "min" | "max") that picks best.safetensors: "val_loss" or a key of
+    # `validation_scores`; the training loss when there is no validation data
+    selection: tuple[str, str] = ("val_loss", "min")
 
-    def train_loader(self, epoch: int, rank: int, world: int) -> Any: ...
+    def train_loader(self, epoch: int, rank: int, world: int) -> Any:
+        raise NotImplementedError
 
-    def val_loader(self, epoch: int, rank: int, world: int) -> Any: ...
+    def val_loader(self, epoch: int, rank: int, world: int) -> Any:
+        return []
 
-    def loss(self, model: torch.nn.Module, batch: Any, gather: Any) -> dict[str, torch.Tensor]: ...
+    def loss(self, model: torch.nn.Module, batch: Any, gather: Any) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
 
-    def batch_size(self, batch: Any) -> int: ...
+    def configure_optimizers(self) -> Optimization:
+        raise NotImplementedError
 
-    def to_device(self, batch: Any, device: torch.device) -> Any: ...
+    def validation_scores(self, model: torch.nn.Module, device: torch.device,
+                          epoch: int) -> dict[str, float]:
+        """Extra validation metrics (e.g. AUROC) recorded each epoch; default: none."""
+        return {}
 
-    def export(self, path: Path) -> None: ...
+    def batch_size(self, batch: Any) -> int:
+        first = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return int(first.shape[0])
+
+    def to_device(self, batch: Any, device: torch.device) -> Any:
+        return _to_device(batch, device)
+
+    def export(self, path: Path) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """What train.json records of the task (model config, data counts, settings)."""
+        return {}
+
+    def data_line(self, seconds: float) -> str:
+        """The line `bench train` prints once the data is ready."""
+        return f"data prepared in {seconds:.1f} s"
+
+    def running(self) -> AbstractContextManager:
+        """A context the loop runs in (e.g. a kernel choice that must not outlive the run)."""
+        return nullcontext()
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch.to(device) if hasattr(batch, "to") else batch
 
 
 def seed_everything(seed: int) -> None:
@@ -163,6 +241,33 @@ def _save_state(path: Path, obj: dict[str, Any]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _rng_state() -> dict[str, Any]:
+    """Every random state a run draws from (restored on --resume)."""
+    py = random.getstate()
+    key, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python_rng": [py[0], list(py[1]), py[2]],
+            "numpy_rng": [key, [int(k) for k in keys], int(pos), int(has_gauss),
+                          float(cached)]}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    if state.get("python_rng"):
+        v, internal, gauss = state["python_rng"]
+        random.setstate((v, tuple(internal), gauss))
+    if state.get("numpy_rng"):
+        key, keys, pos, has_gauss, cached = state["numpy_rng"]
+        np.random.set_state((key, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def _better(value: float, best: float, mode: str) -> bool:
+    return value > best if mode == "max" else value < best
+
+
 def train(task: TrainTask, cfg: TrainConfig, log: Any = print) -> dict[str, Any]:
     """Run (or resume) training; returns the history. Rank 0 writes files."""
     rank, world = dist_info()
@@ -174,21 +279,30 @@ def train(task: TrainTask, cfg: TrainConfig, log: Any = print) -> dict[str, Any]
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     model = task.model.to(device)
-    optim = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
-                             weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.StepLR(optim, step_size=1, gamma=cfg.gamma)
+    opt = task.configure_optimizers()
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"
                                   and device.type == "cuda")
-    history: dict[str, Any] = {"config": _jsonable(asdict(cfg)), "epochs": []}
-    start_epoch, best = 0, math.inf
+    metric, mode = task.selection
+    history: dict[str, Any] = {"config": {**_jsonable(asdict(cfg)),
+                                          "optimization": opt.describe(),
+                                          "grad_clip": task.grad_clip,
+                                          "selection": [metric, mode]}, "epochs": []}
+    start_epoch, global_step = 0, 0
+    best = -math.inf if mode == "max" else math.inf
     if cfg.resume and (out / STATE_FILE).is_file():
         state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
-        optim.load_state_dict(state["optim"])
-        sched.load_state_dict(state["sched"])
+        for o, st in zip(opt.optimizers, state.get("optims") or [state["optim"]]):
+            o.load_state_dict(st)
+        for s, st in zip(opt.schedulers, state.get("scheds") or [state["sched"]]):
+            s.scheduler.load_state_dict(st)
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         start_epoch, best = int(state["epoch"]) + 1, float(state["best_val"])
+        global_step = int(state.get("global_step", 0))
         history = json.loads(state["history"])
-        torch.set_rng_state(state["torch_rng"])
+        metric, mode = history["config"].get("selection", [metric, mode])
+        _set_rng_state(state)
         log(f"resumed from {out / STATE_FILE} at epoch {start_epoch}")
     else:
         seed_everything(cfg.seed)
@@ -198,6 +312,7 @@ def train(task: TrainTask, cfg: TrainConfig, log: Any = print) -> dict[str, Any]
             model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=True)
     gather = make_gather(cfg.gather_negatives)
+    params = list(model.parameters())
     t_start = time.time()
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
@@ -208,17 +323,27 @@ def train(task: TrainTask, cfg: TrainConfig, log: Any = print) -> dict[str, Any]
         for step, batch in enumerate(loader):
             if cfg.max_steps_per_epoch is not None and step >= cfg.max_steps_per_epoch:
                 break
+            if cfg.max_total_steps is not None and global_step >= cfg.max_total_steps:
+                break
             if cfg.time_budget_s is not None and time.time() - t_start > cfg.time_budget_s:
                 break
             batch = task.to_device(batch, device)
             with autocast_context(device, cfg.precision):
                 terms = task.loss(run_model, batch, gather)
-            optim.zero_grad(set_to_none=True)
+            for o in opt.optimizers:
+                o.zero_grad(set_to_none=True)
             scaler.scale(terms["loss"]).backward()
-            scaler.unscale_(optim)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optim)
+            for o in opt.optimizers:
+                scaler.unscale_(o)
+            if task.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, task.grad_clip)
+            for o in opt.optimizers:
+                scaler.step(o)
             scaler.update()
+            for s in opt.schedulers:
+                if s.interval == "step":
+                    s.scheduler.step()
+            global_step += 1
             b = task.batch_size(batch) * world
             loss = float(terms["loss"].detach())  # one device sync per step
             seen += b
@@ -230,34 +355,60 @@ def train(task: TrainTask, cfg: TrainConfig, log: Any = print) -> dict[str, Any]
                                 pairs_s=f"{seen / max(time.time() - t0, 1e-9):.1f}")
         if bar is not None:
             bar.close()
-        sched.step()
+        for s in opt.schedulers:
+            if s.interval == "epoch" and s.monitor is None:
+                s.scheduler.step()
         bn_batches = _recalibrate(task, model, device, cfg, gather, epoch, rank, world)
         train_loss = _mean_over_ranks(loss_sum / world, seen / world)
         val_loss = evaluate(task, run_model, device, cfg, gather, epoch)
         rec = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
                "pairs": seen, "steps": n_batches, "seconds": time.time() - t0,
                "pairs_per_s": seen / max(time.time() - t0, 1e-9),
-               "lr": optim.param_groups[0]["lr"], "bn_recalibration_batches": bn_batches}
-        improved = val_loss < best
-        best = min(best, val_loss)
+               "lr": opt.optimizers[0].param_groups[0]["lr"],
+               "bn_recalibration_batches": bn_batches}
+        if len(opt.optimizers) > 1:
+            rec["lrs"] = [o.param_groups[0]["lr"] for o in opt.optimizers]
+        rec.update(task.validation_scores(run_model, device, epoch))
+        for s in opt.schedulers:
+            if s.monitor is not None:
+                s.scheduler.step(rec[s.monitor])
+        if epoch == 0 and metric == "val_loss" and math.isnan(val_loss):
+            metric, mode = "train_loss", "min"  # no validation data: the training loss
+            history["config"]["selection"] = [metric, mode]
+            log("no validation data: the best checkpoint is chosen on the training loss")
+        value = float(rec[metric])
+        improved = not math.isnan(value) and _better(value, best, mode)
+        if improved:
+            best = value
         rec["best"] = improved
         history["epochs"].append(rec)
         if rank == 0:
+            extra = "".join(f"  {k} {v:.4f}" for k, v in rec.items()
+                            if k not in _EPOCH_KEYS and isinstance(v, float))
             log(f"epoch {epoch + 1}: train loss {train_loss:.4f}  val loss {val_loss:.4f}"
-                f"{'  (best)' if improved else ''}  {rec['pairs_per_s']:.1f} pairs/s")
+                f"{extra}{'  (best)' if improved else ''}  {rec['pairs_per_s']:.1f} pairs/s")
             if improved:
                 task.export(out / "best.safetensors")
             task.export(out / "last.safetensors")
             _save_state(out / STATE_FILE, {
-                "model": model.state_dict(), "optim": optim.state_dict(),
-                "sched": sched.state_dict(), "epoch": epoch, "best_val": best,
-                "history": json.dumps(history), "torch_rng": torch.get_rng_state()})
+                "model": model.state_dict(), "optims": [o.state_dict() for o in opt.optimizers],
+                "scheds": [s.scheduler.state_dict() for s in opt.schedulers],
+                "scaler": scaler.state_dict(), "epoch": epoch, "best_val": best,
+                "global_step": global_step, "history": json.dumps(history), **_rng_state()})
             atomic_write_json(out / HISTORY_FILE, history)
         if cfg.time_budget_s is not None and time.time() - t_start > cfg.time_budget_s:
             if rank == 0:
                 log(f"time budget of {cfg.time_budget_s:.0f} s reached after epoch {epoch + 1}")
             break
+        if cfg.max_total_steps is not None and global_step >= cfg.max_total_steps:
+            if rank == 0:
+                log(f"step budget of {cfg.max_total_steps} reached after epoch {epoch + 1}")
+            break
     return history
+
+
+_EPOCH_KEYS = {"epoch", "train_loss", "val_loss", "pairs", "steps", "seconds", "pairs_per_s",
+               "lr", "lrs", "bn_recalibration_batches", "best"}
 
 
 def _recalibrate(task: TrainTask, model: torch.nn.Module, device: torch.device,

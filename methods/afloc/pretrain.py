@@ -1,24 +1,23 @@
-"""AFLoc pretraining data and the `TrainTask` the shared loop runs.
+"""AFLoc's pretraining task: the official text pipeline and losses over the shared image-report
+pairs (`bench.train.data`).
 
-Pairs come from a registered dataset adapter (``mimic-cxr`` or ``synthetic-mimic``): the
-adapter already keeps frontal views and drops MS-CXR images; here reports are cleaned
-(``text.clean_report``), studies without a sentence are removed, and each item draws its
-caption with the official augmentation (k of n sentences, shuffled, joined by ". ") from a
-generator seeded by (seed, epoch, index), so runs repeat exactly whatever the worker layout.
-Validation captions are drawn the same way in ``faithful`` mode (the official validation set
-is the training dataset class) and kept whole in ``corrected`` mode.
-Images: ``faithful`` letterbox 256 + CenterCrop 224 (the config's ``imsize: 256``; the
-offline resize script that made "MIMIC-224-inter-area" is missing from the repository),
-``corrected`` letterbox 224 (the inference frame).
-
-``prepare_pairs`` decodes every image once into uint8 224 x 224 frames, in memory or as a
-one-off cache (``images.npy`` memory map + ``captions.json``) the loader reads at disk speed.
+The pairs come from a registered adapter (``mimic-cxr`` or ``synthetic-mimic``) through the
+shared preparation, which keeps frontal views, holds MS-CXR's studies out and caches the
+pre-frames; here reports are cleaned (``text.clean_report``), studies without a sentence are
+removed (counted as "no report sentence"), and each item draws its caption with the official
+augmentation (k of n sentences, shuffled, joined by ". ") from a generator seeded by (seed,
+epoch, index), so runs repeat exactly whatever the worker layout. Validation captions are drawn
+the same way in ``faithful`` mode (the official validation set is the training dataset class)
+and kept whole in ``corrected`` mode.
+Images: ``faithful`` letterbox 256 + CenterCrop 224 (the config's ``imsize: 256``; the offline
+resize script that made "MIMIC-224-inter-area" is missing from the repository), ``corrected``
+letterbox 224 (the inference frame).
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,89 +26,47 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from bench.store import atomic_write_json
+from bench.imaging.recipes import to_tensor
+from bench.methods._shared import contrastive as L
+from bench.methods._shared.encoders import tokenizer_to_json
+from bench.train.data import ImagePairs
+from bench.train.loop import Optimization, Scheduled, TrainTask
 
 from . import checkpoint as ck
-from . import presets
-from .imaging import TRAIN_FRAMES, frame_uint8, source_uint8, to_tensor
+from .imaging import train_crop
 from .model import AFLocModel
 from .text import TextBatch, TextProcessor, augment_caption, clean_report, full_caption
-
-FRONTAL = {"PA", "AP", "FRONTAL"}
 
 
 @dataclass
 class PairSet:
-    """Preprocessed pairs: frames [N, 224, 224] uint8 and the cleaned sentences of each."""
+    """Pairs as AFLoc trains on them: pre-frames (positions `index` of `frames`) and the
+    cleaned sentences of each."""
 
     frames: np.ndarray
+    index: np.ndarray
     sentences: list[list[str]]
     ids: list[str]
     skipped: dict[str, int]
 
-
-def cache_identity(dataset: Any, text_mode: str, limit: int | None) -> dict[str, Any]:
-    """What a frame cache was built from: a cache of other pairs (another split, MS-CXR not
-    held out, another text mode) is never reused."""
-    cls = type(dataset)
-    config = dataset.config() if hasattr(dataset, "config") else None
-    return json.loads(json.dumps({
-        "dataset": f"{cls.__module__}.{cls.__qualname__}",
-        "root": str(getattr(dataset, "root", None)), "split": getattr(dataset, "split", None),
-        "config": config, "text_mode": text_mode, "limit": limit}, default=str))
+    def frame(self, i: int) -> np.ndarray:
+        """The 224 training input of pair i (a center crop of the 256 pre-frame, faithful)."""
+        return train_crop(np.asarray(self.frames[self.index[i]]))
 
 
-def prepare_pairs(dataset: Any, text_mode: str, cache_dir: str | Path | None = None,
-                  progress: bool = True, limit: int | None = None) -> PairSet:
-    """One pass over the adapter: frame every usable image, clean every report."""
-    cache = Path(cache_dir) if cache_dir else None
-    identity = cache_identity(dataset, text_mode, limit)
-    if cache is not None and (cache / "captions.json").is_file():
-        meta = json.loads((cache / "captions.json").read_text())
-        if meta.get("identity") == identity:  # else rebuilt: other data, options or text mode
-            frames = np.load(cache / "images.npy", mmap_mode="r")
-            return PairSet(frames, meta["sentences"], meta["ids"], meta["skipped"])
-    frame = TRAIN_FRAMES[text_mode]
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    skipped: Counter[str] = Counter()
-    keep_frames: list[np.ndarray] = []
-    sentences: list[list[str]] = []
-    ids: list[str] = []
-    it: Any = range(n)
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(it, desc="preparing pairs", leave=False)
-    for i in it:
-        s = dataset.load(i)
-        if s is None or s.image is None:
-            skipped["unreadable image"] += 1
-            continue
-        view = str(s.meta.get("view", "")).upper()
-        if view and view not in FRONTAL:
-            skipped["not frontal"] += 1
-            continue
-        sents = clean_report(s.report, text_mode)
+def clean_pairs(pairs: ImagePairs, text_mode: str) -> PairSet:
+    """Keep the pairs whose report keeps a sentence after AFLoc's cleaning."""
+    skipped = Counter(pairs.skipped)
+    keep, sentences = [], []
+    for i, report in enumerate(pairs.reports):
+        sents = clean_report(report, text_mode)
         if not sents:
             skipped["no report sentence"] += 1
             continue
-        keep_frames.append(frame_uint8(source_uint8(s.image, s.meta.get("path")), frame))
+        keep.append(i)
         sentences.append(sents)
-        ids.append(str(s.id))
-    frames = (np.stack(keep_frames) if keep_frames else np.zeros((0, 224, 224), np.uint8))
-    if cache is not None:
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = cache / ".images.npy.tmp"
-        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=frames.shape)
-        mm[:] = frames
-        mm.flush()
-        del mm
-        tmp.replace(cache / "images.npy")
-        atomic_write_json(cache / "captions.json", {"identity": identity,
-                                                    "text_mode": text_mode, "ids": ids,
-                                                    "sentences": sentences,
-                                                    "skipped": dict(skipped)})
-    return PairSet(frames, sentences, ids, dict(skipped))
+    return PairSet(pairs.frames, np.asarray(keep, dtype=np.int64), sentences,
+                   [pairs.ids[i] for i in keep], dict(skipped))
 
 
 class PairDataset(Dataset):
@@ -131,7 +88,7 @@ class PairDataset(Dataset):
             caption = augment_caption(sents, rng)
         else:
             caption = full_caption(sents)
-        return np.asarray(self.pairs.frames[i]), caption
+        return self.pairs.frame(i), caption
 
 
 class Collate:
@@ -145,12 +102,16 @@ class Collate:
         return to_tensor(frames), self.processor.encode([c for _, c in items])
 
 
-class AFLocTask:
-    """What the shared loop needs to pretrain AFLoc."""
+class AFLocTask(TrainTask):
+    """What the shared loop needs to pretrain AFLoc: the official optimisation (Adam, betas
+    (0.5, 0.999), weight decay 1e-6, StepLR per epoch, gradient clipping 0.25)."""
+
+    grad_clip = 0.25
 
     def __init__(self, model: AFLocModel, tokenizer: Any, train: PairSet, val: PairSet | None,
                  batch_size: int, seed: int = 1, num_workers: int = 0,
-                 max_elements: int | None = None):
+                 max_elements: int | None = None, lr: float = 2e-5, gamma: float = 0.9,
+                 local_impl: str = "einsum", compile_losses: bool = False):
         self.model, self.tokenizer = model, tokenizer
         self.processor = TextProcessor(tokenizer, model.cfg.text_mode, model.cfg.word_num)
         self.train_set = PairDataset(train, augment=True, seed=seed)
@@ -161,6 +122,17 @@ class AFLocTask:
                                     stream=(1,)) if val is not None else None)
         self.bs, self.seed, self.workers, self.max_elements = batch_size, seed, num_workers, \
             max_elements
+        self.lr, self.gamma = lr, gamma
+        self.local_impl, self.compile_losses = local_impl, compile_losses
+
+    def configure_optimizers(self) -> Optimization:
+        optim = torch.optim.Adam(self.model.parameters(), lr=self.lr, betas=(0.5, 0.999),
+                                 weight_decay=1e-6)
+        sched = torch.optim.lr_scheduler.StepLR(optim, step_size=1, gamma=self.gamma)
+        return Optimization([optim], [Scheduled(sched, "epoch")])
+
+    def running(self) -> AbstractContextManager:
+        return L.local_impl(self.local_impl, self.compile_losses)
 
     def _loader(self, ds: PairDataset, shuffle: bool, epoch: int, rank: int, world: int,
                 drop_last: bool) -> DataLoader:
@@ -200,4 +172,4 @@ class AFLocTask:
 
     def export(self, path: Path) -> None:
         ck.save_weights(path, self.model.state_dict(), self.model.cfg.to_json(),
-                        presets.tokenizer_to_json(self.tokenizer))
+                        tokenizer_to_json(self.tokenizer))

@@ -1,0 +1,290 @@
+"""The training data the methods share, prepared once per (dataset, split, pre-frame).
+
+Three kinds, one preparation: a single pass over a registered adapter decodes every usable
+image into a uint8 **pre-frame** (the method's declared recipe: reader and frame, e.g. the 256
+letterbox from which AFLoc center-crops and GLoRIA random-crops 224) and records the sample's
+id, raw report, labels and view. Methods that declare the same pre-frame share the cache. Each
+method then applies its own crop, text cleaning and augmentation.
+
+- `ImagePairs`: frontal images with their raw reports (image-text pretraining; MIMIC-CXR's
+  MS-CXR studies held out, see `with_ms_cxr_held_out`);
+- `LabelledImages`: images with their definite labels (supervised classifiers);
+- `NormalImages`: images without any positive finding (one-class anomaly detection).
+
+With a cache folder, the frames are an ``images.npy`` memory map and the records a JSON file,
+written atomically once and read at disk speed afterwards; a cache of other data (another
+split, adapter options, recipe or limit) is rebuilt, never reused. Under ``torchrun`` rank 0
+writes the cache and the other ranks read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.errors import UsageError
+from bench.imaging.geometry import to_frame
+from bench.imaging.recipes import READERS, Recipe
+from bench.store import atomic_write, atomic_write_json
+
+FRONTAL = {"PA", "AP", "FRONTAL"}
+VIEWS = ("frontal", "all")
+
+
+@dataclass
+class Prepared:
+    """Pre-frames [N, S, S] uint8 (a memory map when cached) and one record per frame."""
+
+    frames: np.ndarray
+    ids: list[str]
+    reports: list[str | None]
+    labels: list[dict[str, int]]
+    views: list[str]
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def cache_identity(dataset: Any, recipe: Recipe, views: str, limit: int | None) -> dict[str, Any]:
+    """What a cache was built from: a cache of other data is never reused."""
+    cls = type(dataset)
+    config = dataset.config() if hasattr(dataset, "config") else None
+    return json.loads(json.dumps({
+        "dataset": f"{cls.__module__}.{cls.__qualname__}",
+        "root": str(getattr(dataset, "root", None)), "split": getattr(dataset, "split", None),
+        "config": config, "recipe": recipe.describe(), "views": views, "limit": limit},
+        default=str))
+
+
+def cache_folder(cache: Path, split: str, recipe: Recipe, views: str) -> Path:
+    """One sub-folder per (split, recipe, views), so methods with the same pre-frame share it."""
+    tag = hashlib.sha256(json.dumps([recipe.describe(), views], sort_keys=True).encode())
+    return cache / f"{split}-{tag.hexdigest()[:10]}"
+
+
+def prepare(dataset: Any, recipe: Recipe, views: str = "frontal",
+            cache_dir: str | Path | None = None, progress: bool = True,
+            limit: int | None = None) -> Prepared:
+    """One pass over the adapter: the pre-frame and record of every usable image."""
+    if views not in VIEWS:
+        raise ValueError(f"views must be one of {VIEWS}")
+    cache = Path(cache_dir) if cache_dir else None
+    identity = cache_identity(dataset, recipe, views, limit)
+    if cache is not None and (cache / "records.json").is_file():
+        meta = json.loads((cache / "records.json").read_text())
+        if meta.get("identity") == identity:  # else rebuilt: other data, options or recipe
+            frames = np.load(cache / "images.npy", mmap_mode="r")
+            return Prepared(frames, meta["ids"], meta["reports"], meta["labels"], meta["views"],
+                            meta["skipped"])
+    read = READERS[recipe.reader]
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    skipped: Counter[str] = Counter()
+    frames: list[np.ndarray] = []
+    ids: list[str] = []
+    reports: list[str | None] = []
+    labels: list[dict[str, int]] = []
+    kept_views: list[str] = []
+    it: Any = range(n)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="preparing training images", leave=False)
+    for i in it:
+        s = dataset.load(i)
+        if s is None or s.image is None:
+            skipped["unreadable image"] += 1
+            continue
+        view = str(s.meta.get("view", "")).upper()
+        if views == "frontal" and view and view not in FRONTAL:
+            skipped["not frontal"] += 1
+            continue
+        frames.append(to_frame(read(s), recipe.frame))
+        ids.append(str(s.id))
+        reports.append(s.report)
+        labels.append({k: int(v) for k, v in s.labels.items()})
+        kept_views.append(view)
+    size = recipe.frame.size if recipe.frame.kind != "original" else 0
+    stack = np.stack(frames) if frames else np.zeros((0, size, size), np.uint8)
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        with atomic_write(cache / "images.npy") as tmp:
+            mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=stack.shape)
+            mm[:] = stack
+            mm.flush()
+            del mm
+        atomic_write_json(cache / "records.json", {
+            "identity": identity, "ids": ids, "reports": reports, "labels": labels,
+            "views": kept_views, "skipped": dict(skipped)})
+    return Prepared(stack, ids, reports, labels, kept_views, dict(skipped))
+
+
+# -- the three kinds ---------------------------------------------------------------------------
+
+@dataclass
+class ImagePairs:
+    """Frontal images and their raw reports, as prepared (methods clean the text)."""
+
+    frames: np.ndarray
+    reports: list[str | None]
+    ids: list[str]
+    skipped: dict[str, int]
+
+
+@dataclass
+class LabelledImages:
+    """Images and a label matrix [N, P] over `pathologies` (NaN where a label is not given)."""
+
+    frames: np.ndarray
+    labels: np.ndarray
+    pathologies: tuple[str, ...]
+    ids: list[str]
+    skipped: dict[str, int]
+
+
+@dataclass
+class NormalImages:
+    """Images without any positive finding (positions into the prepared frames)."""
+
+    frames: np.ndarray
+    index: np.ndarray
+    ids: list[str]
+    skipped: dict[str, int]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def frame(self, i: int) -> np.ndarray:
+        return np.asarray(self.frames[self.index[i]])
+
+
+def is_normal(labels: dict[str, int], normal_label: str = "No Finding") -> bool | None:
+    """True / False, or None when the labels do not say (no label at all): "No Finding" = 1 where
+    the labels have it (CheXpert, MIMIC-CXR), else no positive label."""
+    if normal_label in labels:
+        return labels[normal_label] == 1
+    if not labels:
+        return None
+    return not any(v == 1 for v in labels.values())
+
+
+def pairs_of(p: Prepared) -> ImagePairs:
+    return ImagePairs(p.frames, p.reports, p.ids, p.skipped)
+
+
+def labelled_of(p: Prepared, pathologies: tuple[str, ...]) -> LabelledImages:
+    matrix = np.full((len(p), len(pathologies)), np.nan, dtype=np.float32)
+    for i, lab in enumerate(p.labels):
+        for j, name in enumerate(pathologies):
+            if name in lab:
+                matrix[i, j] = lab[name]
+    return LabelledImages(p.frames, matrix, tuple(pathologies), p.ids, p.skipped)
+
+
+def normals_of(p: Prepared) -> NormalImages:
+    skipped = Counter(p.skipped)
+    keep = []
+    for i, lab in enumerate(p.labels):
+        normal = is_normal(lab)
+        if normal is None:
+            skipped["no labels"] += 1
+        elif not normal:
+            skipped["not normal"] += 1
+        else:
+            keep.append(i)
+    return NormalImages(p.frames, np.asarray(keep, dtype=np.int64), [p.ids[i] for i in keep],
+                        dict(skipped))
+
+
+# -- what a training task asks for -------------------------------------------------------------
+
+def with_ms_cxr_held_out(ds_cls: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Dataset options with MS-CXR's file filled in where the corpus holds MS-CXR's images
+    (MIMIC-CXR) and the user did not choose (a file, or "none")."""
+    if not getattr(ds_cls, "holds_out_ms_cxr", False) or "exclude_ms_cxr" in options:
+        return dict(options)
+    from bench.datasets.mimic_cxr import find_ms_cxr_file
+
+    return {**options, "exclude_ms_cxr": str(find_ms_cxr_file())}
+
+
+def split_names(ds_cls: Any) -> tuple[str, str | None]:
+    """(training split, validation split or None) of a dataset class."""
+    splits = tuple(getattr(ds_cls, "splits", ()))
+    train = "train" if "train" in splits else (splits[0] if splits else "train")
+    val = next((s for s in ("validate", "val", "valid", "validation") if s in splits), None)
+    if val == train:
+        val = None
+    return train, val
+
+
+class TrainingData:
+    """The data a training task asks for, prepared on first use from the request's dataset.
+
+    `pairs`, `labelled` and `normals` take a split ("train" or "val": the dataset's own names
+    are looked up) and the method's pre-frame recipe."""
+
+    def __init__(self, dataset: str, root: str | None, options: dict[str, Any],
+                 cache: str | None = None, limit: int | None = None, progress: bool = True,
+                 rank: int = 0, world: int = 1):
+        from bench.registry import get_dataset
+
+        self.dataset_name = dataset
+        self.dataset_class = get_dataset(dataset)
+        self.root = root
+        self.options = with_ms_cxr_held_out(self.dataset_class, options)
+        self.cache = Path(cache) if cache else None
+        self.limit = limit
+        self.progress = progress
+        self.rank, self.world = rank, world
+        self.splits = dict(zip(("train", "val"), split_names(self.dataset_class)))
+
+    def split(self, which: str) -> str | None:
+        if which not in self.splits:
+            raise ValueError(f"split must be 'train' or 'val', not {which!r}")
+        return self.splits[which]
+
+    def _prepare(self, which: str, recipe: Recipe, views: str) -> Prepared | None:
+        split = self.split(which)
+        if split is None:
+            return None
+        ds = self.dataset_class(root=self.root, split=split, **self.options)
+        where = cache_folder(self.cache, split, recipe, views) if self.cache else None
+        if where is not None and self.world > 1:  # rank 0 writes the cache, the others read it
+            import torch.distributed as dist
+
+            if self.rank == 0:
+                prepare(ds, recipe, views, where, self.progress, self.limit)
+            dist.barrier()
+        return prepare(ds, recipe, views, where, self.progress and self.rank == 0, self.limit)
+
+    def pairs(self, which: str, recipe: Recipe) -> ImagePairs | None:
+        p = self._prepare(which, recipe, "frontal")
+        if p is None:
+            return None
+        if which == "train" and not any(r for r in p.reports):
+            raise UsageError(f"no image with a report in {self.dataset_name} "
+                             f"({self.split(which)}): image-text training needs paired reports")
+        return pairs_of(p)
+
+    def labelled(self, which: str, recipe: Recipe,
+                 pathologies: tuple[str, ...] | None = None) -> LabelledImages | None:
+        p = self._prepare(which, recipe, "all")
+        if p is None:
+            return None
+        names = tuple(pathologies or self.dataset_class.pathologies)
+        return labelled_of(p, names)
+
+    def normals(self, which: str, recipe: Recipe) -> NormalImages | None:
+        p = self._prepare(which, recipe, "all")
+        return None if p is None else normals_of(p)
+
+    def describe(self) -> dict[str, Any]:
+        return {"dataset": self.dataset_name, "root": self.root, "options": self.options,
+                "splits": self.splits, "limit": self.limit}

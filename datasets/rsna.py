@@ -10,7 +10,8 @@ row with empty coordinates per negative image. All views are kept.
 
 Splits:
 - `test`: the MedKLIP/AFLoc zero-shot grounding list (5,337 images, 1,218 positive; package
-  data `splits/rsna_grounding_test_medklip.csv`, or `split_list=<csv>` in the same schema).
+  data `splits/rsna_grounding_test_medklip.csv`, or `split_list=<csv>` in the same schema; a
+  `grounding_test.csv` in the root folder, AFLoc's name for it, is used when present).
   Boxes come from the list, as AFLoc reads them (each coordinate truncated to an int before
   the 1024 -> 224 mapping; the shipped list holds whole numbers). AFLoc localizes only
   `classes == 1`:
@@ -150,6 +151,9 @@ def parse_split_list(path: Path, on_bad) -> list[RsnaImage]:
     return out
 
 
+GROUNDING_CSV = "grounding_test.csv"
+
+
 def default_split_list() -> Path:
     return Path(str(resources.files("bench.datasets") / "splits" /
                     "rsna_grounding_test_medklip.csv"))
@@ -181,11 +185,17 @@ class RSNA(FileDataset, Dataset):
         self.image_dir = self.root / image_dir
         self.positives_only = as_bool(positives_only)
         self.labels_path = self.require_file(LABELS_CSV)
-        self.split_list = Path(split_list) if split_list else default_split_list()
+        self.split_list = Path(split_list) if split_list else self.default_split_list()
         self.images, self.row_counts = cached_parse(self.labels_path, parse_labels, self.bad)
         self.index = self._select(self.split)
         if self.positives_only:
             self.index = [r for r in self.index if r.target]
+
+    def default_split_list(self) -> Path:
+        """The folder's own `grounding_test.csv` (AFLoc's file name; the synthetic world writes
+        one) when it has one, else the packaged MedKLIP/AFLoc list."""
+        own = self.root / GROUNDING_CSV
+        return own if own.is_file() else default_split_list()
 
     def _select(self, split: str, on_bad=None) -> list[RsnaImage]:
         on_bad = on_bad or self.bad
@@ -219,7 +229,8 @@ class RSNA(FileDataset, Dataset):
     def load(self, index: int) -> Sample | None:
         rec = self.index[index]
         path = self.image_path(rec)
-        image = self.decode(path)
+        pixel_meta: dict = {}  # a DICOM's photometry, for the methods' readers
+        image = self.decode(path, pixel_meta)
         if image is None:
             return None
         hw = image.shape[:2]
@@ -233,7 +244,7 @@ class RSNA(FileDataset, Dataset):
                                     mask=boxes_to_mask(boxes, hw), boxes=boxes))
         return Sample(id=rec.patient_id, image=image, findings=findings,
                       labels={PATHOLOGY: rec.target},
-                      meta={"split": self.split, "path": str(path), "hw": hw,
+                      meta={**pixel_meta, "split": self.split, "path": str(path), "hw": hw,
                             "patient_id": rec.patient_id})
 
     # -- check ----------------------------------------------------------------------------

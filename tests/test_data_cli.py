@@ -97,3 +97,24 @@ def test_option_passthrough_and_usable_rsna(tmp_path, capsys):
                          "-o", f"split_list={tmp_path / 'list.csv'}"], capsys)
     assert code == 0 and "test: images 1, positive 1, boxes 1" in out
     assert "usable: yes" in out
+
+
+def test_an_rsna_folder_with_its_own_grounding_list_checks_against_it(tmp_path, capsys):
+    """A synthetic RSNA copy read by the real adapter uses the folder's grounding_test.csv
+    (AFLoc's name for the list), not the packaged MedKLIP list of other ids."""
+    try:
+        from tests.synth_helpers import tiny_world
+    except ImportError:
+        from synth_helpers import tiny_world
+
+    root = tiny_world() / "rsna"
+    assert (root / "grounding_test.csv").is_file()
+    code, out, _ = _run(["data", "check", "rsna", "--root", str(root)], capsys)
+    assert code == 0 and "usable: yes" in out
+    from bench.datasets.rsna import RSNA, default_split_list
+
+    assert RSNA(root).split_list == root / "grounding_test.csv"
+    plain = tmp_path / "plain"
+    write_csv(plain / "stage_2_train_labels.csv", ["patientId", "x", "y", "width", "height",
+                                                   "Target"], [["p2", "", "", "", "", 0]])
+    assert RSNA(plain, split="all").split_list == default_split_list()

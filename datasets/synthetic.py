@@ -12,7 +12,6 @@ use or create a world elsewhere; other options go to the real adapter.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,14 +23,13 @@ from bench.types import Sample
 DEFAULT_SCALE = "small"
 
 
-def cache_dir(scale: str, seed: int) -> Path:
-    """The default world folder; named by its anchors too, so installing (or upgrading)
-    torchxrayvision never reads a world drawn from other anchors."""
+def world_dir(scale: str, seed: int) -> Path:
+    """The default world folder, in the harness cache; named by its anchors too, so installing
+    (or upgrading) torchxrayvision never reads a world drawn from other anchors."""
+    from bench.paths import cache_dir
     from bench.synth.anchors import anchor_tag
 
-    base = os.environ.get("BENCH_CACHE")
-    root = Path(base) if base else Path.home() / ".cache" / "afloc-bench"
-    return root / "synthetic" / f"{scale}-seed{seed}-{anchor_tag()}"
+    return cache_dir() / "synthetic" / f"{scale}-seed{seed}-{anchor_tag()}"
 
 
 # synthetic name -> (real adapter, world unit, folder, options given the world folder)
@@ -66,7 +64,7 @@ def _make(name: str, real: str, unit: str, folder: str,
             from bench.synth.world import WORLD_VERSION, generate
 
             self.scale, self.seed = str(scale), int(seed)
-            wdir = Path(world or root or cache_dir(self.scale, self.seed))
+            wdir = Path(world or root or world_dir(self.scale, self.seed))
             generate(wdir, self.scale, self.seed, units=[unit], progress=sys.stderr.isatty())
             self.world = wdir
             self.anchors = load_anchors().source

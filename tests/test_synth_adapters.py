@@ -166,13 +166,13 @@ def _train_studies() -> set[str]:
 def test_concurrent_first_use_generates_once(tmp_path, monkeypatch):
     import threading
 
-    from bench.datasets.synthetic import cache_dir
+    from bench.datasets.synthetic import world_dir
     from bench.synth.anchors import load_anchors
 
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
     source = load_anchors().source  # "torchxrayvision 1.5.7" when the wheel is installed
     tag = "procedural" if source == "procedural" else "txv" + source.split(" ")[1]
-    assert cache_dir("tiny", 3) == tmp_path / "synthetic" / f"tiny-seed3-{tag}"
+    assert world_dir("tiny", 3) == tmp_path / "synthetic" / f"tiny-seed3-{tag}"
     out: list = []
     threads = [threading.Thread(target=lambda: out.append(len(get_dataset(
         "synthetic-covid-rural")(scale="tiny", seed=3)))) for _ in range(2)]
@@ -181,21 +181,21 @@ def test_concurrent_first_use_generates_once(tmp_path, monkeypatch):
     for t in threads:
         t.join()
     assert out == [8, 8]
-    world = cache_dir("tiny", 3)
+    world = world_dir("tiny", 3)
     assert (world / ".done-covid-rural").exists()
     assert not (world / "rsna").exists()  # only the unit that was asked for
 
 
 def test_worlds_from_other_anchors_get_their_own_folder(tmp_path, monkeypatch):
-    from bench.datasets.synthetic import cache_dir
+    from bench.datasets.synthetic import world_dir
     from bench.synth import anchors as A
 
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
     monkeypatch.setattr(A, "txv_data_dir", lambda: None)
-    assert cache_dir("small", 0) == tmp_path / "synthetic" / "small-seed0-procedural"
+    assert world_dir("small", 0) == tmp_path / "synthetic" / "small-seed0-procedural"
     monkeypatch.setattr(A, "txv_data_dir", lambda: tmp_path)
     monkeypatch.setattr(A, "_txv_version", lambda: "9.9.1")
-    assert cache_dir("small", 0) == tmp_path / "synthetic" / "small-seed0-txv9.9.1"
+    assert world_dir("small", 0) == tmp_path / "synthetic" / "small-seed0-txv9.9.1"
 
 
 def test_world_marker_names_its_anchors_and_version(tmp_path):

@@ -1,5 +1,6 @@
-"""Does AFLoc learn to localize from reports? Pretrain the tiny preset on the synthetic MIMIC set,
-evaluate it against the `center` and `random` baselines, print a table (SYNTHETIC data).
+"""Does a method learn to localize from reports? Pretrain its tiny preset on the synthetic MIMIC
+set (`--method`, default afloc), evaluate it against the `center` and `random` baselines, print a
+table (SYNTHETIC data).
 MS-CXR is scored twice: with "Findings suggesting {category}." (simple, the official MS_CXR_CLS
 run) and with its own phrases (precise, the official MS_CXR run behind the paper's headline
 MS-CXR figures). Each table ends with `check` lines: PASS where AFLoc's IoU or CNR CI lies
@@ -25,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench.methods.catalog import display_name
+
 
 def bench(args: list[str], env: dict[str, str]) -> str:
     cmd = [sys.executable, "-m", "bench.cli.main", *args]
@@ -36,6 +39,7 @@ def bench(args: list[str], env: dict[str, str]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--method", default="afloc", help="Trainable method (bench list methods)")
     ap.add_argument("--out", default="learning_check")
     ap.add_argument("--cache", default=None,
                     help="Harness cache holding the synthetic world (default: OUT/cache)")
@@ -57,7 +61,8 @@ def main() -> None:
                     help="StepLR decay per epoch (default: bench train's, the official 0.9)")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--datasets", default="synthetic-rsna,synthetic-ms-cxr")
-    ap.add_argument("--text-mode", default="faithful", choices=["faithful", "corrected"])
+    ap.add_argument("--text-mode", default=None, choices=["faithful", "corrected"],
+                    help="afloc's text mode (default: its own, faithful)")
     ap.add_argument("--seed", type=int, default=1, help="Training seed")
     ap.add_argument("--precise", default="synthetic-ms-cxr",
                     help="Datasets also evaluated with their own phrases (--prompt precise, the "
@@ -72,9 +77,12 @@ def main() -> None:
     eval_scale = args.eval_scale or args.scale
 
     t0 = time.time()
-    train = ["train", "afloc", "--dataset", "synthetic-mimic", *scale, "--preset", "tiny",
-             "--device", args.device, "--time-budget", str(args.train_seconds), "--text-mode",
-             args.text_mode, "--seed", str(args.seed), "--out", str(out / "ckpt"), "--quiet"]
+    method = args.method
+    train = ["train", method, "--dataset", "synthetic-mimic", *scale, "--preset", "tiny",
+             "--device", args.device, "--time-budget", str(args.train_seconds),
+             "--seed", str(args.seed), "--out", str(out / "ckpt"), "--quiet"]
+    if args.text_mode:
+        train += ["--text-mode", args.text_mode]
     if args.epochs:
         train += ["--epochs", str(args.epochs)]
     if args.batch_size:
@@ -95,29 +103,35 @@ def main() -> None:
     if precise:
         runs.append(("precise", ",".join(precise)))
     # the header describes the checkpoint as trained (with --skip-train, not this command line)
-    req = json.loads((out / "ckpt" / "train.json").read_text())["request"]
-    lr, gamma, budget = req.get("lr"), req.get("gamma"), req.get("time_budget")
+    info = json.loads((out / "ckpt" / "train.json").read_text())
+    req = info["request"]
+    # train.json of the method platform keeps method options apart (older files: flat)
+    own = {**req, **req.get("method_options", {}), **info.get("settings", {})}
+    lr, gamma, budget = req.get("lr"), own.get("gamma"), req.get("time_budget")
     trained_scale = req["dataset_options"].get("scale", "small")
+    label = display_name(method)
+    text = f"{own['text_mode']} text" if own.get("text_mode") else ""
+    rest = [x for x in (f"lr {lr:g}" if lr else "",
+                        f"StepLR gamma {gamma}" if gamma not in (None, 0.9) else "") if x]
     print(f"\nSYNTHETIC data, trained on scale {trained_scale}, "
-          f"scored on scale {eval_scale}; tiny AFLoc trained "
+          f"scored on scale {eval_scale}; tiny {label} trained "
           f"{len(hist['epochs'])} epochs in {t_train:.0f} s{wall} on {req['device']} ("
-          f"{f'budget {budget:.0f} s, ' if budget else ''}seed {req['seed']}, "
-          f"{req['text_mode']} text"
-          f"{f', lr {lr:g}' if lr else ''}{f', StepLR gamma {gamma}' if gamma != 0.9 else ''})")
+          f"{f'budget {budget:.0f} s, ' if budget else ''}seed {req['seed']}"
+          + "".join(f", {x}" for x in [text] + rest if x) + ")")
     # results of another scale than the checkpoint's training scale get folders of their own
     suffix = f"-{eval_scale}" if eval_scale != trained_scale else ""
     for prompt, datasets in runs:
-        run = ["run", "--methods", "afloc,center,random", "--datasets", datasets,
+        run = ["run", "--methods", f"{method},center,random", "--datasets", datasets,
                "--dataset-arg", f"scale={eval_scale}",
-               "--method-arg", f"afloc.checkpoint={out / 'ckpt' / 'best.safetensors'}",
+               "--method-arg", f"{method}.checkpoint={out / 'ckpt' / 'best.safetensors'}",
                "--prompt", prompt, "--device", args.device, "--bootstrap",
                str(args.bootstrap), "--results-dir",
                str(out / f"results-{prompt}{suffix}"), "--json",
                "--quiet", "--force"]
-        report(json.loads(bench(run, env)), prompt)
+        report(json.loads(bench(run, env)), prompt, method)
 
 
-def report(payload: dict, prompt: str) -> None:
+def report(payload: dict, prompt: str, method: str = "afloc") -> None:
     def ci(stat: dict) -> str:
         return f"{stat['mean']:.3f} ({stat['lower']:.3f}, {stat['upper']:.3f})"
 
@@ -133,7 +147,7 @@ def report(payload: dict, prompt: str) -> None:
     loc = [r for r in payload["runs"] if r["task"] == "localization"]
     for ds in dict.fromkeys(r["dataset"] for r in loc):
         runs = {r["method"]: r["summary"]["metrics"] for r in loc if r["dataset"] == ds}
-        cats = list(runs.get("afloc", next(iter(runs.values())))["iou"]["per_category"])
+        cats = list(runs.get(method, next(iter(runs.values())))["iou"]["per_category"])
         if len(cats) < 2:
             continue
         print(f"per category on {ds}: IoU / CNR")
@@ -141,22 +155,22 @@ def report(payload: dict, prompt: str) -> None:
             cells = [f"{c[:12]} {m['iou']['per_category'][c]['mean']:.3f}/"
                      f"{m['cnr']['per_category'][c]['mean']:.2f}" for c in cats]
             print(f"  {meth:7} " + "  ".join(cells))
-    for line in verdicts(payload):
+    for line in verdicts(payload, method):
         print(line)
     for c in payload["comparisons"]:
-        if c["a"] == "afloc" or c["b"] == "afloc":
+        if method in (c["a"], c["b"]):
             print(f"paired {c['metric']} {c['a']} - {c['b']} on {c['dataset']}: "
                   f"{c['diff']:+.3f} ({c['lower']:+.3f}, {c['upper']:+.3f}) p={c['p_value']:.4f}")
 
 
-def verdicts(payload: dict) -> list[str]:
-    """The issue's rule, per dataset: AFLoc's IoU and CNR CIs lie wholly above those of `center`
+def verdicts(payload: dict, method: str = "afloc") -> list[str]:
+    """The rule, per dataset: the method's IoU and CNR CIs lie wholly above those of `center`
     and `random` (no overlap), and its zero-shot AUROC CI lies wholly above 0.5."""
     runs = {(r["method"], r["dataset"], r["task"]): r["summary"]["metrics"]
             for r in payload["runs"]}
     lines = []
     for (meth, ds, task), m in runs.items():
-        if meth != "afloc":
+        if meth != method:
             continue
         if task == "classification":
             a = m["auroc"]["overall"]

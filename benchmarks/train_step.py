@@ -8,8 +8,8 @@ Random weights and random data only (no downloads): ``--preset paper`` is ResNet
 a randomly initialised BERT-base (Bio_ClinicalBERT's vocabulary size), D = 768, 224 -> 299,
 97 tokens; ``--preset tiny`` is the CPU test model. Train steps run the image backbone
 channels-last, as ``bench train`` does (``--no-channels-last``: NCHW, as before). Needs only
-torch, torchvision, numpy and transformers: the AFLoc modules are loaded straight from
-``methods/afloc`` without the harness's other dependencies.
+torch, torchvision, numpy and transformers, and the project installed without its dependencies
+(``pip install --no-deps --no-build-isolation -e .``): the AFLoc modules import nothing else.
 
     python benchmarks/train_step.py --preset paper --device cuda
     python benchmarks/train_step.py --preset tiny --device cpu
@@ -23,7 +23,6 @@ import math
 import statistics
 import sys
 import time
-import types
 from pathlib import Path
 
 import torch
@@ -35,16 +34,14 @@ EPOCHS = 5
 
 
 def load_afloc():
-    """Import methods/afloc/{model,losses,text,presets} as package ``afloc_core`` (light)."""
+    """The AFLoc model, loss, text and preset modules: they import torch, torchvision, numpy and
+    transformers only (tests/test_method_platform.py checks it), so the project installed with
+    ``pip install --no-deps --no-build-isolation -e .`` is enough on a GPU box."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    if "afloc_core" not in sys.modules:
-        pkg = types.ModuleType("afloc_core")
-        pkg.__path__ = [str(ROOT / "methods" / "afloc")]
-        sys.modules["afloc_core"] = pkg
-    mods = [importlib.import_module(f"afloc_core.{m}")
-            for m in ("model", "losses", "text", "presets")]
-    return mods
+    return [importlib.import_module(m) for m in (
+        "bench.methods.afloc.model", "bench.methods._shared.contrastive",
+        "bench.methods.afloc.text", "bench.methods.afloc.presets")]
 
 
 M, L, T, P = load_afloc()

@@ -58,7 +58,7 @@ def test_skip_train_scores_on_another_scale_and_describes_the_checkpoint(tmp_pat
     calls = []
     monkeypatch.setattr(learning_check, "bench", lambda args, env: (
         calls.append(args), json.dumps({"runs": [], "comparisons": []}))[1])
-    monkeypatch.setattr(learning_check, "report", lambda payload, prompt: None)
+    monkeypatch.setattr(learning_check, "report", lambda payload, prompt, method: None)
     monkeypatch.setattr(sys, "argv", ["learning_check.py", "--skip-train", "--out", str(tmp_path),
                                       "--eval-scale", "full", "--seed", "9"])
     learning_check.main()

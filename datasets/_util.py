@@ -12,7 +12,8 @@ import gzip
 import io
 import json
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,8 @@ def read_csv_rows(path: Path, required: Sequence[str]) -> tuple[list[str], Rows]
     """Header (names stripped) and an iterator of (line number, {column: stripped value}).
 
     A row with the wrong number of fields yields a dict with the key `None` holding the count
-    found, so the caller can report it as malformed with its line number.
+    found, so the caller can report it as malformed with its line number; its fields are filled
+    in by position as far as they go, so the caller can still tell which id the row named.
     """
     try:
         fh = open_text(path)
@@ -88,7 +90,9 @@ def read_csv_rows(path: Path, required: Sequence[str]) -> tuple[list[str], Rows]
                     if not values or all(not v.strip() for v in values):
                         continue
                     if len(values) != len(header):
-                        yield reader.line_num, {None: str(len(values))}  # type: ignore[dict-item]
+                        row = {h: v.strip() for h, v in zip(header, values)}
+                        row[None] = str(len(values))  # type: ignore[index]
+                        yield reader.line_num, row
                         continue
                     yield reader.line_num, {h: v.strip() for h, v in zip(header, values)}
             except (csv.Error, UnicodeDecodeError, EOFError, OSError) as exc:
@@ -115,6 +119,35 @@ def gloria_split(items: Sequence[Any], part: str, seed: int = 0) -> list[Any]:
     train, rest = train_test_split(items, test_size=0.15 * 2, random_state=seed)
     test, val = train_test_split(rest, test_size=0.5, random_state=seed)
     return {"train": train, "val": val, "test": test}[part]
+
+
+@dataclass
+class SplitUniverse:
+    """What a drawn split is drawn over: every id the file names in order (bad rows' ids
+    included), and the (file, row) of bad rows whose id could not be read."""
+
+    ids: list[Any] = field(default_factory=list)
+    unplaced: list[tuple[Path, int]] = field(default_factory=list)
+    id_name: str = "id"  # the column, for messages
+
+
+def stable_gloria_split(universe: SplitUniverse, part: str, keep: Container[Any]) -> list[Any]:
+    """GLoRIA's split drawn over every id the file names, bad rows' ids included, then only the
+    ids in `keep`: a skipped row removes its own image and moves no other between splits.
+
+    On a clean file `universe.ids` is exactly what GLoRIA splits, so nothing changes there. A bad
+    row whose id could not be read (`universe.unplaced`) would leave the universe short by an
+    unknown id, which reshuffles the split: that is an error even when skipping.
+    """
+    if universe.unplaced:
+        path, line = universe.unplaced[0]
+        n = len(universe.unplaced)
+        more = f" (and {n - 1} more)" if n > 1 else ""
+        name = universe.id_name
+        raise DataError(f"bad row without a {name}{more}: this split is drawn over every "
+                        f"{name} in the file, so an unknown one would move others between "
+                        f"splits; fix the row (or use a split that is not drawn)", path, line)
+    return [x for x in gloria_split(universe.ids, part) if x in keep]
 
 
 def missing_files(paths: Iterable[Path], limit: int = 10) -> tuple[int, list[str]]:

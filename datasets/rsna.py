@@ -18,7 +18,9 @@ Splits:
   the classification task still gets every image's label.
 - `gloria-train|val|test`: GLoRIA's `preprocess_pneumonia_data`: images grouped per
   patientId (sorted, as pandas groupby does), `train_test_split(test_size=0.3,
-  random_state=0)`, then the held-out part halved (first half test, second val).
+  random_state=0)`, then the held-out part halved (first half test, second val). The split is
+  drawn over every patientId of the file, bad rows' included, so a skipped row drops its own
+  image and moves no other (a bad row without a patientId is an error for these splits).
 - `all`: every labelled image.
 
 Option `positives_only=true` drops images without a box (saves decoding in localization runs).
@@ -36,11 +38,12 @@ import numpy as np
 
 from bench.datasets._util import (
     FileDataset,
+    SplitUniverse,
     as_bool,
     cached_parse,
     compare_counts,
-    gloria_split,
     read_csv_rows,
+    stable_gloria_split,
     wrong_width,
 )
 from bench.datasets.base import CheckReport, Dataset
@@ -63,8 +66,10 @@ class RsnaImage:
     line: int = 0
 
 
-def parse_labels(path: Path, on_bad) -> tuple[dict[str, RsnaImage], dict[str, int]]:
-    """stage_2_train_labels.csv -> patientId -> image (boxes in file order) and row counts.
+def parse_labels(path: Path, on_bad) -> tuple[dict[str, RsnaImage], dict[str, int],
+                                             SplitUniverse]:
+    """stage_2_train_labels.csv -> patientId -> image (boxes in file order), row counts, and the
+    sorted patientIds of every row (bad ones included) that the gloria-* splits are drawn over.
 
     `on_bad(message, path, row, reason)` raises or counts; a bad row drops its whole image
     (its ground truth would be incomplete).
@@ -73,9 +78,13 @@ def parse_labels(path: Path, on_bad) -> tuple[dict[str, RsnaImage], dict[str, in
     images: dict[str, RsnaImage] = {}
     bad_ids: set[str] = set()
     seen_rows: set[tuple] = set()
+    all_ids: set[str] = set()
+    unplaced: list[tuple[Path, int]] = []
     n_rows = 0
     for line, row in rows:
         n_rows += 1
+        if row.get("patientId"):
+            all_ids.add(row["patientId"])
         problem = wrong_width(row, header)
         pid = row.get("patientId", "")
         if problem is None and not pid:
@@ -103,6 +112,8 @@ def parse_labels(path: Path, on_bad) -> tuple[dict[str, RsnaImage], dict[str, in
             on_bad(problem, path, line, problem.split(" (")[0].split(" x=")[0])
             if pid:
                 bad_ids.add(pid)
+            else:
+                unplaced.append((path, line))
             continue
         seen_rows.add(key)
         img = images.setdefault(pid, RsnaImage(pid, int(target), line=line))
@@ -110,7 +121,8 @@ def parse_labels(path: Path, on_bad) -> tuple[dict[str, RsnaImage], dict[str, in
             img.boxes.append(box)
     for pid in bad_ids:
         images.pop(pid, None)
-    return images, {"rows": n_rows}
+    return images, {"rows": n_rows}, SplitUniverse(sorted(all_ids), unplaced,
+                                                          "patientId")
 
 
 def parse_split_list(path: Path, on_bad) -> list[RsnaImage]:
@@ -182,7 +194,8 @@ class RSNA(FileDataset, Dataset):
         self.positives_only = as_bool(positives_only)
         self.labels_path = self.require_file(LABELS_CSV)
         self.split_list = Path(split_list) if split_list else default_split_list()
-        self.images, self.row_counts = cached_parse(self.labels_path, parse_labels, self.bad)
+        self.images, self.row_counts, self.universe = cached_parse(self.labels_path,
+                                                                   parse_labels, self.bad)
         self.index = self._select(self.split)
         if self.positives_only:
             self.index = [r for r in self.index if r.target]
@@ -192,7 +205,7 @@ class RSNA(FileDataset, Dataset):
         if split == "all":
             return list(self.images.values())
         if split.startswith("gloria-"):
-            ids = gloria_split(sorted(self.images), split.split("-", 1)[1])
+            ids = stable_gloria_split(self.universe, split.split("-", 1)[1], self.images)
             return [self.images[i] for i in ids]
         if not self.split_list.is_file():
             raise DataError("missing split list", self.split_list)

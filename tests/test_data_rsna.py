@@ -157,3 +157,76 @@ def test_gloria_split_matches_sklearn_on_sorted_ids(tmp_path):
     test, val = train_test_split(rest, test_size=0.5, random_state=0)
     for split, want in (("gloria-train", train), ("gloria-val", val), ("gloria-test", test)):
         assert [r.patient_id for r in RSNA(tmp_path, split=split).index] == want
+
+
+# -- issue 18, item 1: split membership is a function of the ids alone ------------------------
+
+def _real_rsna_lines() -> list[str]:
+    import zipfile
+
+    with zipfile.ZipFile(XRV_DATA / "kaggle_stage_2_train_labels.csv.zip") as z:
+        return z.read("stage_2_train_labels.csv").decode().splitlines()
+
+
+def _gloria_reference(ids: list[str]) -> dict[str, list[str]]:
+    """GLoRIA's `preprocess_pneumonia_data` split, computed here with sklearn directly."""
+    from sklearn.model_selection import train_test_split
+
+    train, rest = train_test_split(ids, test_size=0.3, random_state=0)
+    test, val = train_test_split(rest, test_size=0.5, random_state=0)
+    return {"gloria-train": train, "gloria-val": val, "gloria-test": test}
+
+
+GLORIA = ("gloria-train", "gloria-val", "gloria-test")
+
+
+def test_real_labels_clean_gloria_splits_are_glorias(tmp_path):
+    """On the clean file the splits are exactly GLoRIA's (sorted unique patientIds)."""
+    import pandas as pd
+
+    os.symlink(XRV_DATA / "kaggle_stage_2_train_labels.csv.zip",
+               tmp_path / "stage_2_train_labels.csv.zip")
+    df = pd.read_csv(XRV_DATA / "kaggle_stage_2_train_labels.csv.zip")
+    want = _gloria_reference(sorted(df["patientId"].unique()))
+    for split in GLORIA:
+        assert [r.patient_id for r in RSNA(tmp_path, split=split).index] == want[split]
+
+
+@pytest.mark.parametrize("corrupt", ["target", "width", "box"])
+def test_real_labels_one_bad_row_moves_nothing_else(tmp_path, corrupt):
+    """One corrupted row of the real labels file, skipped: its image leaves every split and every
+    other patientId keeps its split (and its boxes)."""
+    lines = _real_rsna_lines()
+    clean_root, bad_root = tmp_path / "clean", tmp_path / "bad"
+    write_lines(clean_root / "stage_2_train_labels.csv", lines)
+    clean = {s: RSNA(clean_root, split=s) for s in GLORIA}
+    # a positive image with two boxes, in gloria-test: corrupt its second row
+    victim = next(r for r in clean["gloria-test"].index if len(r.boxes) == 2)
+    k = [i for i, line in enumerate(lines) if line.startswith(victim.patient_id + ",")][1]
+    pid, *_ = lines[k].split(",")
+    lines[k] = {"target": f"{pid},,,,,7", "width": f"{pid},1,2,3",
+                "box": f"{pid},abc,152.0,213.0,379.0,1"}[corrupt]
+    path = write_lines(bad_root / "stage_2_train_labels.csv", lines)
+    with pytest.raises(DataError) as exc:
+        RSNA(bad_root, split="gloria-test")
+    assert str(exc.value).startswith(f"{path}, row {k + 1}: ") and "\n" not in str(exc.value)
+    for split in GLORIA:
+        got = RSNA(bad_root, split=split, on_error="skip")
+        assert sum(got.skipped.values()) == 1
+        want = [r for r in clean[split].index if r.patient_id != victim.patient_id]
+        assert [(r.patient_id, r.target, r.boxes) for r in got.index] == \
+            [(r.patient_id, r.target, r.boxes) for r in want]
+    assert len(RSNA(bad_root, split="gloria-test", on_error="skip")) == 4002
+
+
+def test_row_without_patient_id_stops_the_gloria_splits(tmp_path):
+    """A row whose patientId is empty cannot be placed, so a gloria-* split would move other ids:
+    an error naming the row even when skipping; the splits that do not draw stay usable."""
+    ids = [f"id{i:03d}" for i in range(40)]
+    lines = [",".join(HEADER)] + [f"{i},,,,,0" for i in ids] + [",,,,,0"]
+    path = write_lines(tmp_path / "stage_2_train_labels.csv", lines)
+    with pytest.raises(DataError) as exc:
+        RSNA(tmp_path, split="gloria-val", on_error="skip")
+    assert str(exc.value).startswith(f"{path}, row 42: ") and "patientId" in str(exc.value)
+    d = RSNA(tmp_path, split="all", on_error="skip")
+    assert len(d) == 40 and sum(d.skipped.values()) == 1

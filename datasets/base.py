@@ -4,6 +4,12 @@ An adapter indexes its files cheaply in `__init__` (CSV/JSON only, no pixel deco
 `load(i)` decodes one sample. The evaluator walks positions in order, so a killed run can skip
 finished chunks without decoding their images. Bad rows raise `DataError` naming file and row,
 or, with `on_error="skip"`, are counted in `self.skipped` (reason -> count) for run.json.
+
+Ground truth is all or nothing, in every adapter: a finding whose ground truth cannot be read
+whole is skipped whole and counted, never scored with part of its mask and never turned into a
+negative. Where the unit that fails is larger than one finding (RSNA and SIIM labels come from
+the same rows as the masks, MS-CXR's simple prompt merges an image's phrases by category, a
+CheXlocalize entry holds all ten tasks) the whole image goes, counted once per bad row.
 """
 
 from __future__ import annotations

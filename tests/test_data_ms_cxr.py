@@ -159,3 +159,45 @@ def test_a_box_over_the_edge_is_clipped_not_refused():
     want = np.zeros((40, 32), np.uint8)
     want[3:7, 28:32] = 1
     np.testing.assert_array_equal(m, want)
+
+
+# -- issue 18, item 4: ground truth is all or nothing -----------------------------------------
+
+def _snapshot(d) -> dict:
+    out = {}
+    for i in range(len(d)):
+        s = d.load(i)
+        out[s.id] = [(f.pathology, f.phrase, f.boxes.tolist(), f.mask.tobytes())
+                     for f in s.findings]
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_one_bad_box_of_a_phrase_drops_its_image_whole(ms_root, tmp_path, fmt):
+    """The second box of d1's 'left basal opacity' is bad: the phrase must not be scored with
+    half its ground truth. The image goes whole (the simple prompt merges its phrases by
+    category), counted once; d2 is untouched."""
+    anns = list(ANNS)
+    anns[1] = anns[1][:6] + (0.0, 3.9)  # zero width
+    if fmt == "json":
+        _write_json(ms_root)
+        clean = _snapshot(MsCXR(ms_root, image_root=str(tmp_path / "mimic")))
+        path, where = _write_json(ms_root, anns), "annotations[1]"
+    else:
+        header = ["dicom_id", "category_name", "label_text", "path", "x", "y", "w", "h",
+                  "image_width", "image_height"]
+        rows = [[d, c, t, p, x, y, w, h, SIZES[d][1], SIZES[d][0]]
+                for d, p, c, t, x, y, w, h in ANNS]
+        write_csv(ms_root / "MS_CXR_Local_Alignment_v1.0.0.csv", header, rows)
+        clean = _snapshot(MsCXR(ms_root, image_root=str(tmp_path / "mimic")))
+        rows[1][6] = 0.0
+        path = write_csv(ms_root / "MS_CXR_Local_Alignment_v1.0.0.csv", header, rows)
+        where = "3"
+    with pytest.raises(DataError) as exc:
+        MsCXR(ms_root)
+    assert str(exc.value).startswith(f"{path}, row {where}: zero-area box")
+    d = MsCXR(ms_root, image_root=str(tmp_path / "mimic"), on_error="skip")
+    assert sum(d.skipped.values()) == 1 and len(d) == 1
+    assert _snapshot(d) == {"d2": clean["d2"]}
+    assert len(MsCXR(ms_root, image_root=str(tmp_path / "mimic"), on_error="skip",
+                     per="phrase")) == 1

@@ -242,6 +242,15 @@ class RSNA(FileDataset, Dataset):
             if tuple(hw) != FRAME_HW:  # a resized copy: carry the 1024-frame boxes over
                 sx, sy = hw[1] / FRAME_HW[1], hw[0] / FRAME_HW[0]
                 boxes = boxes * np.array([sx, sy, sx, sy])
+            for orig, box in zip(rec.boxes, boxes):
+                problem = box_problem(box, hw)
+                if problem:  # it would be an empty ground truth (IoU NaN, silently dropped)
+                    source = self.split_list if self.split == "test" else self.labels_path
+                    where = f"{list(orig)} of {source.name} row {rec.line}"
+                    self.bad(f"box {where} fills no pixel of the decoded {hw[1]}x{hw[0]} "
+                             f"image ({problem})", path,
+                             reason="box fills no pixel of the decoded image")
+                    return None
             findings.append(Finding(PATHOLOGY, f"{rec.patient_id}:pneumonia",
                                     mask=boxes_to_mask(boxes, hw), boxes=boxes))
         return Sample(id=rec.patient_id, image=image, findings=findings,

@@ -269,3 +269,28 @@ def test_covid_bad_file_counts_once(covid_root):
     png.write_bytes(png.read_bytes()[:40])
     d = CovidRural(covid_root, on_error="skip")
     assert d.skipped == {"unreadable mask": 1, EMPTY: 1, NO_MASK: 1} and len(d) == 0
+
+
+def test_det10_box_outside_the_decoded_image(tmp_path):
+    """Boxes are in the PNG's own frame: one that misses a 512-px image is refused at load
+    (it would otherwise be an empty ground truth, IoU NaN, silently dropped)."""
+    root = tmp_path / "det"
+    root.mkdir()
+    entries = [{"file_name": "1.png", "syms": ["Nodule"], "boxes": [[10, 20, 15, 26]]},
+               {"file_name": "2.png", "syms": ["Mass", "Nodule"],
+                "boxes": [[600, 600, 700, 650], [5, 5, 9, 9]]}]
+    path = root / "test.json"
+    path.write_text(json.dumps(entries))
+    for i, e in enumerate(entries):
+        write_png(root / "test_data" / e["file_name"], blocky(512, 512, seed=i))
+    d = ChestXDet10(root, split="test")
+    with pytest.raises(DataError) as exc:
+        d.load(1)
+    assert str(exc.value).startswith(f"{root / 'test_data' / '2.png'}: box [600.0, 600.0, "
+                                     f"100.0, 50.0] of {path.name} row [1] fills no pixel of "
+                                     f"the decoded 512x512 image (box outside the image")
+    s = ChestXDet10(root, split="test", on_error="skip")
+    assert s.load(1) is None and s.skipped == {"box fills no pixel of the decoded image": 1}
+    want = np.zeros((512, 512), np.uint8)
+    want[20:26, 10:15] = 1
+    np.testing.assert_array_equal(s.load(0).findings[0].mask, want)

@@ -230,3 +230,30 @@ def test_row_without_patient_id_stops_the_gloria_splits(tmp_path):
     assert str(exc.value).startswith(f"{path}, row 42: ") and "patientId" in str(exc.value)
     d = RSNA(tmp_path, split="all", on_error="skip")
     assert len(d) == 40 and sum(d.skipped.values()) == 1
+
+
+# -- issue 18, item 6: boxes are checked against the decoded image ----------------------------
+
+def test_box_that_fills_no_pixel_of_a_resized_copy(tmp_path):
+    """A resized (256 x 256) copy: a 3-px box at the right edge of the 1024 frame is 0.75 px
+    wide there, which fills nothing. That is an error naming the image and the row, or a
+    counted skip; the other images keep their exact masks."""
+    root = tmp_path / "r"
+    rows = [["pa", 100.0, 200.0, 48.0, 60.0, 1], ["edge", 1020.0, 10.0, 3.0, 40.0, 1],
+            ["neg", "", "", "", "", 0]]
+    write_csv(root / "stage_2_train_labels.csv", HEADER, rows)
+    for i, pid in enumerate(["pa", "edge", "neg"]):
+        write_dicom(root / "stage_2_train_images" / f"{pid}.dcm", blocky(256, 256, seed=i))
+    d = RSNA(root, split="all")
+    with pytest.raises(DataError) as exc:
+        d.load(1)
+    msg = str(exc.value)
+    assert msg.startswith(f"{root / 'stage_2_train_images' / 'edge.dcm'}: ") and "\n" not in msg
+    assert "stage_2_train_labels.csv row 3" in msg and "256x256" in msg
+    s = RSNA(root, split="all", on_error="skip")
+    assert s.load(1) is None and s.skipped == {"box fills no pixel of the decoded image": 1}
+    (f,) = s.load(0).findings
+    want = np.zeros((256, 256), np.uint8)
+    want[50:65, 25:37] = 1  # 100/4, 200/4, 48/4, 60/4
+    np.testing.assert_array_equal(f.mask, want)
+    assert s.load(2).findings == []

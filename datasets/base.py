@@ -106,11 +106,15 @@ class Dataset:
         return dict(self.options)
 
     def describe(self) -> dict[str, Any]:
-        return {
+        out = {
             "dataset": self.name,
             "root": str(self.root) if self.root else None,
             "split": self.split,
-            "synthetic": self.synthetic,
+            "synthetic": bool(self.synthetic),
             "n_samples": len(self),
             "config": self.config(),
         }
+        marker = getattr(self, "synthetic_marker", None)
+        if marker:  # a real adapter pointed at a folder `bench synth` wrote
+            out["synthetic_marker"] = marker
+        return out

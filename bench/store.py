@@ -4,7 +4,9 @@ Layout of a run folder `results/<run_id>/`::
 
     run.json          provenance: method, dataset, split, protocol, prompt, configs,
                       checkpoint sha256, seed, versions, git revision, timings, skipped counts,
-                      "synthetic", "status" ("running" | "complete")
+                      "synthetic", "status" ("running" | "complete" | "failed"), and the
+                      run's "identity" (what its "fingerprint" hashes, with the digests of
+                      the input files' sizes and mtimes) and "input_files" (those stamps)
     rows/part-NNNNN.parquet
                       per-sample rows of chunk NNNNN (localization: one row per (sample, query);
                       classification: one row per (sample, pathology)); a chunk file exists

@@ -105,6 +105,12 @@ class Dataset:
     def config(self) -> dict[str, Any]:
         return dict(self.options)
 
+    def input_files(self) -> list[Path]:
+        """The label and annotation files the samples are read from (not the images): their
+        sizes and mtimes are part of a run's identity, so a run computed before they were
+        edited is never reused. In-memory and generated sets list none."""
+        return []
+
     def describe(self) -> dict[str, Any]:
         out = {
             "dataset": self.name,

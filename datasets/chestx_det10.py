@@ -73,6 +73,9 @@ class ChestXDet10(FileDataset, Dataset):
     def config(self) -> dict[str, Any]:
         return {"polygons": str(self.poly_path) if self.use_polygons else None}
 
+    def input_files(self) -> list[Path]:
+        return [self.list_path] + ([self.poly_path] if self.use_polygons else [])
+
     def _parse(self, path: Path, with_polygons: bool) -> list[dict]:
         out, seen = [], set()
         for k, entry in enumerate(read_list(path)):

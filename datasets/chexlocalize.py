@@ -137,6 +137,11 @@ class CheXlocalize(FileDataset, Dataset):
     def config(self) -> dict[str, Any]:
         return {"masks": self.mask_source, "labels": self.label_source}
 
+    def input_files(self) -> list[Path]:
+        hb = [self.gt_dir / f"hb_{k}_test.json" for k in ("segmentations", "salient_pt")]
+        return ([self.gt_path] + ([self.labels_csv] if self.label_source == "csv" else [])
+                + ([p for p in hb if p.is_file()] if self.split == "test" else []))
+
     # -- parsing --------------------------------------------------------------------------
     def _validate(self, data: dict) -> dict:
         """Raise on a malformed entry, or (skipping) drop its whole CXR: a task left out would

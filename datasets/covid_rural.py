@@ -138,6 +138,16 @@ class CovidRural(FileDataset, Dataset):
     def config(self) -> dict[str, Any]:
         return {"masks": self.mask_source}
 
+    def input_files(self) -> list[Path]:
+        """Every JPG's candidate mask files (absent ones too: adding a mask changes the set)."""
+        out = []
+        for jpg in self.jpgs:
+            if self.mask_source in ("png", "auto"):
+                out.append(self.png_dir / (jpg.stem + ".png"))
+            if self.mask_source in ("json", "auto"):
+                out.append(self.json_dir / (jpg.stem + ".json"))
+        return out
+
     def _mask_entry(self, jpg: Path):
         png = self.png_dir / (jpg.stem + ".png")
         js = self.json_dir / (jpg.stem + ".json")

@@ -206,6 +206,11 @@ class MimicCXR(FileDataset, Dataset):
             out[key] = values
         return out
 
+    def input_files(self) -> list[Path]:
+        files = [self.meta_path, self.split_path, self.chexpert_path, self.sectioned_path,
+                 self.exclude_path]
+        return [p for p in files if p is not None]
+
     def config(self) -> dict[str, Any]:
         return {"views": sorted(self.views) if self.views else "*",
                 "exclude_ms_cxr": str(self.exclude_path) if self.exclude_path else None,

@@ -101,6 +101,9 @@ class MsCXR(FileDataset, Dataset):
     def config(self) -> dict[str, Any]:
         return {"image_root": str(self.image_root), "source": self.source.name, "per": self.per}
 
+    def input_files(self) -> list[Path]:
+        return [self.source]
+
     # -- parsing --------------------------------------------------------------------------
     def _reject(self, dicom_id: str | None, problem: str, where: object, reason: str) -> None:
         """Raise, or count one bad annotation and drop its image whole."""

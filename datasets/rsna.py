@@ -219,6 +219,9 @@ class RSNA(FileDataset, Dataset):
             out.append(rec)
         return out
 
+    def input_files(self) -> list[Path]:
+        return [self.labels_path] + ([self.split_list] if self.split == "test" else [])
+
     def config(self) -> dict[str, Any]:
         return {"split_list": str(self.split_list) if self.split == "test" else None,
                 "extension": self.extension, "positives_only": self.positives_only}

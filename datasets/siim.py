@@ -167,6 +167,10 @@ class SIIM(FileDataset, Dataset):
         if self.split == "afloc-test":
             self.index, self.list_labels = self._afloc_list()
 
+    def input_files(self) -> list[Path]:
+        extra = [self.split_list] if self.split == "afloc-test" and self.split_list else []
+        return [self.csv_path] + extra
+
     def config(self) -> dict[str, Any]:
         return {"csv": self.csv_path.name, "image_dir": str(self.image_dir),
                 "split_list": str(self.split_list) if self.split == "afloc-test" else None}

@@ -272,3 +272,84 @@ def test_oracle_scores_one_under_the_chexlocalize_protocol(tmp_path):
     assert metrics["hit"]["overall"]["dataset_mean"] == 1.0
     # the thresholds were tuned on the val split, which ran first into its own folder
     assert (tmp_path / "oracle__shapes__val__chexlocalize__simple" / "summary.json").is_file()
+
+
+# -- issue 18, item 3: a run's identity covers the files that produced it ----------------------
+
+def _rsna_copy(root: Path) -> Path:
+    try:
+        from tests.data_fixtures import blocky, write_csv, write_dicom
+    except ImportError:  # tests/ is not always a package
+        from data_fixtures import blocky, write_csv, write_dicom
+    rows = [["pa", 96.0, 200.0, 400.0, 320.0, 1], ["pb", 512.0, 512.0, 256.0, 256.0, 1],
+            ["neg", "", "", "", "", 0]]
+    write_csv(root / "stage_2_train_labels.csv",
+              ["patientId", "x", "y", "width", "height", "Target"], rows)
+    for i, pid in enumerate(["pa", "pb", "neg"]):
+        write_dicom(root / "stage_2_train_images" / f"{pid}.dcm", blocky(128, 128, seed=i))
+    return root / "stage_2_train_labels.csv"
+
+
+def test_identities_of_runs_whose_data_did_not_change_are_stable():
+    """Fingerprints computed before data fingerprints existed: in-memory and synthetic sets
+    (identified by their world stamp) keep them."""
+    assert RunSpec(method="center", dataset="shapes", n_boot=50).fingerprint() == \
+        "bb71a426779d3a1f"
+    stamp = "synthetic small seed 0, anchors txv1.5.7, world version 2"
+    assert RunSpec(method="random", dataset="synthetic-rsna", task="classification",
+                   data_stamp=stamp).fingerprint() == "085f23c5c2b4f28c"
+
+
+def test_an_in_memory_run_keeps_its_fingerprint(tmp_path):
+    spec = RunSpec(method="center", dataset="shapes", n_boot=50)
+    result = Evaluator(tmp_path, progress=False).run(spec)
+    assert result.info["fingerprint"] == "4fe0a8ec6ab4fdbe"  # split filled in: "test"
+
+
+def test_run_is_refused_after_its_labels_change_and_says_when_reused(tmp_path, capsys):
+    labels = _rsna_copy(tmp_path / "rsna")
+    args = ["run", "--methods", "center", "--datasets", "rsna", "--root", str(tmp_path / "rsna"),
+            "--split", "all", "--task", "localization", "--bootstrap", "20", "--results-dir",
+            str(tmp_path / "res"), "--quiet"]
+    code, first, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert "Reused" not in first
+    code, again, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert "Reused 1 finished run" in again and "center__rsna__all__afloc__simple" in again
+    assert again.splitlines()[:3] == first.splitlines()[:3]  # the same table
+    # the labels are edited (a box moved): the old numbers must not come back
+    labels.write_text(labels.read_text().replace("512.0,512.0", "768.0,512.0"))
+    st = labels.stat()
+    os.utime(labels, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "stage_2_train_labels.csv" in err and "--force" in err
+    code, forced, err = run_cli(args + ["--force"], capsys)
+    assert code == 0, err
+    assert "Reused" not in forced and forced.splitlines()[2] != first.splitlines()[2]
+
+
+def test_score_run_is_refused_after_its_maps_change(tmp_path, capsys):
+    ds = get_dataset("shapes")()
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    for i in range(len(ds)):
+        s = ds.load(i)
+        for f in s.findings:
+            np.save(maps / f"{s.id}__{f.query_id}.npy",
+                    mask_to_letterbox(f.mask).astype(np.float32))
+    args = ["score", "--maps", str(maps), "--dataset", "shapes", "--frame", "letterbox:224",
+            "--bootstrap", "20", "--results-dir", str(tmp_path / "res")]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    code, out, err = run_cli(args, capsys)
+    assert code == 0 and "reused the finished run" in (out + err)
+    victim = sorted(maps.glob("*.npy"))[0]
+    np.save(victim, np.zeros((224, 224), np.float32) + np.eye(224, dtype=np.float32))
+    st = victim.stat()
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "maps" in err and str(maps) in err and "--force" in err
+    code, out, err = run_cli(args + ["--force"], capsys)
+    assert code == 0 and "reused" not in (out + err)

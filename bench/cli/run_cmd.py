@@ -106,6 +106,10 @@ def run_cmd(methods, datasets, split, protocol, prompt, task, n_boot, seed, devi
         click.echo("\nPaired comparisons (same bootstrap resamples):")
         for c in comparisons:
             click.echo("  " + render_comparison(c))
+    reused = [r.path.name for r in results if r.reused]
+    if reused:
+        click.echo(f"\nReused {len(reused)} finished run{'s' if len(reused) > 1 else ''} "
+                   f"(same options and data files; --force recomputes): {', '.join(reused)}")
     click.echo(f"\nResults in {results_dir}/ ({len(results)} runs).")
 
 

@@ -38,15 +38,19 @@ from bench.cli.options import parse_kv
 def score_cmd(maps_dir, dataset, root, protocol, split, prompt, frame, name, dataset_arg,
               protocol_arg, n_boot, seed, results_dir, out, print_names, force, as_json) -> None:
     """Score a folder of heatmaps the way CheXlocalize's eval script does."""
-    from bench.eval.external_maps import ExternalMaps, parse_frame
+    from bench.eval.external_maps import ExternalMaps, map_files, parse_frame
     from bench.eval.runner import Evaluator, RunSpec, build_dataset
+    from bench.provenance import DETAIL_LIMIT, file_stamps, stamps_digest
     from bench.store import atomic_write_json
 
+    # the maps' sizes and mtimes are part of the run's identity: replaced maps are rescored
+    stamps = file_stamps(map_files(Path(maps_dir)))
     spec = RunSpec(method=name or f"maps-{Path(maps_dir).name}", dataset=dataset, split=split,
                    protocol=protocol, prompt=prompt, root=root, seed=seed, n_boot=n_boot,
                    dataset_options=parse_kv(dataset_arg, None, "--dataset-arg")[None],
                    protocol_options=parse_kv(protocol_arg, None, "--protocol-arg")[None],
-                   method_options={"maps": str(Path(maps_dir).resolve()), "frame": frame})
+                   method_options={"maps": str(Path(maps_dir).resolve()), "frame": frame},
+                   inputs={"maps": stamps_digest(stamps)})
     ds = build_dataset(spec)
     if print_names:
         for i in range(len(ds)):
@@ -60,8 +64,9 @@ def score_cmd(maps_dir, dataset, root, protocol, split, prompt, frame, name, dat
     method.name = spec.method
     # A protocol that tunes on another split (chexlocalize: val) scores that split from the
     # same folder first.
-    result = Evaluator(results_dir, progress=False, force=force).run(spec, method=method,
-                                                                     dataset=ds)
+    ev = Evaluator(results_dir, progress=False, force=force)
+    ev.input_files["maps"] = stamps if len(stamps) <= DETAIL_LIMIT else None
+    result = ev.run(spec, method=method, dataset=ds)
     if method.missing:
         info = result.info
         info["skipped"] = {**info.get("skipped", {}), **dict(method.missing)}
@@ -75,6 +80,9 @@ def score_cmd(maps_dir, dataset, root, protocol, split, prompt, frame, name, dat
                                "summary": result.summary}, indent=2, default=str))
     else:
         click.echo(render_table([summary_row(result.info, result.summary)]))
+        if result.reused:
+            click.echo(f"\nnote: reused the finished run in {result.path} (same maps, data "
+                       f"files and options; --force rescores)")
         if method.missing:
             click.echo(f"note: {sum(method.missing.values())} maps missing, scored as empty "
                        "predictions", err=True)

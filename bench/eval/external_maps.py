@@ -89,6 +89,13 @@ def load_pkl(path: Path) -> dict[str, Any]:
     return obj
 
 
+def map_files(folder: Path) -> list[Path]:
+    """The files `ExternalMaps` reads from a folder: `*.npy` and `*_map.pkl`."""
+    if not folder.is_dir():
+        return []
+    return sorted([*folder.glob("*.npy"), *folder.glob("*_map.pkl")])
+
+
 def _to_numpy(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()

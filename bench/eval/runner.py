@@ -33,7 +33,14 @@ from bench.imaging.geometry import (
     mask_to_letterbox,
     resize_map,
 )
-from bench.provenance import git_revision, versions
+from bench.provenance import (
+    DETAIL_LIMIT,
+    changed_files,
+    file_stamps,
+    git_revision,
+    stamps_digest,
+    versions,
+)
 from bench.registry import get_dataset, get_method
 from bench.store import MAPS_DIR, RunDir, atomic_write_bytes, atomic_write_json, run_id
 from bench.types import CLASSIFICATION, LOCALIZATION, Query, Sample
@@ -61,6 +68,9 @@ class RunSpec:
     # which data the dataset resolved to where the name alone does not say (a synthetic
     # world's anchors); filled in by the Evaluator from the dataset's `data_stamp`
     data_stamp: str | None = None
+    # what the files held: {"data": digest of the sizes and mtimes of the dataset's label and
+    # annotation files (filled in by the Evaluator), "maps": the same for `bench score`'s maps}
+    inputs: dict[str, str] | None = None
     # Not part of the identity: how the work is done, not what is computed.
     device: str = "cpu"
     batch_size: int = 16
@@ -75,6 +85,8 @@ class RunSpec:
             d.pop(k)
         if d["data_stamp"] is None:  # real data: fingerprints stay as they were
             d.pop("data_stamp")
+        if not d["inputs"]:  # in-memory and synthetic sets: fingerprints stay as they were
+            d.pop("inputs")
         ckpt = self.method_options.get("checkpoint")
         if ckpt:
             from bench.methods.base import sha256_file
@@ -115,6 +127,15 @@ def build_dataset(spec: RunSpec):
     return cls(root=root, split=spec.split, on_error=spec.on_error, **spec.dataset_options)
 
 
+def data_stamps(dataset) -> list[list] | None:
+    """Sizes and mtimes of the label and annotation files a dataset reads; None for sets that
+    name their data otherwise (a synthetic world's stamp) or read no file."""
+    if getattr(dataset, "data_stamp", None):
+        return None
+    files = dataset.input_files() if hasattr(dataset, "input_files") else []
+    return file_stamps(files) if files else None
+
+
 def build_method(spec: RunSpec):
     cls = get_method(spec.method)
     method = cls(device=spec.device, seed=spec.seed, **spec.method_options)
@@ -143,6 +164,9 @@ class Evaluator:
         self.progress = progress
         self.force = force
         self._methods: dict[str, Any] = {}
+        # per-file stamps behind `RunSpec.inputs` other than the dataset's ("maps"), kept in
+        # run.json so a refusal can name the files that changed
+        self.input_files: dict[str, list[list] | None] = {}
 
     # -- public -------------------------------------------------------------------------
     def run(self, spec: RunSpec, method=None, dataset=None) -> RunResult:
@@ -151,14 +175,20 @@ class Evaluator:
             spec = replace(spec, split=dataset.split)
         if spec.data_stamp is None and getattr(dataset, "data_stamp", None):
             spec = replace(spec, data_stamp=dataset.data_stamp)
+        stamps = data_stamps(dataset)
+        inputs = {k: v for k, v in (spec.inputs or {}).items() if k != "data"}
+        if stamps is not None:  # (a tuning run inherits its parent's: recomputed here)
+            inputs["data"] = stamps_digest(stamps)
+        spec = replace(spec, inputs=inputs or None)
+        input_files = {"data": stamps if stamps and len(stamps) <= DETAIL_LIMIT else None,
+                       **(self.input_files or {})}
         rd = RunDir(self.results_dir / spec.run_id())
         existing = rd.read_run()
         if existing and existing.get("fingerprint") != spec.fingerprint():
             if not self.force:
-                raise UsageError(
-                    f"{rd.path} holds a different run (other options or data); pass --force to "
-                    f"replace it or use another --results-dir"
-                )
+                why = _difference(existing, spec, input_files)
+                raise UsageError(f"{rd.path} holds a different run ({why}); pass --force to "
+                                 f"recompute it or use another --results-dir")
             _clear(rd)
             existing = {}
         if existing.get("status") == "complete" and not self.force:
@@ -180,6 +210,8 @@ class Evaluator:
 
         started = time.time()
         info = self._run_info(spec, method, dataset, status="running")
+        info["identity"] = json.loads(json.dumps(spec.identity(), default=str))
+        info["input_files"] = {k: v for k, v in input_files.items() if v}
         info["started"] = existing.get("started", started)
         rd.write_run(info)
 
@@ -352,6 +384,28 @@ def _classify_batch(method, dataset, batch: list[Sample]) -> list[dict[str, Any]
                 rows.append({"sample_id": s.id, "pathology": p, "label": int(s.labels[p]),
                              "score": float(scores[i, j])})
     return rows
+
+
+def _difference(existing: dict[str, Any], spec: RunSpec,
+                input_files: dict[str, list[list] | None]) -> str:
+    """What differs between a stored run and this spec, in a few words for the refusal."""
+    old = existing.get("identity")
+    if old is None:
+        return "other options or data; it predates identities that cover the data files"
+    new = json.loads(json.dumps(spec.identity(), default=str))
+    keys = sorted(k for k in set(old) | set(new) if k != "inputs" and old.get(k) != new.get(k))
+    parts = [f"other {', '.join(keys)}"] if keys else []
+    old_in, new_in = old.get("inputs") or {}, new.get("inputs") or {}
+    for kind in sorted(set(old_in) | set(new_in)):
+        if old_in.get(kind) == new_in.get(kind):
+            continue
+        where = {"data": "the dataset's label files",
+                 "maps": f"the maps in {spec.method_options.get('maps')}"}.get(kind, kind)
+        names = changed_files((existing.get("input_files") or {}).get(kind),
+                              input_files.get(kind) or [])
+        shown = f": {', '.join(names[:5])}" + (" ..." if len(names) > 5 else "") if names else ""
+        parts.append(f"{where} changed since it was computed{shown}")
+    return "; ".join(parts) or "other options or data"
 
 
 def _chunk_len(c: int, size: int, n: int) -> int:

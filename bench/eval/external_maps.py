@@ -7,7 +7,11 @@ Two layouts are read:
   `bench score --print-names ...` to list the exact file names a dataset expects.
 * CheXlocalize: `<cxr_id>_<task>_map.pkl` with keys `map` (tensor 1x1xhxw), `prob` (float or a
   14-vector in CheXlocalize's CHEXPERT_TASKS order) and `cxr_dims` (w, h); the map is resized
-  straight to the native size, as `heatmap_to_segmentation.pkl_to_mask` does.
+  straight to the native size, as `heatmap_to_segmentation.pkl_to_mask` does. `prob` keeps
+  its own type where the official scripts compare it: a Python float as a float; a float32
+  tensor (or array) in float32 when cutoffs are tuned (torch compares a tensor with a numpy
+  float64 cutoff in the tensor's dtype), and in the gate too unless it is the 14-vector, whose
+  entry `pkl_to_mask` takes with `.item()` (a Python float).
 
 Pickles are untrusted: they are read with an unpickler that only rebuilds tensors, arrays and
 plain containers (tensor storages go through `torch.load(weights_only=True)`); anything else is
@@ -102,6 +106,28 @@ def _to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x, dtype=np.float32)
 
 
+def read_prob(prob: Any, pathology: str) -> tuple[float, bool, bool]:
+    """(value, tuning compares in float32, the gate compares in float32) of a pkl's `prob`.
+
+    The value is exact (a float32 is exactly a float64). `tune_probability_threshold.py` takes
+    `prob[idx]` of a 14-vector tensor (a 0-d tensor) or the tensor itself and compares it with
+    a numpy float64 cutoff, which torch does in the tensor's dtype; `pkl_to_mask` takes
+    `.item()` of the 14-vector's entry (a Python float) but compares any other tensor as is.
+    A Python or numpy scalar is compared as a float64.
+    """
+    if hasattr(prob, "detach") or (isinstance(prob, np.ndarray) and prob.ndim > 0):
+        arr = prob.detach().cpu().numpy() if hasattr(prob, "detach") else prob
+        flat = np.asarray(arr).reshape(-1)
+        if flat.size == 0:
+            raise ValueError("empty prob")
+        low = flat.dtype.kind == "f" and flat.dtype.itemsize <= 4  # float32 (or float16)
+        if flat.size == len(CHEXPERT_TASKS):
+            name = ALIASES.get(pathology, pathology)
+            return float(flat[CHEXPERT_TASKS.index(name)]), low, False
+        return float(flat[0]), low, low
+    return float(prob), False, False
+
+
 class ExternalMaps(Method):
     """A folder of maps, served through the Method contract so the evaluator treats it alike."""
 
@@ -114,6 +140,8 @@ class ExternalMaps(Method):
             raise DataError("maps folder not found", self.folder)
         self.frame = frame or Frame(ORIGINAL)
         self.missing: Counter[str] = Counter()
+        # (sample id, pathology) -> (tuning in float32, gate in float32), see `read_prob`
+        self._prob_f32: dict[tuple[str, str], tuple[bool, bool]] = {}
         self._npy = {p.stem: p for p in self.folder.glob("*.npy")}
         self._pkl = {p.name[: -len("_map.pkl")]: p for p in self.folder.glob("*_map.pkl")}
         if not self._npy and not self._pkl:
@@ -137,12 +165,11 @@ class ExternalMaps(Method):
             m = np.squeeze(_to_numpy(d["map"]))
             prob = d.get("prob")
             if prob is not None:
-                arr = _to_numpy(prob).reshape(-1)
-                if arr.size == len(CHEXPERT_TASKS):
-                    name = ALIASES.get(q.pathology, q.pathology)
-                    prob = float(arr[CHEXPERT_TASKS.index(name)])
-                else:
-                    prob = float(arr[0])
+                try:
+                    prob, *f32 = read_prob(prob, q.pathology)
+                except (TypeError, ValueError, IndexError) as exc:
+                    raise DataError(f"unreadable prob ({exc})", p) from exc
+                self._prob_f32[(sample.id, q.pathology)] = (f32[0], f32[1])
             return m, prob
         return None, None
 
@@ -166,6 +193,11 @@ class ExternalMaps(Method):
                 _, prob = self._read(s, Query(p, p, p))
                 out[i, j] = np.nan if prob is None else prob
         return out
+
+    def prob_precision(self, sample: Sample, pathology: str) -> tuple[bool, bool]:
+        """(tuning compares in float32, the gate compares in float32) for a prob already read
+        by `classify`; (False, False) for a float or a missing prob."""
+        return self._prob_f32.get((sample.id, pathology), (False, False))
 
     def config(self) -> dict[str, Any]:
         return {"folder": str(self.folder), "frame": self.frame.describe(),

@@ -349,17 +349,24 @@ class Evaluator:
         queries = [_queries(dataset, s, spec.prompt) for s in batch]
         maps = method.localize(batch, queries)
         probs: list[list[float | None]] = [[None] * len(q) for q in queries]
+        prob_f32 = None
         if getattr(protocol, "wants_probs", False) and method.capabilities.classify:
             paths = sorted({f.pathology for s in batch for f in s.findings})
             scores = method.classify(batch, paths)
             col = {p: j for j, p in enumerate(paths)}
             probs = [[_prob(scores[i, col[f.pathology]]) for f in s.findings]
                      for i, s in enumerate(batch)]
+            if hasattr(method, "prob_precision"):  # maps with probs of their own type (pkls)
+                prob_f32 = [[method.prob_precision(s, f.pathology) for f in s.findings]
+                            for s in batch]
         points = (method.points(batch, queries) if hasattr(method, "points")
                   else [None] * len(batch))
         rows = []
-        for pos, s, qs, ms, ps, pts in zip(positions, batch, queries, maps, probs, points):
+        for k, (pos, s, qs, ms, ps, pts) in enumerate(zip(positions, batch, queries, maps, probs,
+                                                          points)):
             extra = {"points": pts} if pts is not None else {}
+            if prob_f32 is not None:
+                extra["prob_f32"] = prob_f32[k]
             rows += protocol.localization_rows(s, s.findings, ms, method.frame, ps, **extra)
             if pos < spec.keep_maps:
                 for j, (f, q, m) in enumerate(zip(s.findings, qs, ms)):

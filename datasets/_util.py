@@ -238,7 +238,7 @@ class FileDataset:
             return read_image(path)
         except DataError as exc:
             if self.on_error == "skip":
-                self.skipped[_reason(str(exc))] += 1
+                self.skip(_reason(str(exc)), str(exc))
                 return None
             raise
 

@@ -23,6 +23,8 @@ from typing import Any, ClassVar
 from bench.errors import DataError, UsageError
 from bench.types import Finding, Sample
 
+SKIP_LOG_LIMIT = 10_000  # skip lines kept per dataset (the counts are always complete)
+
 
 @dataclass
 class CheckReport:
@@ -67,6 +69,8 @@ class Dataset:
         self.on_error = on_error
         self.options = options
         self.skipped: Counter[str] = Counter()
+        # (reason, "file, row N: what") of every skip, for `bench data check` to list
+        self.skip_log: list[tuple[str, str]] = []
 
     # -- what adapters override ---------------------------------------------------------
     def __len__(self) -> int:
@@ -98,9 +102,15 @@ class Dataset:
     def bad(self, message: str, path: object = None, row: object = None, reason: str = "") -> None:
         """Raise, or count and continue when the user asked to skip bad input."""
         if self.on_error == "skip":
-            self.skipped[reason or message] += 1
+            self.skip(reason or message, str(DataError(message, path, row)))
             return
         raise DataError(message, path, row)
+
+    def skip(self, reason: str, line: str) -> None:
+        """Count one skipped input under `reason`; `line` says where (file, row) and what."""
+        self.skipped[reason] += 1
+        if len(self.skip_log) < SKIP_LOG_LIMIT:
+            self.skip_log.append((reason, line))
 
     def config(self) -> dict[str, Any]:
         return dict(self.options)

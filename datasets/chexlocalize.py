@@ -252,9 +252,9 @@ class CheXlocalize(FileDataset, Dataset):
         hw = tuple(image.shape[:2])
         try:
             masks = self.gt_masks(cxr_id, hw)
-        except DataError:
+        except DataError as exc:
             if self.on_error == "skip":
-                self.skipped["undecodable ground truth"] += 1
+                self.skip("undecodable ground truth", str(exc))
                 return None
             raise
         zeros = np.zeros(hw, dtype=np.uint8)

@@ -136,9 +136,9 @@ class PairedFolder(FileDataset, Dataset):
         for mp in sorted(folder.glob("*.png")) if folder.is_dir() else []:
             try:
                 raw = read_raster(mp)
-            except DataError:
+            except DataError as exc:
                 if self.on_error == "skip":
-                    self.skipped["unreadable mask"] += 1
+                    self.skip("unreadable mask", str(exc))
                     return None
                 raise
             if raw.ndim == 3:

@@ -237,10 +237,9 @@ class SIIM(FileDataset, Dataset):
         path = self.paths.get(image_id)
         if path is None:
             missing = self.image_dir / f"{image_id}.dcm"
-            if self.on_error == "skip":
-                self.skipped["missing file"] += 1
-                return None
-            raise DataError(f"missing file (no {image_id}.dcm anywhere under the tree)", missing)
+            self.bad(f"missing file (no {image_id}.dcm anywhere under the tree)", missing,
+                     reason="missing file")
+            return None
         image = self.decode(path)
         if image is None:
             return None
@@ -248,7 +247,9 @@ class SIIM(FileDataset, Dataset):
         if rec.positive:
             hw = image.shape[:2]
             if tuple(hw) != FRAME_HW:
-                raise DataError(f"image is {hw[1]}x{hw[0]}, the RLE is for 1024x1024", path)
+                self.bad(f"image is {hw[1]}x{hw[0]}, the RLE is for 1024x1024", path,
+                         reason="image size differs from the RLE's")
+                return None
             findings.append(Finding(PATHOLOGY, f"{image_id}:pneumothorax",
                                     mask=self.mask(image_id)))
         label = int(rec.positive) if self.list_labels is None else self.list_labels[index]

@@ -30,6 +30,8 @@ from typing import Any
 
 import pandas as pd
 
+from bench.errors import StorageError
+
 RUN_JSON = "run.json"
 SUMMARY_JSON = "summary.json"
 ROWS_DIR = "rows"
@@ -51,18 +53,29 @@ def publish(tmp: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _start(path: Path) -> tuple[int, str]:
+    """The folder and a temp file beside `path`; an OSError (disk full, no permission) becomes
+    a StorageError that names the path."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return temp_beside(path)
+    except OSError as exc:
+        raise StorageError(path, exc) from exc
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_beside(path)
+    fd, tmp = _start(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         publish(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise StorageError(path, exc) from exc
         raise
 
 
@@ -72,15 +85,16 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_beside(path)
+    fd, tmp = _start(path)
     os.close(fd)
     try:
         df.to_parquet(tmp, index=False)
         publish(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # pyarrow's IO errors are OSErrors too
+            raise StorageError(path, exc) from exc
         raise
 
 

@@ -353,3 +353,52 @@ def test_score_run_is_refused_after_its_maps_change(tmp_path, capsys):
     assert code == 2 and "maps" in err and str(maps) in err and "--force" in err
     code, out, err = run_cli(args + ["--force"], capsys)
     assert code == 0 and "reused" not in (out + err)
+
+
+# -- issue 18, item 13: maps and disk errors name their file ----------------------------------
+
+def _one_map_folder(tmp_path: Path) -> tuple[Path, Path]:
+    ds = get_dataset("shapes")()
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    first = None
+    for i in range(len(ds)):
+        s = ds.load(i)
+        for f in s.findings:
+            p = maps / f"{s.id}__{f.query_id}.npy"
+            np.save(p, f.mask.astype(np.float32))
+            first = first or p
+    return maps, first
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("corrupt", "unreadable map"),
+    ("shape", "map has shape (2, 3, 4); expected one 2-D (H x W) map"),
+])
+def test_bad_npy_map_names_its_file(tmp_path, capsys, damage, message):
+    maps, victim = _one_map_folder(tmp_path)
+    if damage == "corrupt":
+        victim.write_bytes(victim.read_bytes()[:60])
+    else:
+        np.save(victim, np.zeros((2, 3, 4), np.float32))
+    code, _, err = run_cli(["score", "--maps", str(maps), "--dataset", "shapes", "--bootstrap",
+                            "10", "--results-dir", str(tmp_path / "res")], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: {victim}: {message}")
+
+
+def test_disk_full_names_the_path(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import bench.store as store
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store.os, "fsync", full)
+    code, _, err = run_cli(["run", "--methods", "center", "--datasets", "shapes", "--bootstrap",
+                            "10", "--results-dir", str(tmp_path), "--quiet"], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    run_json = tmp_path / "center__shapes__test__afloc__simple" / "run.json"
+    assert err.strip() == f"error: {run_json}: cannot write (No space left on device)"
+    assert not [p for p in tmp_path.rglob("*.tmp")]  # no temp file left behind

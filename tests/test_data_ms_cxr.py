@@ -201,3 +201,16 @@ def test_one_bad_box_of_a_phrase_drops_its_image_whole(ms_root, tmp_path, fmt):
     assert _snapshot(d) == {"d2": clean["d2"]}
     assert len(MsCXR(ms_root, image_root=str(tmp_path / "mimic"), on_error="skip",
                      per="phrase")) == 1
+
+
+def test_annotation_of_an_unknown_image_says_so(ms_root):
+    """A dangling image_id is named, not reported as "KeyError: 999"."""
+    path = _write_json(ms_root)
+    data = json.loads(path.read_text())
+    data["annotations"][3]["image_id"] = 999
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError) as exc:
+        MsCXR(ms_root)
+    assert str(exc.value) == f"{path}, row annotations[3]: image_id 999 is not in images[]"
+    d = MsCXR(ms_root, on_error="skip")
+    assert d.skipped == {"annotation of an unknown image": 1} and len(d) == 1

@@ -93,6 +93,22 @@ def load_pkl(path: Path) -> dict[str, Any]:
     return obj
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _checked_map(m: Any, path: Path) -> np.ndarray:
+    """One 2-D float32 map (size-1 axes squeezed), or a DataError naming the file."""
+    arr = np.asarray(m)
+    squeezed = np.squeeze(arr)
+    if squeezed.ndim != 2 or min(squeezed.shape) < 1:
+        raise DataError(f"map has shape {arr.shape}; expected one 2-D (H x W) map", path)
+    if arr.dtype.kind not in "fiub":
+        raise DataError(f"map has dtype {arr.dtype}; expected numbers", path)
+    return squeezed.astype(np.float32)
+
+
 def map_files(folder: Path) -> list[Path]:
     """The files `ExternalMaps` reads from a folder: `*.npy` and `*_map.pkl`."""
     if not folder.is_dir():
@@ -157,12 +173,19 @@ class ExternalMaps(Method):
     def _read(self, sample: Sample, q: Query) -> tuple[np.ndarray | None, float | None]:
         p = self._npy.get(f"{sample.id}__{q.id}")
         if p is not None:
-            m = np.load(p, allow_pickle=False)
-            return np.squeeze(m).astype(np.float32), None
+            try:
+                m = np.load(p, allow_pickle=False)
+            except (OSError, ValueError, EOFError) as exc:
+                raise DataError(f"unreadable map ({_first_line(exc)})", p) from exc
+            return _checked_map(m, p), None
         p = self._pkl.get(self._pkl_key(sample.id, q.pathology))
         if p is not None:
             d = load_pkl(p)
-            m = np.squeeze(_to_numpy(d["map"]))
+            try:
+                raw = _to_numpy(d["map"])
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise DataError(f"unreadable map ({_first_line(exc)})", p) from exc
+            m = _checked_map(raw, p)
             prob = d.get("prob")
             if prob is not None:
                 try:

@@ -402,3 +402,72 @@ def test_disk_full_names_the_path(tmp_path, capsys, monkeypatch):
     run_json = tmp_path / "center__shapes__test__afloc__simple" / "run.json"
     assert err.strip() == f"error: {run_json}: cannot write (No space left on device)"
     assert not [p for p in tmp_path.rglob("*.tmp")]  # no temp file left behind
+
+
+# -- issue 18, item 14: missing maps and non-finite pixels in bench score ---------------------
+
+def _score_rows(tmp_path: Path, maps: Path, name: str, capsys, *extra: str):
+    res = tmp_path / f"res-{name}"
+    code, out, err = run_cli(["score", "--maps", str(maps), "--dataset", "shapes", "--frame",
+                              "letterbox:224", "--bootstrap", "0", "--results-dir", str(res),
+                              *extra], capsys)
+    return code, out, err, res
+
+
+def _gt_maps(tmp_path: Path) -> Path:
+    ds = get_dataset("shapes")()
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    for i in range(len(ds)):
+        s = ds.load(i)
+        for f in s.findings:  # a blurred GT: not constant, so every map has a contrast
+            m = mask_to_letterbox(f.mask).astype(np.float32)
+            np.save(maps / f"{s.id}__{f.query_id}.npy", m + np.linspace(0, 0.1, 224)[None])
+    return maps
+
+
+@pytest.mark.parametrize("protocol", ["afloc", "chexlocalize"])
+def test_a_missing_map_is_no_prediction_left_out_as_the_protocols_do(tmp_path, capsys,
+                                                                      protocol):
+    """A missing map is an empty prediction: IoU/Dice NaN under only_pos / true_pos_only (left
+    out, as for any empty prediction), and no hit and no CNR (CheXlocalize's `get_hitrates`
+    iterates the maps it finds). Every other row is unchanged, and the note says so."""
+    maps = _gt_maps(tmp_path)
+    extra = ("--protocol", protocol) + (("--protocol-arg", "method=otsu")
+                                        if protocol == "chexlocalize" else ())
+    code, _, err, full = _score_rows(tmp_path, maps, "full", capsys, *extra)
+    assert code == 0, err
+    victim = sorted(maps.glob("*.npy"))[3]
+    victim.unlink()
+    code, out, err, part = _score_rows(tmp_path, maps, "part", capsys, *extra)
+    assert code == 0, err
+    assert "note: 1 map missing: no prediction" in err
+    name = next(p.name for p in part.iterdir() if p.is_dir())
+    a, b = _rows(full / name), _rows(part / name)
+    sid, qid = victim.stem.split("__")
+    gone = (b["sample_id"] == sid) & (b["query_id"] == qid)
+    assert gone.sum() == 1
+    pd.testing.assert_frame_equal(a[~gone.to_numpy()].drop(columns=["no_map"], errors="ignore"),
+                                  b[~gone.to_numpy()].drop(columns=["no_map"], errors="ignore"))
+    row = b[gone].iloc[0]
+    if protocol == "chexlocalize":
+        assert np.isnan(row["hit"]) and row["pred@otsu"] == 0 and row["gt"] > 0
+    else:
+        assert np.isnan(row["cnr"]) and row["pred@0.1"] == 0 and np.isnan(row["iou@0.1"])
+    info = json.loads((part / name / "run.json").read_text())
+    assert info["skipped"] == {"missing map (no prediction)": 1}
+
+
+def test_non_finite_map_pixels_are_an_error_unless_declared_padding(tmp_path, capsys):
+    maps = _gt_maps(tmp_path)
+    victim = sorted(maps.glob("*.npy"))[0]
+    m = np.load(victim)
+    m[:5, :] = np.nan
+    m[6, 6] = np.inf
+    np.save(victim, m)
+    code, _, err, _ = _score_rows(tmp_path, maps, "strict", capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: {victim}: map has 1121 non-finite pixels (NaN or inf)")
+    assert "--nan-padding" in err
+    code, _, err, res = _score_rows(tmp_path, maps, "padding", capsys, "--nan-padding")
+    assert code == 0, err

@@ -15,9 +15,13 @@ Two layouts are read:
 
 Pickles are untrusted: they are read with an unpickler that only rebuilds tensors, arrays and
 plain containers (tensor storages go through `torch.load(weights_only=True)`); anything else is
-refused. A missing map is scored as an all-zero map and counted in run.json: an empty
-prediction for IoU (as CheXlocalize's segmentation step makes it), but a miss in the hit rate,
-where CheXlocalize's `get_hitrates` leaves a missing map out (a deviation; supply every map).
+refused. A missing map is no prediction, counted in run.json: an empty prediction for IoU and
+Dice, which leaves it out under the protocols' default empty-mask rule (`only_pos`,
+`true_pos_only`; it scores 0 where those are off and the GT is not empty, as CheXlocalize's
+`eval.py` scores a CXR missing from its predictions), and no hit rate or CNR (CheXlocalize's
+`get_hitrates` iterates the maps it finds). A NaN or inf pixel in a map is an error unless
+`nan_padding` says such pixels are padding the method never saw (then they are left out of
+every metric, as the harness's own letterbox padding is).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ CHEXPERT_TASKS = (
     "Pleural Effusion", "Pleural Other", "Fracture", "Support Devices",
 )
 ALIASES = {"Lung Opacity": "Airspace Opacity"}
+MISSING_MAP = "missing map (no prediction)"
 
 
 def parse_frame(text: str) -> Frame:
@@ -98,15 +103,23 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _checked_map(m: Any, path: Path) -> np.ndarray:
-    """One 2-D float32 map (size-1 axes squeezed), or a DataError naming the file."""
+def _checked_map(m: Any, path: Path, nan_padding: bool = False) -> np.ndarray:
+    """One 2-D float32 map (size-1 axes squeezed), or a DataError naming the file. Non-finite
+    pixels are an error unless they are declared padding (then NaN: left out of metrics)."""
     arr = np.asarray(m)
     squeezed = np.squeeze(arr)
     if squeezed.ndim != 2 or min(squeezed.shape) < 1:
         raise DataError(f"map has shape {arr.shape}; expected one 2-D (H x W) map", path)
     if arr.dtype.kind not in "fiub":
         raise DataError(f"map has dtype {arr.dtype}; expected numbers", path)
-    return squeezed.astype(np.float32)
+    out = squeezed.astype(np.float32)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        if not nan_padding:
+            raise DataError(f"map has {int(bad.sum())} non-finite pixels (NaN or inf); pass "
+                            f"--nan-padding if they mark padding the method never saw", path)
+        out[bad] = np.nan
+    return out
 
 
 def map_files(folder: Path) -> list[Path]:
@@ -149,9 +162,11 @@ class ExternalMaps(Method):
 
     capabilities = Capabilities(localize=True, classify=True, free_text=True)
 
-    def __init__(self, folder: str | Path, frame: Frame | None = None, **kwargs: Any):
+    def __init__(self, folder: str | Path, frame: Frame | None = None,
+                 nan_padding: bool = False, **kwargs: Any):
         super().__init__(**kwargs)
         self.folder = Path(folder)
+        self.nan_padding = bool(nan_padding)
         if not self.folder.is_dir():
             raise DataError("maps folder not found", self.folder)
         self.frame = frame or Frame(ORIGINAL)
@@ -177,7 +192,7 @@ class ExternalMaps(Method):
                 m = np.load(p, allow_pickle=False)
             except (OSError, ValueError, EOFError) as exc:
                 raise DataError(f"unreadable map ({_first_line(exc)})", p) from exc
-            return _checked_map(m, p), None
+            return _checked_map(m, p, self.nan_padding), None
         p = self._pkl.get(self._pkl_key(sample.id, q.pathology))
         if p is not None:
             d = load_pkl(p)
@@ -185,7 +200,7 @@ class ExternalMaps(Method):
                 raw = _to_numpy(d["map"])
             except (TypeError, ValueError, RuntimeError) as exc:
                 raise DataError(f"unreadable map ({_first_line(exc)})", p) from exc
-            m = _checked_map(raw, p)
+            m = _checked_map(raw, p, self.nan_padding)
             prob = d.get("prob")
             if prob is not None:
                 try:
@@ -202,9 +217,9 @@ class ExternalMaps(Method):
             maps = []
             for q in qs:
                 m, _ = self._read(s, q)
-                if m is None:
-                    self.missing["missing map (scored as an empty prediction)"] += 1
-                    m = np.zeros((8, 8), np.float32)
+                if m is None:  # no value anywhere: the protocols read it as no prediction
+                    self.missing[MISSING_MAP] += 1
+                    m = np.full((8, 8), np.nan, np.float32)
                 maps.append(m)
             out.append(maps)
         return out
@@ -224,4 +239,5 @@ class ExternalMaps(Method):
 
     def config(self) -> dict[str, Any]:
         return {"folder": str(self.folder), "frame": self.frame.describe(),
+                "nan_padding": self.nan_padding,
                 "n_npy": len(self._npy), "n_pkl": len(self._pkl)}

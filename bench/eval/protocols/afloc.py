@@ -113,6 +113,12 @@ def row_metrics(heat224: np.ndarray, gt224: np.ndarray, thresholds=THRESHOLDS,
     max(clip(map, 0, 2) / 2) of the raw (margin-cut) map, all in float32.
     """
     h = np.array(heat224, dtype=np.float32)
+    # a map with no value at all (a missing map in `bench score`) is no prediction: an empty
+    # one on the evaluated field (IoU/Dice NaN under only_pos, as any empty prediction), and
+    # no CNR or confidence (there is no map to contrast)
+    no_map = bool(np.isnan(h).all())
+    if no_map:
+        h = np.zeros_like(h)
     if margin is not None and (margin[0] or margin[1]):
         a, b = margin
         h[:a, :] = np.nan
@@ -133,15 +139,17 @@ def row_metrics(heat224: np.ndarray, gt224: np.ndarray, thresholds=THRESHOLDS,
         out[f"pred@{k}"] = int(c["pred"][j])
         out[f"iou@{k}"] = float(iou[j])
         out[f"dice@{k}"] = float(dice[j])
-    out["cnr"] = signed_cnr(v, g)
+    out["cnr"] = np.nan if no_map else signed_cnr(v, g)
+    if no_map:
+        out["no_map"] = True
     if opt_th:
         raw = h[valid]
         c01 = threshold_counts(minmax(raw, "01"), g, MASK_GRID)
         for j, t in enumerate(MASK_GRID):
             out[f"inter01@{tlabel(t)}"] = int(c01["inter"][j])
             out[f"pred01@{tlabel(t)}"] = int(c01["pred"][j])
-        out["confidence"] = float(np.max((np.clip(raw, 0, 2) - 0) / (2 - 0))) if raw.size \
-            else np.nan
+        out["confidence"] = float(np.max((np.clip(raw, 0, 2) - 0) / (2 - 0))) \
+            if raw.size and not no_map else np.nan
     return out
 
 

@@ -16,7 +16,10 @@ Per (CXR, task) row at native resolution:
   applied rounded to one decimal.
   IoU: true_pos_only (default) NaN if either mask is empty; otherwise NaN only if both are.
   Hit (pointing game, `get_hitrates`): GT == 1 at the first argmax of the upsampled map, NaN if
-  the GT is empty; no gate. That is the official HEAD's `get_map` and the default
+  the GT is empty; no gate. A missing map (`bench score`) is an empty prediction for IoU, as
+  `eval.py` scores a CXR absent from the predictions (NaN under true_pos_only, 0 otherwise when
+  the GT is not empty), and has no hit (NaN) and no say in cutoff tuning, as the official
+  scripts iterate the pkls they find. That is the official HEAD's `get_map` and the default
   (`hit="map"`). One official commit (a9619f8, "use pkl_to_mask func") took the argmax of
   `pkl_to_mask(pkl_path)` instead, i.e. of the default Otsu segmentation, whose first segmented
   pixel in row-major order is the point; the next commit (ea1e035) went back to the map.
@@ -210,6 +213,10 @@ class ChexlocalizeProtocol(Protocol):
         for f, m, g, p, pts, f32 in zip(findings, maps, gts, probs, points, f32s):
             heat = map_to_original(np.asarray(m, dtype=np.float32), frame, hw)
             valid = ~np.isnan(heat)
+            no_map = not valid.any()  # a missing map (`bench score`): no prediction at all
+            if no_map:  # an empty prediction on the whole image, as eval.py scores a CXR
+                valid = np.ones(heat.shape, dtype=bool)  # missing from the predictions
+                heat = np.zeros(heat.shape, dtype=np.float32)
             norm = np.full(heat.shape, np.nan, dtype=np.float32)
             norm[valid] = minmax(heat[valid], "01")
             c = threshold_counts(norm[valid], g[valid], self.grid)
@@ -218,7 +225,9 @@ class ChexlocalizeProtocol(Protocol):
             if self.method == "otsu":
                 seg = otsu_segmentation(norm, self.smoothing, self.k)
                 seg[~valid] = 0
-            if pts is not False:
+            if no_map:  # `get_hitrates` iterates the maps it finds: no map, no hit
+                hit = np.nan
+            elif pts is not False:
                 hit = points_hit(pts, g)
             elif self.hit == "segmentation":  # a9619f8: argmax of the `pkl_to_mask` output
                 hit = pointing_hit(otsu_segmentation(norm) * valid, g)
@@ -228,6 +237,8 @@ class ChexlocalizeProtocol(Protocol):
                         "gt": int(c["gt"]), "hit": hit})
             if f32 is not None:
                 row["prob_tune_f32"], row["prob_gate_f32"] = bool(f32[0]), bool(f32[1])
+            if no_map:
+                row["no_map"] = True
             for j, t in enumerate(self.grid):
                 row[f"inter@{tlabel(t)}"] = int(c["inter"][j])
                 row[f"pred@{tlabel(t)}"] = int(c["pred"][j])
@@ -260,6 +271,7 @@ class ChexlocalizeProtocol(Protocol):
     def tune_prob_cutoffs(self, rows: pd.DataFrame) -> dict[str, dict[str, Any]]:
         """Per task: the probability cutoff with the best all-CXR Otsu mIoU on these rows."""
         require_columns(rows, ["prob", "inter@otsu", "pred@otsu"], "chexlocalize cutoff tuning")
+        rows = rows[~_flag(rows, "no_map")]  # the official script tunes on the pkls it finds
         out = {}
         for task in sorted(pd.unique(rows["pathology"].astype(str))):
             r = rows[rows["pathology"].astype(str) == task]

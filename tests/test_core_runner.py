@@ -471,3 +471,34 @@ def test_non_finite_map_pixels_are_an_error_unless_declared_padding(tmp_path, ca
     assert "--nan-padding" in err
     code, _, err, res = _score_rows(tmp_path, maps, "padding", capsys, "--nan-padding")
     assert code == 0, err
+
+
+# -- issue 18, item 8: numeric options are checked at the CLI, in one line --------------------
+
+@pytest.mark.parametrize("args, words", [
+    (["--chunk-size", "0"], ["--chunk-size", "0"]),
+    (["--batch-size", "0"], ["--batch-size", "0"]),
+    (["--bootstrap", "-5"], ["--bootstrap", "-5"]),
+    (["--seed", "-1"], ["--seed", "-1"]),
+    (["--keep-maps", "-2"], ["--keep-maps", "-2"]),
+    (["--protocol-arg", "thresholds=0.3"], ["thresholds", "list of numbers"]),
+    (["--protocol-arg", "thresholds=[0.1,\"x\"]"], ["thresholds", "list of numbers"]),
+    (["--protocol", "chexlocalize", "--protocol-arg", "thresholds=0.3"],
+     ["thresholds", "{task: number}"]),
+    (["--protocol", "chexlocalize", "--protocol-arg", "prob_cutoff=[1]"], ["prob_cutoff"]),
+    (["--protocol", "chexlocalize", "--protocol-arg", "prob_cutoff=1.5"], ["prob_cutoff"]),
+])
+def test_bad_numeric_options_are_one_line_usage_errors(tmp_path, capsys, args, words):
+    code, out, err = run_cli(["run", "--methods", "center", "--datasets", "shapes",
+                              "--results-dir", str(tmp_path), "--quiet", *args], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: ") and all(w in err for w in words), err
+    assert not list(tmp_path.iterdir())  # nothing ran
+
+
+def test_score_bootstrap_and_seed_are_checked(tmp_path, capsys):
+    maps, _ = _one_map_folder(tmp_path)
+    for args in (["--bootstrap", "-1"], ["--seed", "-3"]):
+        code, _, err = run_cli(["score", "--maps", str(maps), "--dataset", "shapes",
+                                "--results-dir", str(tmp_path / "res"), *args], capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and args[0] in err

@@ -29,8 +29,9 @@ from bench.cli.options import parse_kv
 @click.option("--name", default=None, help="Method name for the run (default: maps-<folder>).")
 @click.option("--dataset-arg", multiple=True, metavar="KEY=VALUE")
 @click.option("--protocol-arg", multiple=True, metavar="KEY=VALUE")
-@click.option("--bootstrap", "n_boot", type=int, default=1000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=1000,
+              show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--results-dir", default="results", show_default=True)
 @click.option("--out", default=None, type=click.Path(dir_okay=False),
               help="Also write the summary JSON here.")
@@ -56,6 +57,7 @@ def score_cmd(maps_dir, dataset, root, protocol, split, prompt, frame, nan_paddi
                    method_options={"maps": str(Path(maps_dir).resolve()), "frame": frame,
                                    **({"nan_padding": True} if nan_padding else {})},
                    inputs={"maps": stamps_digest(stamps)})
+    Evaluator.protocol_for(spec)  # bad protocol options stop here
     ds = build_dataset(spec)
     if print_names:
         for i in range(len(ds)):

@@ -170,6 +170,8 @@ class Evaluator:
 
     # -- public -------------------------------------------------------------------------
     def run(self, spec: RunSpec, method=None, dataset=None) -> RunResult:
+        if spec.task == LOCALIZATION:  # bad options fail before the run folder is touched
+            self._protocol(spec)
         dataset = dataset or build_dataset(spec)
         if spec.split is None:
             spec = replace(spec, split=dataset.split)
@@ -244,11 +246,14 @@ class Evaluator:
         return self._methods[key]
 
     @staticmethod
-    def _protocol(spec: RunSpec):
+    def protocol_for(spec: RunSpec):
+        """The spec's protocol; unknown names and bad options raise UsageError."""
         from bench.eval.protocols import get_protocol
 
         return get_protocol(spec.protocol, **{"dataset": spec.dataset, "prompt": spec.prompt,
                                               **spec.protocol_options})
+
+    _protocol = protocol_for
 
     @staticmethod
     def _check_capable(spec: RunSpec, method, dataset) -> None:

@@ -55,7 +55,7 @@ from bench.eval.metrics import (
     threshold_counts,
     threshold_label,
 )
-from bench.eval.protocols.base import Protocol
+from bench.eval.protocols.base import Protocol, number_list
 from bench.eval.summary import entry, interval_entry, mean_entry, require_columns, skeleton
 from bench.imaging.geometry import (
     LETTERBOX,
@@ -168,7 +168,7 @@ class AflocProtocol(Protocol):
                  group: str = "auto", opt_th: bool | str = "auto", **options: Any) -> None:
         if options:
             raise UsageError(f"afloc protocol: unknown options {sorted(options)}")
-        self.thresholds = tuple(float(t) for t in thresholds)
+        self.thresholds = number_list(thresholds, "afloc protocol: thresholds")
         self.margin = margin_px() if margin else None
         self.sum_boxes = bool(sum_boxes)
         self.rule = EITHER_EMPTY_NAN if only_pos else BOTH_EMPTY_NAN

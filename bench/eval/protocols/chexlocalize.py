@@ -61,7 +61,7 @@ from bench.eval.metrics import (
     threshold_counts,
     threshold_label,
 )
-from bench.eval.protocols.base import Protocol
+from bench.eval.protocols.base import Protocol, finite_number, number_map
 from bench.eval.summary import interval_entry, mean_entry, require_columns, skeleton
 from bench.imaging.geometry import map_to_original
 
@@ -160,16 +160,21 @@ class ChexlocalizeProtocol(Protocol):
         if method not in METHODS:
             raise UsageError(f"chexlocalize protocol: method must be one of {METHODS}")
         self.method = method
-        self.fixed = {str(p): float(t) for p, t in (thresholds or {}).items()}
+        self.fixed = number_map(thresholds, "chexlocalize protocol: thresholds") \
+            if thresholds is not None else {}
         on_grid = {tlabel(t) for t in GRID}
         extra = {tlabel(t): t for t in sorted(self.fixed.values()) if tlabel(t) not in on_grid}
         self.grid = GRID + tuple(extra.values())
         self.true_pos_only = bool(true_pos_only)
         self.rule = EITHER_EMPTY_NAN if true_pos_only else BOTH_EMPTY_NAN
         self.tune_cutoffs = isinstance(prob_cutoff, str)
-        if self.tune_cutoffs and prob_cutoff != "tune":
-            raise UsageError(f"chexlocalize protocol: prob_cutoff must be a number, a "
+        bad_number = (prob_cutoff is not None and not isinstance(prob_cutoff, (str, dict))
+                      and ((c := finite_number(prob_cutoff)) is None or not 0 <= c <= 1))
+        if (self.tune_cutoffs and prob_cutoff != "tune") or bad_number:
+            raise UsageError(f"chexlocalize protocol: prob_cutoff must be a number in [0, 1], a "
                              f"{{task: number}} map or 'tune', not {prob_cutoff!r}")
+        if isinstance(prob_cutoff, dict):
+            prob_cutoff = number_map(prob_cutoff, "chexlocalize protocol: prob_cutoff", 0, 1)
         self.prob_cutoff = None if self.tune_cutoffs else prob_cutoff
         self.wants_probs = prob_cutoff is not None
         self.smoothing, self.k = bool(smoothing), int(k)

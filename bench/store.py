@@ -10,7 +10,10 @@ Layout of a run folder `results/<run_id>/`::
     rows/part-NNNNN.parquet
                       per-sample rows of chunk NNNNN (localization: one row per (sample, query);
                       classification: one row per (sample, pathology)); a chunk file exists
-                      only once complete, so a restarted run skips it
+                      only once complete, so a restarted run skips it; nothing else lives
+                      there, so `pd.read_parquet(run/rows)` reads them as one table
+    skips/part-NNNNN.json
+                      inputs chunk NNNNN skipped (reason -> count), when it skipped any
     summary.json      aggregate metrics with bootstrap CIs (schema in `bench.eval.summary`)
     maps/             optional, the first N heatmaps (`--keep-maps N`) for figures
 
@@ -35,6 +38,7 @@ from bench.errors import StorageError
 RUN_JSON = "run.json"
 SUMMARY_JSON = "summary.json"
 ROWS_DIR = "rows"
+SKIPS_DIR = "skips"
 MAPS_DIR = "maps"
 FILE_MODE = 0o644
 # the names `temp_beside` makes: ".<name>." + 8 mkstemp characters + ".tmp"

@@ -502,3 +502,114 @@ def test_score_bootstrap_and_seed_are_checked(tmp_path, capsys):
         code, _, err = run_cli(["score", "--maps", str(maps), "--dataset", "shapes",
                                 "--results-dir", str(tmp_path / "res"), *args], capsys)
         assert code == 2 and len(err.strip().splitlines()) == 1 and args[0] in err
+
+
+# -- issue 18, item 15 -------------------------------------------------------------------------
+
+def test_skip_counts_live_outside_the_rows_folder(tmp_path):
+    """`pd.read_parquet(run/rows)` reads the rows folder as one dataset: nothing else in it."""
+    from bench.datasets.base import Dataset
+    from bench.registry import DATASETS
+    from bench.types import Finding, Sample
+
+    class Holes(Dataset):
+        tasks = ("localization",)
+        pathologies = ("Square",)
+        needs_root = False
+
+        def __len__(self):
+            return 6
+
+        def load(self, i):
+            if i == 4:
+                self.bad("cannot decode image", f"img{i}.png", reason="corrupt image")
+                return None
+            m = np.zeros((32, 32), np.uint8)
+            m[4:20, 4:20] = 1
+            return Sample(id=f"h{i}", image=m * 255, findings=[Finding("Square", "Square",
+                                                                       mask=m)])
+
+    DATASETS.add("holes-test", Holes)
+    spec = RunSpec(method="oracle", dataset="holes-test", n_boot=10, chunk_size=4,
+                   on_error="skip")
+    result = Evaluator(tmp_path, progress=False).run(spec)
+    rows = pd.read_parquet(result.path / "rows")
+    assert len(rows) == 5 and sorted(rows["sample_id"]) == [f"h{i}" for i in (0, 1, 2, 3, 5)]
+    assert result.info["skipped"] == {"corrupt image": 1}
+    run = RunDir(result.path)  # a resume still counts the finished chunk's skip
+    run.chunk_path(0).unlink()
+    info = run.read_run()
+    info["status"] = "running"
+    run.write_run(info)
+    assert Evaluator(tmp_path, progress=False).run(spec).info["skipped"] == {"corrupt image": 1}
+
+
+def test_a_failed_precise_prompt_run_is_marked_failed(tmp_path, capsys):
+    """RSNA has no phrases: the precise-prompt run stops with a one-line error, and its folder
+    says "failed" with the error (not "running", as if it had been killed)."""
+    _rsna_copy(tmp_path / "rsna")
+    code, _, err = run_cli(["run", "--methods", "random", "--datasets", "rsna", "--root",
+                            str(tmp_path / "rsna"), "--split", "all", "--prompt", "precise",
+                            "--task", "localization", "--bootstrap", "10", "--results-dir",
+                            str(tmp_path / "res"), "--quiet"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "precise" in err
+    info = json.loads((tmp_path / "res" / "random__rsna__all__afloc__precise" / "run.json")
+                      .read_text())
+    assert info["status"] == "failed" and info["error"] in err
+
+
+def test_a_failing_method_marks_the_run_failed(tmp_path):
+    from bench.errors import DataError
+
+    class Broken:
+        name = "broken"
+        frame = None
+
+        def __init__(self):
+            from bench.types import Capabilities
+
+            self.capabilities = Capabilities(localize=True)
+
+        def describe(self):
+            return {"method": "broken"}
+
+        def localize(self, samples, queries):
+            raise DataError("weights file is corrupt", "w.bin")
+
+    spec = RunSpec(method="broken", dataset="shapes", n_boot=10, dataset_options={"n": 3})
+    with pytest.raises(DataError, match="w.bin: weights file is corrupt"):
+        Evaluator(tmp_path, progress=False).run(spec, method=Broken())
+    info = json.loads((tmp_path / "broken__shapes__test__afloc__simple" / "run.json").read_text())
+    assert info["status"] == "failed" and info["error"] == "w.bin: weights file is corrupt"
+
+
+def test_a_run_folder_is_locked_while_a_process_writes_it(tmp_path):
+    from bench.errors import BenchError
+
+    spec = RunSpec(method="center", dataset="shapes", n_boot=10, split="test")
+    lock = tmp_path / spec.run_id() / ".lock"
+    lock.parent.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from filelock import FileLock; "
+         "l = FileLock(sys.argv[1]); l.acquire(); print('held', flush=True); time.sleep(60)",
+         str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(BenchError) as exc:
+            Evaluator(tmp_path, progress=False).run(spec)
+        assert str(exc.value).startswith("another bench process is writing "
+                                         f"{tmp_path / spec.run_id()}")
+        assert [p.name for p in lock.parent.iterdir()] == [".lock"]  # it touched nothing
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not Evaluator(tmp_path, progress=False).run(spec).reused  # free again
+
+
+def test_a_run_refused_before_it_starts_leaves_no_folder(tmp_path):
+    from bench.errors import UsageError
+
+    spec = RunSpec(method="center", dataset="shapes", task="classification", n_boot=10)
+    with pytest.raises(UsageError, match="cannot classify"):
+        Evaluator(tmp_path, progress=False).run(spec)
+    assert list(tmp_path.iterdir()) == []

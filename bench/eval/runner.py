@@ -14,6 +14,7 @@ import json
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from bench.errors import UsageError
+from bench.errors import BenchError, StorageError, UsageError
 from bench.imaging.geometry import (
     LETTERBOX,
     Frame,
@@ -42,7 +43,14 @@ from bench.provenance import (
     versions,
 )
 from bench.registry import get_dataset, get_method
-from bench.store import MAPS_DIR, RunDir, atomic_write_bytes, atomic_write_json, run_id
+from bench.store import (
+    MAPS_DIR,
+    SKIPS_DIR,
+    RunDir,
+    atomic_write_bytes,
+    atomic_write_json,
+    run_id,
+)
 from bench.types import CLASSIFICATION, LOCALIZATION, Query, Sample
 
 CLASSIFICATION_PROTOCOL = "zero-shot"
@@ -185,6 +193,12 @@ class Evaluator:
         input_files = {"data": stamps if stamps and len(stamps) <= DETAIL_LIMIT else None,
                        **(self.input_files or {})}
         rd = RunDir(self.results_dir / spec.run_id())
+        with _run_lock(rd.path):
+            return self._run_locked(spec, rd, method, dataset, input_files)
+
+    def _run_locked(self, spec: RunSpec, rd: RunDir, method, dataset,
+                    input_files: dict[str, list[list] | None]) -> RunResult:
+        """`run` once this process holds the run folder's lock."""
         existing = rd.read_run()
         if existing and existing.get("fingerprint") != spec.fingerprint():
             if not self.force:
@@ -218,16 +232,26 @@ class Evaluator:
         rd.write_run(info)
 
         index_skips = Counter(dataset.skipped)  # found while indexing, before any load
-        skipped = self._process(spec, rd, method, dataset, protocol) + index_skips
-        rows = rd.read_rows()
-        t_sum = time.time()
-        if spec.task == LOCALIZATION:
-            summary = protocol.summarize(rows, n_boot=spec.n_boot, seed=spec.seed,
-                                         tuning_rows=tuning_rows)
-        else:
-            from bench.eval.summary import summarize_classification
+        try:
+            skipped = self._process(spec, rd, method, dataset, protocol) + index_skips
+            rows = rd.read_rows()
+            t_sum = time.time()
+            if spec.task == LOCALIZATION:
+                summary = protocol.summarize(rows, n_boot=spec.n_boot, seed=spec.seed,
+                                             tuning_rows=tuning_rows)
+            else:
+                from bench.eval.summary import summarize_classification
 
-            summary = summarize_classification(rows, n_boot=spec.n_boot, seed=spec.seed)
+                summary = summarize_classification(rows, n_boot=spec.n_boot, seed=spec.seed)
+        except BaseException as exc:  # the folder must not claim to be running still
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            info.update(status="interrupted" if interrupted else "failed",
+                        error=str(exc) or type(exc).__name__, stopped=time.time())
+            try:
+                rd.write_run(info)
+            except Exception:  # keep the original error (a full disk may be why it failed)
+                pass
+            raise
         summary["synthetic"] = bool(info["synthetic"])
         rd.write_summary(summary)
         info.update(status="complete", finished=time.time(), n_rows=int(len(rows)),
@@ -338,9 +362,8 @@ class Evaluator:
                         rows += _classify_batch(method, dataset, batch)
                     bar.update(len(batch))
                 bar.update((hi - lo) - len(samples))
-                if chunk_skips:
-                    atomic_write_json(rd.rows_dir / f"part-{c:05d}.skipped.json",
-                                      dict(chunk_skips))
+                if chunk_skips:  # beside rows/, which must hold only Parquet parts
+                    atomic_write_json(_skips_path(rd, c), dict(chunk_skips))
                 rd.write_chunk(c, pd.DataFrame(rows))
                 skipped.update(chunk_skips)
         bar.close()
@@ -424,16 +447,62 @@ def _chunk_len(c: int, size: int, n: int) -> int:
     return min(n, (c + 1) * size) - c * size
 
 
+def _skips_path(rd: RunDir, c: int) -> Path:
+    return rd.path / SKIPS_DIR / f"part-{c:05d}.json"
+
+
 def _read_skips(rd: RunDir, c: int) -> dict[str, int]:
-    p = rd.rows_dir / f"part-{c:05d}.skipped.json"
-    return json.loads(p.read_text()) if p.is_file() else {}
+    for p in (_skips_path(rd, c), rd.rows_dir / f"part-{c:05d}.skipped.json"):  # (old layout)
+        if p.is_file():
+            return json.loads(p.read_text())
+    return {}
+
+
+LOCK_FILE = ".lock"  # inside the run folder; `_clear` keeps it
+
+
+@contextmanager
+def _run_lock(run_path: Path):
+    """One process at a time per run folder: a second `bench run` on the same results folder
+    would duplicate the work, and its temp-file sweep could delete the first one's chunk."""
+    from filelock import FileLock, Timeout
+
+    path = run_path / LOCK_FILE
+    try:
+        run_path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(run_path, exc) from exc
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise BenchError(f"another bench process is writing {run_path} (lock {path}); wait "
+                         f"for it to finish or use another --results-dir") from None
+    try:
+        yield
+    finally:
+        lock.release()
+        try:  # a run that stopped before writing anything leaves no empty folder behind
+            if [p.name for p in run_path.iterdir()] == [LOCK_FILE]:
+                path.unlink()
+                run_path.rmdir()
+        except OSError:
+            pass
 
 
 def _clear(rd: RunDir) -> None:
+    """Empty a run folder for a fresh run, keeping the lock file this process holds."""
     import shutil
 
-    if rd.path.is_dir():
-        shutil.rmtree(rd.path)
+    if not rd.path.is_dir():
+        return
+    for p in rd.path.iterdir():
+        if p.name == LOCK_FILE:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
 
 
 def _to_letterbox_224(m: np.ndarray, frame: Frame, hw: tuple[int, int]) -> np.ndarray:

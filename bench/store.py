@@ -4,9 +4,10 @@ Layout of a run folder `results/<run_id>/`::
 
     run.json          provenance: method, dataset, split, protocol, prompt, configs,
                       checkpoint sha256, seed, versions, git revision, timings, skipped counts,
-                      "synthetic", "status" ("running" | "complete" | "failed"), and the
-                      run's "identity" (what its "fingerprint" hashes, with the digests of
-                      the input files' sizes and mtimes) and "input_files" (those stamps)
+                      "synthetic", "status" ("running" | "complete" | "failed" |
+                      "interrupted", the last two with "error"), the run's "identity" (what
+                      its "fingerprint" hashes, with the digests of the input files' sizes
+                      and mtimes) and "input_files" (those stamps)
     rows/part-NNNNN.parquet
                       per-sample rows of chunk NNNNN (localization: one row per (sample, query);
                       classification: one row per (sample, pathology)); a chunk file exists
@@ -16,6 +17,7 @@ Layout of a run folder `results/<run_id>/`::
                       inputs chunk NNNNN skipped (reason -> count), when it skipped any
     summary.json      aggregate metrics with bootstrap CIs (schema in `bench.eval.summary`)
     maps/             optional, the first N heatmaps (`--keep-maps N`) for figures
+    .lock             held by the process writing the folder (one at a time)
 
 `run_id` is `<method>[@tag]__<dataset>__<split>__<protocol>[__<prompt>]`; tables find runs by
 the fields in run.json, never by parsing the folder name.

@@ -613,3 +613,8 @@ def test_a_run_refused_before_it_starts_leaves_no_folder(tmp_path):
     with pytest.raises(UsageError, match="cannot classify"):
         Evaluator(tmp_path, progress=False).run(spec)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_alone_still_shows_its_help(capsys):
+    code, out, err = run_cli([], capsys)
+    assert "Usage: bench" in out + err and "error:" not in out + err

@@ -181,16 +181,19 @@ class CovidRural(FileDataset, Dataset):
                 return None
             mask = (raw > 0).astype(np.uint8)
             if mask.shape != hw:
-                raise DataError(f"mask is {mask.shape[1]}x{mask.shape[0]}, image is "
-                                f"{hw[1]}x{hw[0]}", self.png_dir / (jpg.stem + ".png"))
+                self.bad(f"mask is {mask.shape[1]}x{mask.shape[0]}, image is {hw[1]}x{hw[0]}",
+                         self.png_dir / (jpg.stem + ".png"), reason="mask size differs from image")
+                return None
             values = pil_values(payload)
             if values is not None and values.shape == hw:
                 meta = {"afloc_mask_values": values}
         else:
             polys, json_hw = payload
             if json_hw is not None and json_hw != hw:
-                raise DataError(f"LabelMe size {json_hw[1]}x{json_hw[0]} differs from the "
-                                f"image {hw[1]}x{hw[0]}", self.json_dir / (jpg.stem + ".json"))
+                self.bad(f"LabelMe size {json_hw[1]}x{json_hw[0]} differs from the image "
+                         f"{hw[1]}x{hw[0]}", self.json_dir / (jpg.stem + ".json"),
+                         reason="mask size differs from image")
+                return None
             mask = polygons_to_mask(polys, hw)
         finding = Finding(PATHOLOGY, f"{jpg.stem}:covid-19", mask=mask, meta=meta)
         return Sample(id=jpg.stem, image=image, findings=[finding], labels={PATHOLOGY: 1},

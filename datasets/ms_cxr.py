@@ -235,9 +235,11 @@ class MsCXR(FileDataset, Dataset):
         image = self.decode(path)
         if image is None:
             return None
-        if tuple(image.shape[:2]) != img.hw:
-            raise DataError(f"image is {image.shape[1]}x{image.shape[0]}, annotations say "
-                            f"{img.hw[1]}x{img.hw[0]}", path)
+        if tuple(image.shape[:2]) != img.hw:  # its boxes would land elsewhere
+            self.bad(f"image is {image.shape[1]}x{image.shape[0]}, annotations say "
+                     f"{img.hw[1]}x{img.hw[0]}", path, reason="image size differs from the "
+                     "annotations")
+            return None
         findings = []
         for j, (key, ph) in enumerate(img.phrases.items()):
             if only is not None and key != only:

@@ -214,3 +214,14 @@ def test_annotation_of_an_unknown_image_says_so(ms_root):
     assert str(exc.value) == f"{path}, row annotations[3]: image_id 999 is not in images[]"
     d = MsCXR(ms_root, on_error="skip")
     assert d.skipped == {"annotation of an unknown image": 1} and len(d) == 1
+
+
+def test_image_of_another_size_is_an_error_or_a_counted_skip(ms_root, tmp_path):
+    _write_json(ms_root)
+    write_jpg(tmp_path / "mimic" / P1, blocky(48, 32, seed=0))  # annotations say 40 x 32
+    d = MsCXR(ms_root, image_root=str(tmp_path / "mimic"))
+    with pytest.raises(DataError, match="image is 32x48, annotations say 32x40"):
+        d.load(0)
+    s = MsCXR(ms_root, image_root=str(tmp_path / "mimic"), on_error="skip")
+    assert s.load(0) is None and s.skipped == {"image size differs from the annotations": 1}
+    assert s.load(1).id == "d2"

@@ -278,3 +278,19 @@ def test_real_adapter_on_a_synthetic_copy_is_labelled_synthetic(tmp_path, capsys
     # a real copy (no marker) stays real
     (copy / "SYNTHETIC.txt").unlink()
     assert get_dataset("rsna")(copy, split="all").synthetic is False
+
+
+def test_a_synthetic_set_is_identified_by_its_world_not_its_files(tmp_path):
+    """Its run identity is what it was before data fingerprints (the world stamp), so a
+    regenerated cache (new mtimes, same world) does not refuse earlier results."""
+    from dataclasses import replace
+
+    from bench.eval.runner import Evaluator, RunSpec
+
+    spec = RunSpec(method="random", dataset="synthetic-rsna", task="classification", n_boot=0,
+                   dataset_options={"world": str(tiny_world()), "scale": "tiny"})
+    result = Evaluator(tmp_path, progress=False).run(spec)
+    ds = open_set("synthetic-rsna")
+    want = replace(spec, split=ds.split, data_stamp=ds.data_stamp)
+    assert "inputs" not in result.info["identity"]
+    assert result.info["fingerprint"] == want.fingerprint()

@@ -32,3 +32,12 @@ class DataError(BenchError):
 
 class CheckpointError(BenchError):
     """A checkpoint that cannot be loaded safely or does not match the model."""
+
+
+class StorageError(BenchError):
+    """A result file could not be written (disk full, no permission); names the path."""
+
+    def __init__(self, path: object, exc: OSError):
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        super().__init__(f"{path}: cannot write ({reason})")
+        self.path = path

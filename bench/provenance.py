@@ -37,3 +37,37 @@ def git_revision() -> str | None:
         return r.stdout.strip() or None
     except Exception:
         return None
+
+
+# A file's (size, mtime) is the cheap stand-in for its content: a copy, an edit or a
+# replacement changes it, and reading it costs one stat.
+DETAIL_LIMIT = 200  # files listed one by one in run.json (to name the ones that changed)
+
+
+def file_stamps(paths) -> list[list]:
+    """[path, size, mtime_ns] per path, sorted; [path, None, None] for one that is absent."""
+    out = []
+    for p in sorted({str(p) for p in paths}):
+        try:
+            st = Path(p).stat()
+        except OSError:
+            out.append([p, None, None])
+            continue
+        out.append([p, int(st.st_size), int(st.st_mtime_ns)])
+    return out
+
+
+def stamps_digest(stamps: list[list]) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(stamps).encode()).hexdigest()[:16]
+
+
+def changed_files(old: list[list] | None, new: list[list]) -> list[str]:
+    """Names of the files whose stamps differ (added, removed, edited); [] when unknown."""
+    if not old:
+        return []
+    a = {s[0]: s[1:] for s in old}
+    b = {s[0]: s[1:] for s in new}
+    return [Path(p).name for p in sorted(set(a) | set(b)) if a.get(p) != b.get(p)]

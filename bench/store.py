@@ -4,13 +4,20 @@ Layout of a run folder `results/<run_id>/`::
 
     run.json          provenance: method, dataset, split, protocol, prompt, configs,
                       checkpoint sha256, seed, versions, git revision, timings, skipped counts,
-                      "synthetic", "status" ("running" | "complete")
+                      "synthetic", "status" ("running" | "complete" | "failed" |
+                      "interrupted", the last two with "error"), the run's "identity" (what
+                      its "fingerprint" hashes, with the digests of the input files' sizes
+                      and mtimes) and "input_files" (those stamps)
     rows/part-NNNNN.parquet
                       per-sample rows of chunk NNNNN (localization: one row per (sample, query);
                       classification: one row per (sample, pathology)); a chunk file exists
-                      only once complete, so a restarted run skips it
+                      only once complete, so a restarted run skips it; nothing else lives
+                      there, so `pd.read_parquet(run/rows)` reads them as one table
+    skips/part-NNNNN.json
+                      inputs chunk NNNNN skipped (reason -> count), when it skipped any
     summary.json      aggregate metrics with bootstrap CIs (schema in `bench.eval.summary`)
     maps/             optional, the first N heatmaps (`--keep-maps N`) for figures
+    .lock             held by the process writing the folder (one at a time)
 
 `run_id` is `<method>[@tag]__<dataset>__<split>__<protocol>[__<prompt>]`; tables find runs by
 the fields in run.json, never by parsing the folder name.
@@ -30,9 +37,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pandas is imported where rows are read (atomic writers stay light)
     import pandas as pd
 
+from bench.errors import StorageError
+
 RUN_JSON = "run.json"
 SUMMARY_JSON = "summary.json"
 ROWS_DIR = "rows"
+SKIPS_DIR = "skips"
 MAPS_DIR = "maps"
 FILE_MODE = 0o644
 # the names `temp_beside` makes: ".<name>." + 8 mkstemp characters + ".tmp"
@@ -54,17 +64,23 @@ def publish(tmp: str, path: Path) -> None:
 @contextmanager
 def atomic_write(path: str | Path) -> Iterator[str]:
     """A temp file beside `path` for a writer to fill; it becomes `path` (0644) when the block
-    ends normally and is removed when it raises, so `path` is never half written."""
+    ends normally and is removed when it raises, so `path` is never half written. An OSError
+    (disk full, no permission) becomes a StorageError that names the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_beside(path)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = temp_beside(path)
+        os.close(fd)
+    except OSError as exc:
+        raise StorageError(path, exc) from exc
     try:
         yield tmp
         publish(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise StorageError(path, exc) from exc
         raise
 
 
@@ -81,7 +97,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
-    with atomic_write(path) as tmp:
+    with atomic_write(path) as tmp:  # pyarrow's IO errors are OSErrors too
         df.to_parquet(tmp, index=False)
 
 

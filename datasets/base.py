@@ -4,6 +4,12 @@ An adapter indexes its files cheaply in `__init__` (CSV/JSON only, no pixel deco
 `load(i)` decodes one sample. The evaluator walks positions in order, so a killed run can skip
 finished chunks without decoding their images. Bad rows raise `DataError` naming file and row,
 or, with `on_error="skip"`, are counted in `self.skipped` (reason -> count) for run.json.
+
+Ground truth is all or nothing, in every adapter: a finding whose ground truth cannot be read
+whole is skipped whole and counted, never scored with part of its mask and never turned into a
+negative. Where the unit that fails is larger than one finding (RSNA and SIIM labels come from
+the same rows as the masks, MS-CXR's simple prompt merges an image's phrases by category, a
+CheXlocalize entry holds all ten tasks) the whole image goes, counted once per bad row.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from typing import Any, ClassVar
 
 from bench.errors import DataError, UsageError
 from bench.types import Finding, Sample
+
+SKIP_LOG_LIMIT = 10_000  # skip lines kept per dataset (the counts are always complete)
 
 
 @dataclass
@@ -61,6 +69,8 @@ class Dataset:
         self.on_error = on_error
         self.options = options
         self.skipped: Counter[str] = Counter()
+        # (reason, "file, row N: what") of every skip, for `bench data check` to list
+        self.skip_log: list[tuple[str, str]] = []
 
     # -- what adapters override ---------------------------------------------------------
     def __len__(self) -> int:
@@ -92,19 +102,35 @@ class Dataset:
     def bad(self, message: str, path: object = None, row: object = None, reason: str = "") -> None:
         """Raise, or count and continue when the user asked to skip bad input."""
         if self.on_error == "skip":
-            self.skipped[reason or message] += 1
+            self.skip(reason or message, str(DataError(message, path, row)))
             return
         raise DataError(message, path, row)
+
+    def skip(self, reason: str, line: str) -> None:
+        """Count one skipped input under `reason`; `line` says where (file, row) and what."""
+        self.skipped[reason] += 1
+        if len(self.skip_log) < SKIP_LOG_LIMIT:
+            self.skip_log.append((reason, line))
 
     def config(self) -> dict[str, Any]:
         return dict(self.options)
 
+    def input_files(self) -> list[Path]:
+        """The label and annotation files the samples are read from (not the images): their
+        sizes and mtimes are part of a run's identity, so a run computed before they were
+        edited is never reused. In-memory and generated sets list none."""
+        return []
+
     def describe(self) -> dict[str, Any]:
-        return {
+        out = {
             "dataset": self.name,
             "root": str(self.root) if self.root else None,
             "split": self.split,
-            "synthetic": self.synthetic,
+            "synthetic": bool(self.synthetic),
             "n_samples": len(self),
             "config": self.config(),
         }
+        marker = getattr(self, "synthetic_marker", None)
+        if marker:  # a real adapter pointed at a folder `bench synth` wrote
+            out["synthetic_marker"] = marker
+        return out

@@ -73,6 +73,9 @@ class ChestXDet10(FileDataset, Dataset):
     def config(self) -> dict[str, Any]:
         return {"polygons": str(self.poly_path) if self.use_polygons else None}
 
+    def input_files(self) -> list[Path]:
+        return [self.list_path] + ([self.poly_path] if self.use_polygons else [])
+
     def _parse(self, path: Path, with_polygons: bool) -> list[dict]:
         out, seen = [], set()
         for k, entry in enumerate(read_list(path)):
@@ -113,7 +116,7 @@ class ChestXDet10(FileDataset, Dataset):
                          reason=problem.split(" (")[0].split(" x=")[0].split(" '")[0])
                 continue
             seen.add(name)
-            out.append({"file_name": name, "instances": instances})
+            out.append({"file_name": name, "instances": instances, "where": where})
         return out
 
     def __len__(self) -> int:
@@ -135,6 +138,20 @@ class ChestXDet10(FileDataset, Dataset):
             return None
         hw = tuple(image.shape[:2])
         polys = self.polys.get(rec["file_name"]) if self.use_polygons else None
+        for _, xywh, _ in rec["instances"]:  # boxes are in the PNG's own frame
+            problem = box_problem(xywh, hw)
+            if problem:  # it would be an empty ground truth (IoU NaN, silently dropped)
+                self.bad(f"box {[float(v) for v in xywh]} of {self.list_path.name} row "
+                         f"{rec['where']} fills no pixel of the decoded {hw[1]}x{hw[0]} image "
+                         f"({problem})", path, reason="box fills no pixel of the decoded image")
+                return None
+        for _, _, poly in polys or []:
+            problem = polygon_problem(poly, hw)
+            if problem:
+                self.bad(f"polygon of {self.poly_path.name} for {rec['file_name']} does not fit "
+                         f"the decoded {hw[1]}x{hw[0]} image ({problem})", path,
+                         reason="polygon outside the decoded image")
+                return None
         findings = []
         for cls in CLASSES:
             boxes = [b for s, b, _ in rec["instances"] if s == cls]

@@ -19,6 +19,9 @@ per task in the JSON's naming ("Airspace Opacity"; the CSV's "Lung Opacity" is i
 masks), as AFLoc does. Classification labels are AFLoc's too, `mask.sum() > 0` per task
 (`labels="masks"`); `labels="csv"` reads CheXpert's radiologist labels from `{split}_labels.csv`
 (1 -> 1, 0 -> 0; uncertain and blank left out; a CXR it lacks falls back to its masks).
+A malformed entry (not an object, an unknown task name, a bad RLE or polygon) or a bad row of
+the labels CSV is an error, or with `on_error="skip"` a counted skip of that whole CXR: never a
+negative finding or a label taken from elsewhere.
 `masks="annotations"` rasterises the polygons with CheXlocalize's rule instead of decoding the
 RLE file. The human benchmark is exposed through `hb_masks(cxr_id)` and `hb_points(cxr_id)`
 for a `human` method.
@@ -117,45 +120,53 @@ class CheXlocalize(FileDataset, Dataset):
         self.gt_dir = self.root / "CheXlocalize"
         name = "gt_segmentations" if masks == "segmentations" else "gt_annotations"
         self.gt_path = self.gt_dir / f"{name}_{self.split}.json"
+        self.bad_ids: set[str] = set()  # CXRs skipped whole for a malformed entry or row
         self.gt = self._validate(load_json(self.gt_path))
         if not self.image_dir.is_dir():
             raise DataError("missing image folder", self.image_dir)
-        self.paths = sorted(p for p in self.image_dir.rglob("*")
-                            if p.suffix.lower() in IMAGE_SUFFIXES)
-        self.ids = [cxr_id_of(p) for p in self.paths]
         self.labels_csv = self.root / "CheXpert" / f"{self.split}_labels.csv"
         if labels == "csv" and not self.labels_csv.is_file():
             raise DataError("labels=csv needs the CheXpert labels file", self.labels_csv)
         self.csv_labels = self._read_labels() if labels == "csv" else {}
+        self.paths = sorted(p for p in self.image_dir.rglob("*")
+                            if p.suffix.lower() in IMAGE_SUFFIXES
+                            and cxr_id_of(p) not in self.bad_ids)
+        self.ids = [cxr_id_of(p) for p in self.paths]
         self.human = HumanBenchmark(self.gt_dir)
 
     def config(self) -> dict[str, Any]:
         return {"masks": self.mask_source, "labels": self.label_source}
 
+    def input_files(self) -> list[Path]:
+        hb = [self.gt_dir / f"hb_{k}_test.json" for k in ("segmentations", "salient_pt")]
+        return ([self.gt_path] + ([self.labels_csv] if self.label_source == "csv" else [])
+                + ([p for p in hb if p.is_file()] if self.split == "test" else []))
+
     # -- parsing --------------------------------------------------------------------------
     def _validate(self, data: dict) -> dict:
-        """Drop (or raise on) malformed entries; unknown task names are errors."""
+        """Raise on a malformed entry, or (skipping) drop its whole CXR: a task left out would
+        read as a negative. Unknown task names count as malformed (a misspelt task)."""
         clean: dict[str, dict] = {}
         for cxr_id, entry in data.items():
             if not isinstance(entry, dict):
                 self.bad("entry is not an object", self.gt_path, cxr_id, reason="malformed entry")
+                self.bad_ids.add(cxr_id)
                 continue
-            ok: dict[str, Any] = {}
             for task, value in entry.items():
                 if task == "img_size":
-                    ok[task] = value
                     continue
                 where = f"{cxr_id}/{task}"
                 if task not in TASKS:
-                    self.bad(f"unknown pathology {task!r}", self.gt_path, where,
-                             reason="unknown pathology")
-                    continue
-                problem = self._entry_problem(value, entry.get("img_size"))
+                    problem, reason = f"unknown pathology {task!r}", "unknown pathology"
+                else:
+                    problem = self._entry_problem(value, entry.get("img_size"))
+                    reason = (problem or "").split(" (")[0]
                 if problem:
-                    self.bad(problem, self.gt_path, where, reason=problem.split(" (")[0])
-                    continue
-                ok[task] = value
-            clean[cxr_id] = ok
+                    self.bad(problem, self.gt_path, where, reason=reason)
+                    self.bad_ids.add(cxr_id)
+                    break  # one problem skips the CXR: count it once
+            else:
+                clean[cxr_id] = dict(entry)
         return clean
 
     def _entry_problem(self, value: Any, img_size: Any) -> str | None:
@@ -179,7 +190,8 @@ class CheXlocalize(FileDataset, Dataset):
         cols = {c: CSV_ALIASES.get(c, c) for c in header if CSV_ALIASES.get(c, c) in TASKS}
         for line, row in rows:
             problem = wrong_width(row, header)
-            if problem is None and cxr_id_of(Path(row["Path"])) in out:
+            cxr_id = cxr_id_of(Path(row["Path"])) if row.get("Path") else None
+            if problem is None and cxr_id in out:
                 problem = f"duplicate image {row['Path']}"
             labels = {}
             if problem is None:
@@ -194,8 +206,10 @@ class CheXlocalize(FileDataset, Dataset):
                         break
             if problem is not None:
                 self.bad(problem, self.labels_csv, line, reason=problem.split(" must")[0])
+                if cxr_id:  # its labels are unknown: never fall back to the masks
+                    self.bad_ids.add(cxr_id)
                 continue
-            out[cxr_id_of(Path(row["Path"]))] = labels
+            out[cxr_id] = labels
         return out
 
     # -- masks ----------------------------------------------------------------------------
@@ -239,9 +253,9 @@ class CheXlocalize(FileDataset, Dataset):
         hw = tuple(image.shape[:2])
         try:
             masks = self.gt_masks(cxr_id, hw)
-        except DataError:
+        except DataError as exc:
             if self.on_error == "skip":
-                self.skipped["undecodable ground truth"] += 1
+                self.skip("undecodable ground truth", str(exc))
                 return None
             raise
         zeros = np.zeros(hw, dtype=np.uint8)

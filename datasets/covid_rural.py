@@ -15,7 +15,10 @@ before its >= 1e-5 test. `masks="png"` (default) does exactly that; `masks="json
 the LabelMe opacity polygons instead (every label except the lung fields `left_lung` and
 `right_lung`), and `masks="auto"` takes the PNG where it exists, else the JSON. The mask
 PNGs (or JSONs) are read in `__init__` to drop empty ones, counted in `skipped` ("empty mask
-(dropped as AFLoc does)"); the radiographs themselves are decoded only in `load`.
+(dropped as AFLoc does)"); the radiographs themselves are decoded only in `load`. A mask file
+that cannot be read whole (an unreadable PNG, a malformed LabelMe file, one bad polygon) is an
+error, or with `on_error="skip"` drops its image, counted once under that reason: a finding is
+never scored with part of its mask.
 """
 
 from __future__ import annotations
@@ -40,14 +43,17 @@ EMPTY = "empty mask (dropped as AFLoc does)"
 NO_MASK = "image without a mask (dropped as AFLoc does)"
 
 
-def labelme_polygons(path: Path, on_bad) -> tuple[list[list], tuple[int, int] | None]:
-    """Opacity polygons of one LabelMe file and its (imageHeight, imageWidth) if given."""
+def labelme_polygons(path: Path, on_bad) -> tuple[list[list] | None, tuple[int, int] | None]:
+    """Opacity polygons of one LabelMe file and its (imageHeight, imageWidth) if given; None
+    for the polygons when the file cannot be read whole (`on_bad` called once)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         shapes = data["shapes"]
+        if not isinstance(shapes, list):
+            raise TypeError("shapes is not a list")
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         on_bad(f"not a LabelMe json ({type(exc).__name__})", path, None, "malformed LabelMe json")
-        return [], None
+        return None, None
     hw = None
     if data.get("imageHeight") and data.get("imageWidth"):
         hw = (int(data["imageHeight"]), int(data["imageWidth"]))
@@ -56,17 +62,17 @@ def labelme_polygons(path: Path, on_bad) -> tuple[list[list], tuple[int, int] | 
         where = f"shapes[{k}]"
         if not isinstance(shape, dict) or "points" not in shape:
             on_bad("malformed shape (needs label and points)", path, where, "malformed shape")
-            continue
+            return None, hw
         if str(shape.get("label", "")).lower() in LUNG_LABELS:
             continue
         if shape.get("shape_type", "polygon") != "polygon":
             on_bad(f"unsupported shape_type {shape.get('shape_type')!r}", path, where,
                    "unsupported shape_type")
-            continue
+            return None, hw
         problem = polygon_problem(shape["points"], hw)
         if problem:
             on_bad(problem, path, where, problem.split(" (")[0])
-            continue
+            return None, hw
         polys.append(shape["points"])
     return polys, hw
 
@@ -126,11 +132,21 @@ class CovidRural(FileDataset, Dataset):
                 self.skipped[NO_MASK] += 1
             elif entry == "empty":
                 self.skipped[EMPTY] += 1
-            else:
+            elif entry != "bad":  # "bad": counted once, under its own reason
                 self.index.append((jpg, *entry))
 
     def config(self) -> dict[str, Any]:
         return {"masks": self.mask_source}
+
+    def input_files(self) -> list[Path]:
+        """Every JPG's candidate mask files (absent ones too: adding a mask changes the set)."""
+        out = []
+        for jpg in self.jpgs:
+            if self.mask_source in ("png", "auto"):
+                out.append(self.png_dir / (jpg.stem + ".png"))
+            if self.mask_source in ("json", "auto"):
+                out.append(self.json_dir / (jpg.stem + ".json"))
+        return out
 
     def _mask_entry(self, jpg: Path):
         png = self.png_dir / (jpg.stem + ".png")
@@ -140,10 +156,12 @@ class CovidRural(FileDataset, Dataset):
                 m = read_raster(png)
             except DataError as exc:
                 self.bad(str(exc).split(": ", 1)[-1], png, None, reason="unreadable mask")
-                return None
+                return "bad"
             return ("png", png) if m.any() else "empty"  # re-read in load: keep memory small
         if self.mask_source in ("json", "auto") and js.is_file():
             polys, hw = labelme_polygons(js, self.bad)
+            if polys is None:
+                return "bad"
             return ("json", (polys, hw)) if polys else "empty"
         return None
 
@@ -164,16 +182,19 @@ class CovidRural(FileDataset, Dataset):
                 return None
             mask = (raw > 0).astype(np.uint8)
             if mask.shape != hw:
-                raise DataError(f"mask is {mask.shape[1]}x{mask.shape[0]}, image is "
-                                f"{hw[1]}x{hw[0]}", self.png_dir / (jpg.stem + ".png"))
+                self.bad(f"mask is {mask.shape[1]}x{mask.shape[0]}, image is {hw[1]}x{hw[0]}",
+                         self.png_dir / (jpg.stem + ".png"), reason="mask size differs from image")
+                return None
             values = pil_values(payload)
             if values is not None and values.shape == hw:
                 meta = {"afloc_mask_values": values}
         else:
             polys, json_hw = payload
             if json_hw is not None and json_hw != hw:
-                raise DataError(f"LabelMe size {json_hw[1]}x{json_hw[0]} differs from the "
-                                f"image {hw[1]}x{hw[0]}", self.json_dir / (jpg.stem + ".json"))
+                self.bad(f"LabelMe size {json_hw[1]}x{json_hw[0]} differs from the image "
+                         f"{hw[1]}x{hw[0]}", self.json_dir / (jpg.stem + ".json"),
+                         reason="mask size differs from image")
+                return None
             mask = polygons_to_mask(polys, hw)
         finding = Finding(PATHOLOGY, f"{jpg.stem}:covid-19", mask=mask, meta=meta)
         return Sample(id=jpg.stem, image=image, findings=[finding], labels={PATHOLOGY: 1},

@@ -206,6 +206,11 @@ class MimicCXR(FileDataset, Dataset):
             out[key] = values
         return out
 
+    def input_files(self) -> list[Path]:
+        files = [self.meta_path, self.split_path, self.chexpert_path, self.sectioned_path,
+                 self.exclude_path]
+        return [p for p in files if p is not None]
+
     def config(self) -> dict[str, Any]:
         return {"views": sorted(self.views) if self.views else "*",
                 "exclude_ms_cxr": str(self.exclude_path) if self.exclude_path else None,
@@ -223,9 +228,15 @@ class MimicCXR(FileDataset, Dataset):
         p = self.report_path(rec)
         if p is not None:
             try:
-                return mimic_sections(p.read_text(encoding="utf-8", errors="replace"))
+                raw = p.read_bytes()
             except OSError as exc:
                 raise DataError(f"unreadable report ({exc})", p) from exc
+            try:
+                return mimic_sections(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:  # never replacement characters in a caption
+                bad = raw[exc.start:exc.start + 1].hex()
+                raise DataError(f"report is not UTF-8 (byte 0x{bad} at offset {exc.start})",
+                                p) from exc
         if self.sectioned_path is not None:
             return self._sectioned_table().get("s" + rec["study_id"])
         return None
@@ -235,11 +246,16 @@ class MimicCXR(FileDataset, Dataset):
             import csv
 
             self._sectioned = {}
-            with open_text(self.sectioned_path) as fh:
-                for row in csv.DictReader(fh):
-                    self._sectioned[row["study"]] = {
-                        k: (row.get(k) or None) for k in
-                        ("impression", "findings", "last_paragraph", "comparison")}
+            try:
+                with open_text(self.sectioned_path) as fh:
+                    for row in csv.DictReader(fh):
+                        self._sectioned[row["study"]] = {
+                            k: (row.get(k) or None) for k in
+                            ("impression", "findings", "last_paragraph", "comparison")}
+            except (UnicodeDecodeError, csv.Error, KeyError, OSError) as exc:
+                self._sectioned = None
+                raise DataError(f"unreadable sectioned reports ({type(exc).__name__}: {exc})",
+                                self.sectioned_path) from exc
         return self._sectioned
 
     # -- samples --------------------------------------------------------------------------
@@ -256,7 +272,14 @@ class MimicCXR(FileDataset, Dataset):
         image = self.decode(path, pixel_meta)
         if image is None:
             return None
-        secs = self.sections(rec) or {}
+        try:
+            secs = self.sections(rec) or {}
+        except DataError as exc:
+            if self.on_error != "skip":
+                raise
+            reason = "report is not UTF-8" if "not UTF-8" in str(exc) else "unreadable report"
+            self.skip(reason, str(exc))
+            return None
         raw = self.labels.get((rec["subject_id"], rec["study_id"]), {})
         labels = {k: int(v) for k, v in raw.items() if v in (0.0, 1.0)}
         report = report_text(secs.get("findings"), secs.get("impression"),
@@ -281,7 +304,13 @@ class MimicCXR(FileDataset, Dataset):
         else:
             unlabelled = sum(1 for s in studies if s not in self.labels)
             report.notes.append(f"{unlabelled} of {len(studies)} studies have no CheXpert row")
-        no_report = [r for r in self.records[:200] if self.sections(r) is None]
+        no_report = []
+        for r in self.records[:200]:
+            try:
+                if self.sections(r) is None:
+                    no_report.append(r)
+            except DataError as exc:  # a report that cannot be read is malformed input
+                report.problems.append(str(exc))
         if no_report:
             report.missing.append(f"{len(no_report)} of the first {min(200, len(self.records))} "
                                   f"studies have no report (files/.../sSTUDY.txt or "

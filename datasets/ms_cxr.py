@@ -86,8 +86,11 @@ class MsCXR(FileDataset, Dataset):
             raise DataError(f"missing file (or {', '.join(JSON_NAMES[1:] + CSV_NAMES)})",
                             self.root / JSON_NAMES[0])
         self.n_annotations = 0
+        self.bad_images: set[str] = set()  # dicom_ids with an unreadable annotation
         images = self._read_json() if self.source.suffix == ".json" else self._read_csv()
-        self.index = [img for img in images.values() if img.phrases]
+        self.n_annotations -= sum(len(ph.boxes) for d in self.bad_images if d in images
+                                  for ph in images[d].phrases.values())
+        self.index = [img for d, img in images.items() if img.phrases and d not in self.bad_images]
         if per not in ("image", "phrase"):
             raise DataError(f"per must be 'image' or 'phrase', got {per!r}")
         self.per = per
@@ -98,23 +101,31 @@ class MsCXR(FileDataset, Dataset):
     def config(self) -> dict[str, Any]:
         return {"image_root": str(self.image_root), "source": self.source.name, "per": self.per}
 
+    def input_files(self) -> list[Path]:
+        return [self.source]
+
     # -- parsing --------------------------------------------------------------------------
+    def _reject(self, dicom_id: str | None, problem: str, where: object, reason: str) -> None:
+        """Raise, or count one bad annotation and drop its image whole."""
+        self.bad(problem, self.source, where, reason=reason)
+        if dicom_id:
+            self.bad_images.add(dicom_id)
+
     def _add(self, images, dicom_id, path, hw, category, text, box, where) -> None:
         if category not in CATEGORIES:
-            self.bad(f"unknown pathology {category!r}", self.source, where,
-                     reason="unknown pathology")
+            self._reject(dicom_id, f"unknown pathology {category!r}", where, "unknown pathology")
             return
         if not text:
-            self.bad("empty label_text", self.source, where, reason="empty label_text")
+            self._reject(dicom_id, "empty label_text", where, "empty label_text")
             return
         problem = box_problem(box, hw)
         if problem:
-            self.bad(problem, self.source, where, reason=problem.split(" x=")[0])
+            self._reject(dicom_id, problem, where, problem.split(" x=")[0])
             return
         img = images.setdefault(dicom_id, MsCxrImage(dicom_id, path, hw))
         if img.path != path or img.hw != hw:
-            self.bad(f"image {dicom_id} listed with two paths or sizes", self.source, where,
-                     reason="inconsistent image entry")
+            self._reject(dicom_id, f"image {dicom_id} listed with two paths or sizes", where,
+                         "inconsistent image entry")
             return
         phrase = img.phrases.setdefault(text.lower(), Phrase(category, text))
         phrase.category = category  # `merge_annotation` keeps the group's last category
@@ -145,6 +156,12 @@ class MsCXR(FileDataset, Dataset):
         seen_ann: set = set()
         for k, ann in enumerate(anns):
             where = f"annotations[{k}]"
+            known = by_id.get(ann.get("image_id")) if isinstance(ann, dict) else None
+            owner = Path(str(known["path"])).stem if known is not None else None
+            if isinstance(ann, dict) and "image_id" in ann and known is None:
+                self.bad(f"image_id {ann['image_id']!r} is not in images[]", self.source, where,
+                         reason="annotation of an unknown image")
+                continue
             try:
                 img = by_id[ann["image_id"]]
                 box = [float(v) for v in ann["bbox"]]
@@ -155,13 +172,14 @@ class MsCXR(FileDataset, Dataset):
                 category = cats.get(ann["category_id"], f"category_id {ann['category_id']}")
                 text = str(ann.get("label_text") or "").strip()
             except (KeyError, TypeError, ValueError) as exc:
-                self.bad(f"malformed annotation ({type(exc).__name__}: {exc})", self.source,
-                         where, reason="malformed annotation")
+                what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+                self._reject(owner, f"malformed annotation ({what})", where,
+                             "malformed annotation")
                 continue
             if ann.get("id") is not None:
                 if ann["id"] in seen_ann:
-                    self.bad(f"duplicate annotation id {ann['id']}", self.source, where,
-                             reason="duplicate annotation id")
+                    self._reject(owner, f"duplicate annotation id {ann['id']}", where,
+                                 "duplicate annotation id")
                     continue
                 seen_ann.add(ann["id"])
             self._add(images, Path(img["path"]).stem, img["path"], hw, category, text, box,
@@ -185,7 +203,7 @@ class MsCXR(FileDataset, Dataset):
             if problem is None and (row["dicom_id"], row["label_text"], box) in seen:
                 problem = f"duplicate row for {row['dicom_id']}"
             if problem is not None:
-                self.bad(problem, self.source, line, reason=problem.split(" for ")[0])
+                self._reject(row.get("dicom_id"), problem, line, problem.split(" for ")[0])
                 continue
             seen.add((row["dicom_id"], row["label_text"], box))
             self._add(images, row["dicom_id"], row["path"], hw, row["category_name"],
@@ -218,9 +236,11 @@ class MsCXR(FileDataset, Dataset):
         image = self.decode(path, pixel_meta)
         if image is None:
             return None
-        if tuple(image.shape[:2]) != img.hw:
-            raise DataError(f"image is {image.shape[1]}x{image.shape[0]}, annotations say "
-                            f"{img.hw[1]}x{img.hw[0]}", path)
+        if tuple(image.shape[:2]) != img.hw:  # its boxes would land elsewhere
+            self.bad(f"image is {image.shape[1]}x{image.shape[0]}, annotations say "
+                     f"{img.hw[1]}x{img.hw[0]}", path, reason="image size differs from the "
+                     "annotations")
+            return None
         findings = []
         for j, (key, ph) in enumerate(img.phrases.items()):
             if only is not None and key != only:

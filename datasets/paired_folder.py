@@ -117,6 +117,12 @@ class PairedFolder(FileDataset, Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def input_files(self) -> list[Path]:
+        masks = [mp for rec in self.records
+                 for mp in (self.mask_dir / Path(rec["image"]).stem).glob("*.png")]
+        labels = [self.labels_path] if self.labels_path.is_file() else []
+        return [self.pairs_path] + labels + masks
+
     def load(self, index: int) -> Sample | None:
         rec = self.records[index]
         path = self.root / rec["image"]
@@ -131,9 +137,9 @@ class PairedFolder(FileDataset, Dataset):
         for mp in sorted(folder.glob("*.png")) if folder.is_dir() else []:
             try:
                 raw = read_raster(mp)
-            except DataError:
+            except DataError as exc:
                 if self.on_error == "skip":
-                    self.skipped["unreadable mask"] += 1
+                    self.skip("unreadable mask", str(exc))
                     return None
                 raise
             if raw.ndim == 3:

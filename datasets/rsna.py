@@ -19,7 +19,9 @@ Splits:
   the classification task still gets every image's label.
 - `gloria-train|val|test`: GLoRIA's `preprocess_pneumonia_data`: images grouped per
   patientId (sorted, as pandas groupby does), `train_test_split(test_size=0.3,
-  random_state=0)`, then the held-out part halved (first half test, second val).
+  random_state=0)`, then the held-out part halved (first half test, second val). The split is
+  drawn over every patientId of the file, bad rows' included, so a skipped row drops its own
+  image and moves no other (a bad row without a patientId is an error for these splits).
 - `all`: every labelled image.
 
 Option `positives_only=true` drops images without a box (saves decoding in localization runs).
@@ -37,11 +39,12 @@ import numpy as np
 
 from bench.datasets._util import (
     FileDataset,
+    SplitUniverse,
     as_bool,
     cached_parse,
     compare_counts,
-    gloria_split,
     read_csv_rows,
+    stable_gloria_split,
     wrong_width,
 )
 from bench.datasets.base import CheckReport, Dataset
@@ -64,8 +67,10 @@ class RsnaImage:
     line: int = 0
 
 
-def parse_labels(path: Path, on_bad) -> tuple[dict[str, RsnaImage], dict[str, int]]:
-    """stage_2_train_labels.csv -> patientId -> image (boxes in file order) and row counts.
+def parse_labels(path: Path, on_bad) -> tuple[dict[str, RsnaImage], dict[str, int],
+                                             SplitUniverse]:
+    """stage_2_train_labels.csv -> patientId -> image (boxes in file order), row counts, and the
+    sorted patientIds of every row (bad ones included) that the gloria-* splits are drawn over.
 
     `on_bad(message, path, row, reason)` raises or counts; a bad row drops its whole image
     (its ground truth would be incomplete).
@@ -74,9 +79,13 @@ def parse_labels(path: Path, on_bad) -> tuple[dict[str, RsnaImage], dict[str, in
     images: dict[str, RsnaImage] = {}
     bad_ids: set[str] = set()
     seen_rows: set[tuple] = set()
+    all_ids: set[str] = set()
+    unplaced: list[tuple[Path, int]] = []
     n_rows = 0
     for line, row in rows:
         n_rows += 1
+        if row.get("patientId"):
+            all_ids.add(row["patientId"])
         problem = wrong_width(row, header)
         pid = row.get("patientId", "")
         if problem is None and not pid:
@@ -104,6 +113,8 @@ def parse_labels(path: Path, on_bad) -> tuple[dict[str, RsnaImage], dict[str, in
             on_bad(problem, path, line, problem.split(" (")[0].split(" x=")[0])
             if pid:
                 bad_ids.add(pid)
+            else:
+                unplaced.append((path, line))
             continue
         seen_rows.add(key)
         img = images.setdefault(pid, RsnaImage(pid, int(target), line=line))
@@ -111,7 +122,8 @@ def parse_labels(path: Path, on_bad) -> tuple[dict[str, RsnaImage], dict[str, in
             img.boxes.append(box)
     for pid in bad_ids:
         images.pop(pid, None)
-    return images, {"rows": n_rows}
+    return images, {"rows": n_rows}, SplitUniverse(sorted(all_ids), unplaced,
+                                                          "patientId")
 
 
 def parse_split_list(path: Path, on_bad) -> list[RsnaImage]:
@@ -186,7 +198,8 @@ class RSNA(FileDataset, Dataset):
         self.positives_only = as_bool(positives_only)
         self.labels_path = self.require_file(LABELS_CSV)
         self.split_list = Path(split_list) if split_list else self.default_split_list()
-        self.images, self.row_counts = cached_parse(self.labels_path, parse_labels, self.bad)
+        self.images, self.row_counts, self.universe = cached_parse(self.labels_path,
+                                                                   parse_labels, self.bad)
         self.index = self._select(self.split)
         if self.positives_only:
             self.index = [r for r in self.index if r.target]
@@ -202,7 +215,7 @@ class RSNA(FileDataset, Dataset):
         if split == "all":
             return list(self.images.values())
         if split.startswith("gloria-"):
-            ids = gloria_split(sorted(self.images), split.split("-", 1)[1])
+            ids = stable_gloria_split(self.universe, split.split("-", 1)[1], self.images)
             return [self.images[i] for i in ids]
         if not self.split_list.is_file():
             raise DataError("missing split list", self.split_list)
@@ -215,6 +228,9 @@ class RSNA(FileDataset, Dataset):
                 continue
             out.append(rec)
         return out
+
+    def input_files(self) -> list[Path]:
+        return [self.labels_path] + ([self.split_list] if self.split == "test" else [])
 
     def config(self) -> dict[str, Any]:
         return {"split_list": str(self.split_list) if self.split == "test" else None,
@@ -240,6 +256,15 @@ class RSNA(FileDataset, Dataset):
             if tuple(hw) != FRAME_HW:  # a resized copy: carry the 1024-frame boxes over
                 sx, sy = hw[1] / FRAME_HW[1], hw[0] / FRAME_HW[0]
                 boxes = boxes * np.array([sx, sy, sx, sy])
+            for orig, box in zip(rec.boxes, boxes):
+                problem = box_problem(box, hw)
+                if problem:  # it would be an empty ground truth (IoU NaN, silently dropped)
+                    source = self.split_list if self.split == "test" else self.labels_path
+                    where = f"{list(orig)} of {source.name} row {rec.line}"
+                    self.bad(f"box {where} fills no pixel of the decoded {hw[1]}x{hw[0]} "
+                             f"image ({problem})", path,
+                             reason="box fills no pixel of the decoded image")
+                    return None
             findings.append(Finding(PATHOLOGY, f"{rec.patient_id}:pneumonia",
                                     mask=boxes_to_mask(boxes, hw), boxes=boxes))
         return Sample(id=rec.patient_id, image=image, findings=findings,

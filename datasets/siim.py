@@ -17,6 +17,9 @@ Splits (classification task, label Pneumothorax = any instance):
   those rows in first-appearance order, as `PneumothoraxImageDataset` iterates
   `df.ImageId.unique()`. A multi-instance image may straddle splits.
 - `image-train|val|test`: the same 70/15/15 rule over unique ImageIds (first-appearance order).
+Both are drawn over every row (every ImageId) of the file, bad ones included, so a skipped row
+drops its own image and moves no other (a bad row without an ImageId is an error for the
+image-* splits).
 - `afloc-test`: AFLoc's zero-shot classification list (`classification/DatasetsSplits/
   SIIM_Pneumothorax/test_list.txt` in YH0517/AFLoc, passed as `split_list=`): one sample per
   line, repeats included, labels from the list. It is not any GLoRIA split (its first image is
@@ -35,10 +38,11 @@ import numpy as np
 
 from bench.datasets._util import (
     FileDataset,
+    SplitUniverse,
     cached_parse,
     compare_counts,
-    gloria_split,
     read_csv_rows,
+    stable_gloria_split,
     wrong_width,
 )
 from bench.datasets.base import CheckReport, Dataset
@@ -58,6 +62,7 @@ class SiimRow:
     image_id: str
     rle: str
     line: int
+    slot: int = 0  # position among the file's data rows, bad ones included (the row split's id)
 
     @property
     def positive(self) -> bool:
@@ -74,14 +79,22 @@ class SiimImage:
         return any(r != "-1" for r in self.rles)
 
 
-def parse_rle_csv(path: Path, on_bad) -> tuple[list[SiimRow], dict[str, SiimImage]]:
-    """Rows (in file order) and images (first-appearance order) of train-rle.csv."""
+def parse_rle_csv(path: Path, on_bad) -> tuple[list[SiimRow], dict[str, SiimImage],
+                                               SplitUniverse, SplitUniverse]:
+    """Rows (in file order) and images (first-appearance order) of train-rle.csv, and what the
+    row and image splits are drawn over: every row slot, every ImageId (bad rows included)."""
     header, rows = read_csv_rows(path, ["ImageId", "EncodedPixels"])
     out: list[SiimRow] = []
     images: dict[str, SiimImage] = {}
     bad_ids: set[str] = set()
     seen: set[tuple[str, str]] = set()
+    all_ids: dict[str, None] = {}
+    unplaced: list[tuple[Path, int]] = []
+    slot = -1
     for line, row in rows:
+        slot += 1
+        if row.get("ImageId"):
+            all_ids.setdefault(row["ImageId"])
         problem = wrong_width(row, header)
         image_id = row.get("ImageId", "")
         rle = row.get("EncodedPixels", "")
@@ -98,14 +111,17 @@ def parse_rle_csv(path: Path, on_bad) -> tuple[list[SiimRow], dict[str, SiimImag
             on_bad(problem, path, line, problem.split(" for ")[0].split(" past ")[0])
             if image_id:
                 bad_ids.add(image_id)
+            else:
+                unplaced.append((path, line))
             continue
         seen.add((image_id, rle))
-        out.append(SiimRow(image_id, rle, line))
+        out.append(SiimRow(image_id, rle, line, slot))
         images.setdefault(image_id, SiimImage(image_id)).rles.append(rle)
     if bad_ids:
         out = [r for r in out if r.image_id not in bad_ids]
         images = {k: v for k, v in images.items() if k not in bad_ids}
-    return out, images
+    return (out, images, SplitUniverse(list(range(slot + 1)), [], "row"),
+            SplitUniverse(list(all_ids), unplaced, "ImageId"))
 
 
 def index_dicoms(folder: Path) -> dict[str, Path]:
@@ -143,12 +159,17 @@ class SIIM(FileDataset, Dataset):
         self.csv_path = self.require_file(RLE_CSV, "stage_2_train.csv")
         self.image_dir = self.root / image_dir
         self.split_list = Path(split_list) if split_list else None
-        self.rows, self.images = cached_parse(self.csv_path, parse_rle_csv, self.bad)
+        self.rows, self.images, self.row_universe, self.image_universe = cached_parse(
+            self.csv_path, parse_rle_csv, self.bad)
         self._paths: dict[str, Path] | None = None
         self.list_labels: list[int] | None = None
         self.index = self._select(self.split)
         if self.split == "afloc-test":
             self.index, self.list_labels = self._afloc_list()
+
+    def input_files(self) -> list[Path]:
+        extra = [self.split_list] if self.split == "afloc-test" and self.split_list else []
+        return [self.csv_path] + extra
 
     def config(self) -> dict[str, Any]:
         return {"csv": self.csv_path.name, "image_dir": str(self.image_dir),
@@ -189,8 +210,10 @@ class SIIM(FileDataset, Dataset):
             return self._afloc_list(lambda *a: None)[0] if self.split_list else []
         part = split.rsplit("-", 1)[1]
         if split.startswith("gloria-row-"):
-            return list(dict.fromkeys(r.image_id for r in gloria_split(self.rows, part)))
-        return gloria_split(list(self.images), part)
+            by_slot = {r.slot: r for r in self.rows}  # good rows of good images
+            slots = stable_gloria_split(self.row_universe, part, by_slot)
+            return list(dict.fromkeys(by_slot[k].image_id for k in slots))
+        return stable_gloria_split(self.image_universe, part, self.images)
 
     @property
     def paths(self) -> dict[str, Path]:
@@ -214,10 +237,9 @@ class SIIM(FileDataset, Dataset):
         path = self.paths.get(image_id)
         if path is None:
             missing = self.image_dir / f"{image_id}.dcm"
-            if self.on_error == "skip":
-                self.skipped["missing file"] += 1
-                return None
-            raise DataError(f"missing file (no {image_id}.dcm anywhere under the tree)", missing)
+            self.bad(f"missing file (no {image_id}.dcm anywhere under the tree)", missing,
+                     reason="missing file")
+            return None
         pixel_meta: dict = {}  # a DICOM's photometry, for the methods' readers
         image = self.decode(path, pixel_meta)
         if image is None:
@@ -226,7 +248,9 @@ class SIIM(FileDataset, Dataset):
         if rec.positive:
             hw = image.shape[:2]
             if tuple(hw) != FRAME_HW:
-                raise DataError(f"image is {hw[1]}x{hw[0]}, the RLE is for 1024x1024", path)
+                self.bad(f"image is {hw[1]}x{hw[0]}, the RLE is for 1024x1024", path,
+                         reason="image size differs from the RLE's")
+                return None
             findings.append(Finding(PATHOLOGY, f"{image_id}:pneumothorax",
                                     mask=self.mask(image_id)))
         label = int(rec.positive) if self.list_labels is None else self.list_labels[index]

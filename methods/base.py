@@ -145,6 +145,11 @@ class Method:
         when the protocol should take each map's argmax (every method but the human benchmark)."""
         return None
 
+    def prob_precision(self, sample: Sample, pathology: str) -> tuple[bool, bool] | None:
+        """For probabilities read from files (CheXlocalize pkls): (tuning compares in float32,
+        the gate compares in float32); None for a model's own scores (float64 throughout)."""
+        return None
+
     def bind(self, dataset: Any, protocol: str) -> None:
         """Called before each run with its dataset and protocol name (default: nothing)."""
 

@@ -272,3 +272,344 @@ def test_oracle_scores_one_under_the_chexlocalize_protocol(tmp_path):
     assert metrics["hit"]["overall"]["dataset_mean"] == 1.0
     # the thresholds were tuned on the val split, which ran first into its own folder
     assert (tmp_path / "oracle__shapes__val__chexlocalize__simple" / "summary.json").is_file()
+
+
+# -- issue 18, item 3: a run's identity covers the files that produced it ----------------------
+
+def _rsna_copy(root: Path) -> Path:
+    try:
+        from tests.data_fixtures import blocky, write_csv, write_dicom
+    except ImportError:  # tests/ is not always a package
+        from data_fixtures import blocky, write_csv, write_dicom
+    rows = [["pa", 96.0, 200.0, 400.0, 320.0, 1], ["pb", 512.0, 512.0, 256.0, 256.0, 1],
+            ["neg", "", "", "", "", 0]]
+    write_csv(root / "stage_2_train_labels.csv",
+              ["patientId", "x", "y", "width", "height", "Target"], rows)
+    for i, pid in enumerate(["pa", "pb", "neg"]):
+        write_dicom(root / "stage_2_train_images" / f"{pid}.dcm", blocky(128, 128, seed=i))
+    return root / "stage_2_train_labels.csv"
+
+
+def test_identities_of_runs_whose_data_did_not_change_are_stable():
+    """Fingerprints computed before data fingerprints existed: in-memory and synthetic sets
+    (identified by their world stamp) keep them."""
+    assert RunSpec(method="center", dataset="shapes", n_boot=50).fingerprint() == \
+        "bb71a426779d3a1f"
+    stamp = "synthetic small seed 0, anchors txv1.5.7, world version 2"
+    assert RunSpec(method="random", dataset="synthetic-rsna", task="classification",
+                   data_stamp=stamp).fingerprint() == "085f23c5c2b4f28c"
+
+
+def test_an_in_memory_run_keeps_its_fingerprint(tmp_path):
+    spec = RunSpec(method="center", dataset="shapes", n_boot=50)
+    result = Evaluator(tmp_path, progress=False).run(spec)
+    assert result.info["fingerprint"] == "4fe0a8ec6ab4fdbe"  # split filled in: "test"
+
+
+def test_run_is_refused_after_its_labels_change_and_says_when_reused(tmp_path, capsys):
+    labels = _rsna_copy(tmp_path / "rsna")
+    args = ["run", "--methods", "center", "--datasets", "rsna", "--root", str(tmp_path / "rsna"),
+            "--split", "all", "--task", "localization", "--bootstrap", "20", "--results-dir",
+            str(tmp_path / "res"), "--quiet"]
+    code, first, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert "Reused" not in first
+    code, again, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert "Reused 1 finished run" in again and "center__rsna__all__afloc__simple" in again
+    assert again.splitlines()[:3] == first.splitlines()[:3]  # the same table
+    # the labels are edited (a box moved): the old numbers must not come back
+    labels.write_text(labels.read_text().replace("512.0,512.0", "768.0,512.0"))
+    st = labels.stat()
+    os.utime(labels, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "stage_2_train_labels.csv" in err and "--force" in err
+    code, forced, err = run_cli(args + ["--force"], capsys)
+    assert code == 0, err
+    assert "Reused" not in forced and forced.splitlines()[2] != first.splitlines()[2]
+
+
+def test_score_run_is_refused_after_its_maps_change(tmp_path, capsys):
+    ds = get_dataset("shapes")()
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    for i in range(len(ds)):
+        s = ds.load(i)
+        for f in s.findings:
+            np.save(maps / f"{s.id}__{f.query_id}.npy",
+                    mask_to_letterbox(f.mask).astype(np.float32))
+    args = ["score", "--maps", str(maps), "--dataset", "shapes", "--frame", "letterbox:224",
+            "--bootstrap", "20", "--results-dir", str(tmp_path / "res")]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    code, out, err = run_cli(args, capsys)
+    assert code == 0 and "reused the finished run" in (out + err)
+    victim = sorted(maps.glob("*.npy"))[0]
+    np.save(victim, np.zeros((224, 224), np.float32) + np.eye(224, dtype=np.float32))
+    st = victim.stat()
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "maps" in err and str(maps) in err and "--force" in err
+    code, out, err = run_cli(args + ["--force"], capsys)
+    assert code == 0 and "reused" not in (out + err)
+
+
+# -- issue 18, item 13: maps and disk errors name their file ----------------------------------
+
+def _one_map_folder(tmp_path: Path) -> tuple[Path, Path]:
+    ds = get_dataset("shapes")()
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    first = None
+    for i in range(len(ds)):
+        s = ds.load(i)
+        for f in s.findings:
+            p = maps / f"{s.id}__{f.query_id}.npy"
+            np.save(p, f.mask.astype(np.float32))
+            first = first or p
+    return maps, first
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("corrupt", "unreadable map"),
+    ("shape", "map has shape (2, 3, 4); expected one 2-D (H x W) map"),
+])
+def test_bad_npy_map_names_its_file(tmp_path, capsys, damage, message):
+    maps, victim = _one_map_folder(tmp_path)
+    if damage == "corrupt":
+        victim.write_bytes(victim.read_bytes()[:60])
+    else:
+        np.save(victim, np.zeros((2, 3, 4), np.float32))
+    code, _, err = run_cli(["score", "--maps", str(maps), "--dataset", "shapes", "--bootstrap",
+                            "10", "--results-dir", str(tmp_path / "res")], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: {victim}: {message}")
+
+
+def test_disk_full_names_the_path(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import bench.store as store
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store.os, "fsync", full)
+    code, _, err = run_cli(["run", "--methods", "center", "--datasets", "shapes", "--bootstrap",
+                            "10", "--results-dir", str(tmp_path), "--quiet"], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    run_json = tmp_path / "center__shapes__test__afloc__simple" / "run.json"
+    assert err.strip() == f"error: {run_json}: cannot write (No space left on device)"
+    assert not [p for p in tmp_path.rglob("*.tmp")]  # no temp file left behind
+
+
+# -- issue 18, item 14: missing maps and non-finite pixels in bench score ---------------------
+
+def _score_rows(tmp_path: Path, maps: Path, name: str, capsys, *extra: str):
+    res = tmp_path / f"res-{name}"
+    code, out, err = run_cli(["score", "--maps", str(maps), "--dataset", "shapes", "--frame",
+                              "letterbox:224", "--bootstrap", "0", "--results-dir", str(res),
+                              *extra], capsys)
+    return code, out, err, res
+
+
+def _gt_maps(tmp_path: Path) -> Path:
+    ds = get_dataset("shapes")()
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    for i in range(len(ds)):
+        s = ds.load(i)
+        for f in s.findings:  # a blurred GT: not constant, so every map has a contrast
+            m = mask_to_letterbox(f.mask).astype(np.float32)
+            np.save(maps / f"{s.id}__{f.query_id}.npy", m + np.linspace(0, 0.1, 224)[None])
+    return maps
+
+
+@pytest.mark.parametrize("protocol", ["afloc", "chexlocalize"])
+def test_a_missing_map_is_no_prediction_left_out_as_the_protocols_do(tmp_path, capsys,
+                                                                      protocol):
+    """A missing map is an empty prediction: IoU/Dice NaN under only_pos / true_pos_only (left
+    out, as for any empty prediction), and no hit and no CNR (CheXlocalize's `get_hitrates`
+    iterates the maps it finds). Every other row is unchanged, and the note says so."""
+    maps = _gt_maps(tmp_path)
+    extra = ("--protocol", protocol) + (("--protocol-arg", "method=otsu")
+                                        if protocol == "chexlocalize" else ())
+    code, _, err, full = _score_rows(tmp_path, maps, "full", capsys, *extra)
+    assert code == 0, err
+    victim = sorted(maps.glob("*.npy"))[3]
+    victim.unlink()
+    code, out, err, part = _score_rows(tmp_path, maps, "part", capsys, *extra)
+    assert code == 0, err
+    assert "note: 1 map missing: no prediction" in err
+    name = next(p.name for p in part.iterdir() if p.is_dir())
+    a, b = _rows(full / name), _rows(part / name)
+    sid, qid = victim.stem.split("__")
+    gone = (b["sample_id"] == sid) & (b["query_id"] == qid)
+    assert gone.sum() == 1
+    pd.testing.assert_frame_equal(a[~gone.to_numpy()].drop(columns=["no_map"], errors="ignore"),
+                                  b[~gone.to_numpy()].drop(columns=["no_map"], errors="ignore"))
+    row = b[gone].iloc[0]
+    if protocol == "chexlocalize":
+        assert np.isnan(row["hit"]) and row["pred@otsu"] == 0 and row["gt"] > 0
+    else:
+        assert np.isnan(row["cnr"]) and row["pred@0.1"] == 0 and np.isnan(row["iou@0.1"])
+    info = json.loads((part / name / "run.json").read_text())
+    assert info["skipped"] == {"missing map (no prediction)": 1}
+
+
+def test_non_finite_map_pixels_are_an_error_unless_declared_padding(tmp_path, capsys):
+    maps = _gt_maps(tmp_path)
+    victim = sorted(maps.glob("*.npy"))[0]
+    m = np.load(victim)
+    m[:5, :] = np.nan
+    m[6, 6] = np.inf
+    np.save(victim, m)
+    code, _, err, _ = _score_rows(tmp_path, maps, "strict", capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: {victim}: map has 1121 non-finite pixels (NaN or inf)")
+    assert "--nan-padding" in err
+    code, _, err, res = _score_rows(tmp_path, maps, "padding", capsys, "--nan-padding")
+    assert code == 0, err
+
+
+# -- issue 18, item 8: numeric options are checked at the CLI, in one line --------------------
+
+@pytest.mark.parametrize("args, words", [
+    (["--chunk-size", "0"], ["--chunk-size", "0"]),
+    (["--batch-size", "0"], ["--batch-size", "0"]),
+    (["--bootstrap", "-5"], ["--bootstrap", "-5"]),
+    (["--seed", "-1"], ["--seed", "-1"]),
+    (["--keep-maps", "-2"], ["--keep-maps", "-2"]),
+    (["--protocol-arg", "thresholds=0.3"], ["thresholds", "list of numbers"]),
+    (["--protocol-arg", "thresholds=[0.1,\"x\"]"], ["thresholds", "list of numbers"]),
+    (["--protocol", "chexlocalize", "--protocol-arg", "thresholds=0.3"],
+     ["thresholds", "{task: number}"]),
+    (["--protocol", "chexlocalize", "--protocol-arg", "prob_cutoff=[1]"], ["prob_cutoff"]),
+    (["--protocol", "chexlocalize", "--protocol-arg", "prob_cutoff=1.5"], ["prob_cutoff"]),
+])
+def test_bad_numeric_options_are_one_line_usage_errors(tmp_path, capsys, args, words):
+    code, out, err = run_cli(["run", "--methods", "center", "--datasets", "shapes",
+                              "--results-dir", str(tmp_path), "--quiet", *args], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: ") and all(w in err for w in words), err
+    assert not list(tmp_path.iterdir())  # nothing ran
+
+
+def test_score_bootstrap_and_seed_are_checked(tmp_path, capsys):
+    maps, _ = _one_map_folder(tmp_path)
+    for args in (["--bootstrap", "-1"], ["--seed", "-3"]):
+        code, _, err = run_cli(["score", "--maps", str(maps), "--dataset", "shapes",
+                                "--results-dir", str(tmp_path / "res"), *args], capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and args[0] in err
+
+
+# -- issue 18, item 15 -------------------------------------------------------------------------
+
+def test_skip_counts_live_outside_the_rows_folder(tmp_path):
+    """`pd.read_parquet(run/rows)` reads the rows folder as one dataset: nothing else in it."""
+    from bench.datasets.base import Dataset
+    from bench.registry import DATASETS
+    from bench.types import Finding, Sample
+
+    class Holes(Dataset):
+        tasks = ("localization",)
+        pathologies = ("Square",)
+        needs_root = False
+
+        def __len__(self):
+            return 6
+
+        def load(self, i):
+            if i == 4:
+                self.bad("cannot decode image", f"img{i}.png", reason="corrupt image")
+                return None
+            m = np.zeros((32, 32), np.uint8)
+            m[4:20, 4:20] = 1
+            return Sample(id=f"h{i}", image=m * 255, findings=[Finding("Square", "Square",
+                                                                       mask=m)])
+
+    DATASETS.add("holes-test", Holes)
+    spec = RunSpec(method="oracle", dataset="holes-test", n_boot=10, chunk_size=4,
+                   on_error="skip")
+    result = Evaluator(tmp_path, progress=False).run(spec)
+    rows = pd.read_parquet(result.path / "rows")
+    assert len(rows) == 5 and sorted(rows["sample_id"]) == [f"h{i}" for i in (0, 1, 2, 3, 5)]
+    assert result.info["skipped"] == {"corrupt image": 1}
+    run = RunDir(result.path)  # a resume still counts the finished chunk's skip
+    run.chunk_path(0).unlink()
+    info = run.read_run()
+    info["status"] = "running"
+    run.write_run(info)
+    assert Evaluator(tmp_path, progress=False).run(spec).info["skipped"] == {"corrupt image": 1}
+
+
+def test_a_failed_precise_prompt_run_is_marked_failed(tmp_path, capsys):
+    """RSNA has no phrases: the precise-prompt run stops with a one-line error, and its folder
+    says "failed" with the error (not "running", as if it had been killed)."""
+    _rsna_copy(tmp_path / "rsna")
+    code, _, err = run_cli(["run", "--methods", "random", "--datasets", "rsna", "--root",
+                            str(tmp_path / "rsna"), "--split", "all", "--prompt", "precise",
+                            "--task", "localization", "--bootstrap", "10", "--results-dir",
+                            str(tmp_path / "res"), "--quiet"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "precise" in err
+    info = json.loads((tmp_path / "res" / "random__rsna__all__afloc__precise" / "run.json")
+                      .read_text())
+    assert info["status"] == "failed" and info["error"] in err
+
+
+def test_a_failing_method_marks_the_run_failed(tmp_path):
+    from bench.errors import DataError
+
+    from bench.methods.base import Method
+    from bench.types import Capabilities
+
+    class Broken(Method):
+        name = "broken"
+        capabilities = Capabilities(localize=True)
+
+        def localize(self, samples, queries):
+            raise DataError("weights file is corrupt", "w.bin")
+
+    spec = RunSpec(method="broken", dataset="shapes", n_boot=10, dataset_options={"n": 3})
+    with pytest.raises(DataError, match="w.bin: weights file is corrupt"):
+        Evaluator(tmp_path, progress=False).run(spec, method=Broken())
+    info = json.loads((tmp_path / "broken__shapes__test__afloc__simple" / "run.json").read_text())
+    assert info["status"] == "failed" and info["error"] == "w.bin: weights file is corrupt"
+
+
+def test_a_run_folder_is_locked_while_a_process_writes_it(tmp_path):
+    from bench.errors import BenchError
+
+    spec = RunSpec(method="center", dataset="shapes", n_boot=10, split="test")
+    lock = tmp_path / spec.run_id() / ".lock"
+    lock.parent.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from filelock import FileLock; "
+         "l = FileLock(sys.argv[1]); l.acquire(); print('held', flush=True); time.sleep(60)",
+         str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(BenchError) as exc:
+            Evaluator(tmp_path, progress=False).run(spec)
+        assert str(exc.value).startswith("another bench process is writing "
+                                         f"{tmp_path / spec.run_id()}")
+        assert [p.name for p in lock.parent.iterdir()] == [".lock"]  # it touched nothing
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not Evaluator(tmp_path, progress=False).run(spec).reused  # free again
+
+
+def test_a_run_refused_before_it_starts_leaves_no_folder(tmp_path):
+    from bench.errors import UsageError
+
+    spec = RunSpec(method="center", dataset="shapes", task="classification", n_boot=10)
+    with pytest.raises(UsageError, match="cannot classify"):
+        Evaluator(tmp_path, progress=False).run(spec)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_alone_still_shows_its_help(capsys):
+    code, out, err = run_cli([], capsys)
+    assert "Usage: bench" in out + err and "error:" not in out + err

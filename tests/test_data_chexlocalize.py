@@ -150,3 +150,67 @@ def test_missing_json_and_image_mismatch(chx_root):
     rep = CheXlocalize(chx_root, split="test").check()
     assert not rep.usable and "1 CXRs in gt_segmentations_test.json have no image" in \
         rep.missing[0]
+
+
+# -- issue 18, item 2: a malformed entry is an error or a counted skip of its CXR, never a label
+
+def _snapshot(d) -> dict:
+    out = {}
+    for i in range(len(d)):
+        s = d.load(i)
+        out[s.id] = (s.labels, [(f.pathology, f.positive, f.mask.tobytes()) for f in s.findings])
+    return out
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    ("rle", "malformed RLE (needs size and counts)"),
+    ("entry", "entry is not an object"),
+    ("task", "unknown pathology 'Edemaa'"),
+])
+def test_malformed_entry_skips_its_cxr_whole(chx_root, corrupt, message):
+    clean = _snapshot(CheXlocalize(chx_root, split="test"))
+    path = chx_root / "CheXlocalize" / "gt_segmentations_test.json"
+    data = json.loads(path.read_text())
+    if corrupt == "rle":
+        data[P2]["Edema"] = {"counts": "abc"}
+        where = f"{P2}/Edema"
+    elif corrupt == "entry":
+        data[P2] = [1, 2]
+        where = P2
+    else:
+        data[P2]["Edemaa"] = data[P2].pop("Edema")
+        where = f"{P2}/Edemaa"
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError) as exc:
+        CheXlocalize(chx_root, split="test")
+    assert str(exc.value) == f"{path}, row {where}: {message}"
+    d = CheXlocalize(chx_root, split="test", on_error="skip")
+    assert sum(d.skipped.values()) == 1 and d.ids == [P1, P3]
+    got = _snapshot(d)
+    assert got == {k: v for k, v in clean.items() if k != P2}  # the others untouched
+
+
+def test_malformed_polygons_skip_their_cxr(chx_root):
+    clean = _snapshot(CheXlocalize(chx_root, split="test", masks="annotations"))
+    ann = chx_root / "CheXlocalize" / "gt_annotations_test.json"
+    a = json.loads(ann.read_text())
+    a[P1]["Airspace Opacity"].append([[1, 1], [2, 2]])  # one of two contours is bad
+    ann.write_text(json.dumps(a))
+    d = CheXlocalize(chx_root, split="test", masks="annotations", on_error="skip")
+    assert d.ids == [P2, P3] and d.skipped == {"empty polygon": 1}
+    assert _snapshot(d) == {k: v for k, v in clean.items() if k != P1}
+
+
+def test_malformed_csv_label_row_skips_its_cxr(chx_root):
+    """labels=csv: a bad row must not let its CXR fall back to mask labels."""
+    clean = _snapshot(CheXlocalize(chx_root, split="test", labels="csv"))
+    csv_path = chx_root / "CheXpert" / "test_labels.csv"
+    lines = csv_path.read_text().splitlines()
+    lines[2] = "test/patient2/study1/view1_frontal.jpg,0,maybe,"
+    csv_path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as exc:
+        CheXlocalize(chx_root, split="test", labels="csv")
+    assert str(exc.value).startswith(f"{csv_path}, row 3: label Edema must be")
+    d = CheXlocalize(chx_root, split="test", labels="csv", on_error="skip")
+    assert d.ids == [P1, P3] and sum(d.skipped.values()) == 1
+    assert _snapshot(d) == {k: v for k, v in clean.items() if k != P2}

@@ -49,7 +49,9 @@ def test_missing_corrupt_and_malformed_listed(paired, capsys):
     assert "1 of 3 image files of split 'test' are missing" in out
     assert f"{paired / 'd.png'}" in out
     assert f"{paired / 'b.png'}: truncated PNG" in out
-    assert "1 skipped: malformed row" in out
+    # every skipped problem with its file and row, as `bench run --on-error raise` says it
+    assert f"  {paired / 'pairs.csv'}, row 4: malformed row (3 fields, header has 2)\n" in out
+    assert "1 skipped: malformed row" not in out
     assert err.startswith("error: dataset 'paired-folder'")
     code, out, err = _run(["data", "check", "paired-folder", "--root", str(paired),
                            "--on-error", "raise"], capsys)
@@ -97,6 +99,23 @@ def test_option_passthrough_and_usable_rsna(tmp_path, capsys):
                          "-o", f"split_list={tmp_path / 'list.csv'}"], capsys)
     assert code == 0 and "test: images 1, positive 1, boxes 1" in out
     assert "usable: yes" in out
+
+
+def test_many_skipped_rows_are_listed_with_file_and_row(tmp_path, capsys):
+    """Up to 20 lines per reason, then how many more."""
+    root = tmp_path / "rsna"
+    lines = ["patientId,x,y,width,height,Target"] + [f"ok{i},,,,,0" for i in range(30)]
+    lines += [f"bad{i},,,,,7" for i in range(23)] + ["neg9,1,2,3"]
+    (root).mkdir()
+    labels = root / "stage_2_train_labels.csv"
+    labels.write_text("\n".join(lines) + "\n")
+    code, out, _ = _run(["data", "check", "rsna", "--root", str(root), "--split", "all"], capsys)
+    assert code == 1
+    assert f"  {labels}, row 32: Target must be 0 or 1, got '7'\n" in out
+    assert f"  {labels}, row 51: Target must be 0 or 1, got '7'\n" in out
+    assert f"{labels}, row 52:" not in out
+    assert "  ... and 3 more: Target must be 0 or 1, got '7'\n" in out
+    assert f"  {labels}, row 55: malformed row (4 fields, header has 6)\n" in out
 
 
 def test_an_rsna_folder_with_its_own_grounding_list_checks_against_it(tmp_path, capsys):

@@ -230,3 +230,67 @@ def test_paired_folder_bad_label_and_missing_image(paired_root):
         fh.write("img/b.jpg,maybe,1\n")
     with pytest.raises(DataError, match="labels.csv, row 4: label Drusen must be"):
         PairedFolder(paired_root)
+
+
+# -- issue 18, items 4 and 15: all-or-nothing masks, one count per bad file -------------------
+
+def _covid_snapshot(d) -> dict:
+    out = {}
+    for i in range(len(d)):
+        s = d.load(i)
+        out[s.id] = s.findings[0].mask.tobytes()
+    return out
+
+
+def test_covid_one_bad_polygon_skips_the_finding_whole(covid_root):
+    jsons = covid_root / "covid_rural_annot" / "jpgs" / "jsons"
+    hw = (24, 32)
+    (jsons / "COVID-19-AR-1_a-XR.json").write_text(json.dumps(_labelme(
+        [("hazy", [[2, 2], [8, 2], [8, 4]])], hw)))
+    clean = _covid_snapshot(CovidRural(covid_root, masks="json"))
+    js = jsons / "COVID-19-AR-3_c-XR.json"
+    js.write_text(json.dumps(_labelme([("subtle_hazy", [[1, 1], [4, 1], [4, 3], [1, 3]]),
+                                       ("dense", [[1, 1], [2, 2]])], hw)))
+    with pytest.raises(DataError) as exc:
+        CovidRural(covid_root, masks="json")
+    assert str(exc.value) == f"{js}, row shapes[1]: empty polygon (2 vertices)"
+    d = CovidRural(covid_root, masks="json", on_error="skip")
+    assert [j.stem for j, _, _ in d.index] == ["COVID-19-AR-1_a-XR"]
+    assert d.skipped == {"empty polygon": 1, NO_MASK: 1}  # b has no json: AFLoc's selection
+    assert _covid_snapshot(d) == {k: v for k, v in clean.items() if k == "COVID-19-AR-1_a-XR"}
+
+
+def test_covid_bad_file_counts_once(covid_root):
+    js = covid_root / "covid_rural_annot" / "jpgs" / "jsons" / "COVID-19-AR-3_c-XR.json"
+    js.write_text("{not json")
+    d = CovidRural(covid_root, masks="json", on_error="skip")
+    assert d.skipped == {"malformed LabelMe json": 1, NO_MASK: 2} and len(d) == 0
+    png = covid_root / "covid_rural_annot" / "pngs_masks" / "COVID-19-AR-1_a-XR.png"
+    png.write_bytes(png.read_bytes()[:40])
+    d = CovidRural(covid_root, on_error="skip")
+    assert d.skipped == {"unreadable mask": 1, EMPTY: 1, NO_MASK: 1} and len(d) == 0
+
+
+def test_det10_box_outside_the_decoded_image(tmp_path):
+    """Boxes are in the PNG's own frame: one that misses a 512-px image is refused at load
+    (it would otherwise be an empty ground truth, IoU NaN, silently dropped)."""
+    root = tmp_path / "det"
+    root.mkdir()
+    entries = [{"file_name": "1.png", "syms": ["Nodule"], "boxes": [[10, 20, 15, 26]]},
+               {"file_name": "2.png", "syms": ["Mass", "Nodule"],
+                "boxes": [[600, 600, 700, 650], [5, 5, 9, 9]]}]
+    path = root / "test.json"
+    path.write_text(json.dumps(entries))
+    for i, e in enumerate(entries):
+        write_png(root / "test_data" / e["file_name"], blocky(512, 512, seed=i))
+    d = ChestXDet10(root, split="test")
+    with pytest.raises(DataError) as exc:
+        d.load(1)
+    assert str(exc.value).startswith(f"{root / 'test_data' / '2.png'}: box [600.0, 600.0, "
+                                     f"100.0, 50.0] of {path.name} row [1] fills no pixel of "
+                                     f"the decoded 512x512 image (box outside the image")
+    s = ChestXDet10(root, split="test", on_error="skip")
+    assert s.load(1) is None and s.skipped == {"box fills no pixel of the decoded image": 1}
+    want = np.zeros((512, 512), np.uint8)
+    want[20:26, 10:15] = 1
+    np.testing.assert_array_equal(s.load(0).findings[0].mask, want)

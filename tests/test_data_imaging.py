@@ -236,3 +236,18 @@ def test_siim_and_coco_rle_roundtrip(h, w, data):
     mask = np.array(bits, dtype=np.uint8).reshape(h, w)
     np.testing.assert_array_equal(siim_rle_to_mask(mask_to_siim_rle(mask), (h, w)), mask)
     np.testing.assert_array_equal(coco_rle_to_mask(mask_to_coco_rle(mask)), mask)
+
+
+# -- issue 18, item 13: every message names the file and says what is wrong ------------------
+
+@pytest.mark.parametrize("jpeg", [True, False])
+def test_truncated_dicom_says_truncated(tmp_path, jpeg):
+    """A DICOM cut short (in its header or its pixel data) says so, not "no pixel data"."""
+    p = write_dicom(tmp_path / "t.dcm", blocky(64, 64), jpeg=jpeg)
+    data = p.read_bytes()
+    for cut in (len(data) - 600, len(data) - 40, len(data) - 9):
+        p.write_bytes(data[:cut])
+        with pytest.raises(DataError) as exc:
+            read_dicom(p)
+        assert str(exc.value).startswith(f"{p}: truncated DICOM"), (cut, str(exc.value))
+        assert "\n" not in str(exc.value)

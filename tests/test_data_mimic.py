@@ -186,3 +186,16 @@ def test_training_holds_ms_cxr_out_by_default(mimic_root, tmp_path, monkeypatch)
         pass
 
     assert with_ms_cxr_held_out(Other, {"a": 1}) == {"a": 1}
+
+
+def test_non_utf8_report_is_an_error_or_a_counted_skip(mimic_root):
+    """A report that is not UTF-8 is not decoded with replacement characters silently."""
+    report = mimic_root / "files" / "p10" / "p10000032" / "s50414267.txt"
+    report.write_bytes(REPORT.encode().replace(b"clear", b"cl\xe9ar"))
+    d = MimicCXR(mimic_root, split="all")
+    with pytest.raises(DataError) as exc:
+        d.load(0)
+    assert str(exc.value).startswith(f"{report}: report is not UTF-8 (byte 0xe9 at ")
+    s = MimicCXR(mimic_root, split="all", on_error="skip")
+    assert s.load(0) is None and s.skipped == {"report is not UTF-8": 1}
+    assert s.load(2).report == "Mild pneumonia."  # the others are untouched

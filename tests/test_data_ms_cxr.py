@@ -159,3 +159,69 @@ def test_a_box_over_the_edge_is_clipped_not_refused():
     want = np.zeros((40, 32), np.uint8)
     want[3:7, 28:32] = 1
     np.testing.assert_array_equal(m, want)
+
+
+# -- issue 18, item 4: ground truth is all or nothing -----------------------------------------
+
+def _snapshot(d) -> dict:
+    out = {}
+    for i in range(len(d)):
+        s = d.load(i)
+        out[s.id] = [(f.pathology, f.phrase, f.boxes.tolist(), f.mask.tobytes())
+                     for f in s.findings]
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_one_bad_box_of_a_phrase_drops_its_image_whole(ms_root, tmp_path, fmt):
+    """The second box of d1's 'left basal opacity' is bad: the phrase must not be scored with
+    half its ground truth. The image goes whole (the simple prompt merges its phrases by
+    category), counted once; d2 is untouched."""
+    anns = list(ANNS)
+    anns[1] = anns[1][:6] + (0.0, 3.9)  # zero width
+    if fmt == "json":
+        _write_json(ms_root)
+        clean = _snapshot(MsCXR(ms_root, image_root=str(tmp_path / "mimic")))
+        path, where = _write_json(ms_root, anns), "annotations[1]"
+    else:
+        header = ["dicom_id", "category_name", "label_text", "path", "x", "y", "w", "h",
+                  "image_width", "image_height"]
+        rows = [[d, c, t, p, x, y, w, h, SIZES[d][1], SIZES[d][0]]
+                for d, p, c, t, x, y, w, h in ANNS]
+        write_csv(ms_root / "MS_CXR_Local_Alignment_v1.0.0.csv", header, rows)
+        clean = _snapshot(MsCXR(ms_root, image_root=str(tmp_path / "mimic")))
+        rows[1][6] = 0.0
+        path = write_csv(ms_root / "MS_CXR_Local_Alignment_v1.0.0.csv", header, rows)
+        where = "3"
+    with pytest.raises(DataError) as exc:
+        MsCXR(ms_root)
+    assert str(exc.value).startswith(f"{path}, row {where}: zero-area box")
+    d = MsCXR(ms_root, image_root=str(tmp_path / "mimic"), on_error="skip")
+    assert sum(d.skipped.values()) == 1 and len(d) == 1
+    assert _snapshot(d) == {"d2": clean["d2"]}
+    assert len(MsCXR(ms_root, image_root=str(tmp_path / "mimic"), on_error="skip",
+                     per="phrase")) == 1
+
+
+def test_annotation_of_an_unknown_image_says_so(ms_root):
+    """A dangling image_id is named, not reported as "KeyError: 999"."""
+    path = _write_json(ms_root)
+    data = json.loads(path.read_text())
+    data["annotations"][3]["image_id"] = 999
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError) as exc:
+        MsCXR(ms_root)
+    assert str(exc.value) == f"{path}, row annotations[3]: image_id 999 is not in images[]"
+    d = MsCXR(ms_root, on_error="skip")
+    assert d.skipped == {"annotation of an unknown image": 1} and len(d) == 1
+
+
+def test_image_of_another_size_is_an_error_or_a_counted_skip(ms_root, tmp_path):
+    _write_json(ms_root)
+    write_jpg(tmp_path / "mimic" / P1, blocky(48, 32, seed=0))  # annotations say 40 x 32
+    d = MsCXR(ms_root, image_root=str(tmp_path / "mimic"))
+    with pytest.raises(DataError, match="image is 32x48, annotations say 32x40"):
+        d.load(0)
+    s = MsCXR(ms_root, image_root=str(tmp_path / "mimic"), on_error="skip")
+    assert s.load(0) is None and s.skipped == {"image size differs from the annotations": 1}
+    assert s.load(1).id == "d2"

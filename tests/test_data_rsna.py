@@ -157,3 +157,103 @@ def test_gloria_split_matches_sklearn_on_sorted_ids(tmp_path):
     test, val = train_test_split(rest, test_size=0.5, random_state=0)
     for split, want in (("gloria-train", train), ("gloria-val", val), ("gloria-test", test)):
         assert [r.patient_id for r in RSNA(tmp_path, split=split).index] == want
+
+
+# -- issue 18, item 1: split membership is a function of the ids alone ------------------------
+
+def _real_rsna_lines() -> list[str]:
+    import zipfile
+
+    with zipfile.ZipFile(XRV_DATA / "kaggle_stage_2_train_labels.csv.zip") as z:
+        return z.read("stage_2_train_labels.csv").decode().splitlines()
+
+
+def _gloria_reference(ids: list[str]) -> dict[str, list[str]]:
+    """GLoRIA's `preprocess_pneumonia_data` split, computed here with sklearn directly."""
+    from sklearn.model_selection import train_test_split
+
+    train, rest = train_test_split(ids, test_size=0.3, random_state=0)
+    test, val = train_test_split(rest, test_size=0.5, random_state=0)
+    return {"gloria-train": train, "gloria-val": val, "gloria-test": test}
+
+
+GLORIA = ("gloria-train", "gloria-val", "gloria-test")
+
+
+def test_real_labels_clean_gloria_splits_are_glorias(tmp_path):
+    """On the clean file the splits are exactly GLoRIA's (sorted unique patientIds)."""
+    import pandas as pd
+
+    os.symlink(XRV_DATA / "kaggle_stage_2_train_labels.csv.zip",
+               tmp_path / "stage_2_train_labels.csv.zip")
+    df = pd.read_csv(XRV_DATA / "kaggle_stage_2_train_labels.csv.zip")
+    want = _gloria_reference(sorted(df["patientId"].unique()))
+    for split in GLORIA:
+        assert [r.patient_id for r in RSNA(tmp_path, split=split).index] == want[split]
+
+
+@pytest.mark.parametrize("corrupt", ["target", "width", "box"])
+def test_real_labels_one_bad_row_moves_nothing_else(tmp_path, corrupt):
+    """One corrupted row of the real labels file, skipped: its image leaves every split and every
+    other patientId keeps its split (and its boxes)."""
+    lines = _real_rsna_lines()
+    clean_root, bad_root = tmp_path / "clean", tmp_path / "bad"
+    write_lines(clean_root / "stage_2_train_labels.csv", lines)
+    clean = {s: RSNA(clean_root, split=s) for s in GLORIA}
+    # a positive image with two boxes, in gloria-test: corrupt its second row
+    victim = next(r for r in clean["gloria-test"].index if len(r.boxes) == 2)
+    k = [i for i, line in enumerate(lines) if line.startswith(victim.patient_id + ",")][1]
+    pid, *_ = lines[k].split(",")
+    lines[k] = {"target": f"{pid},,,,,7", "width": f"{pid},1,2,3",
+                "box": f"{pid},abc,152.0,213.0,379.0,1"}[corrupt]
+    path = write_lines(bad_root / "stage_2_train_labels.csv", lines)
+    with pytest.raises(DataError) as exc:
+        RSNA(bad_root, split="gloria-test")
+    assert str(exc.value).startswith(f"{path}, row {k + 1}: ") and "\n" not in str(exc.value)
+    for split in GLORIA:
+        got = RSNA(bad_root, split=split, on_error="skip")
+        assert sum(got.skipped.values()) == 1
+        want = [r for r in clean[split].index if r.patient_id != victim.patient_id]
+        assert [(r.patient_id, r.target, r.boxes) for r in got.index] == \
+            [(r.patient_id, r.target, r.boxes) for r in want]
+    assert len(RSNA(bad_root, split="gloria-test", on_error="skip")) == 4002
+
+
+def test_row_without_patient_id_stops_the_gloria_splits(tmp_path):
+    """A row whose patientId is empty cannot be placed, so a gloria-* split would move other ids:
+    an error naming the row even when skipping; the splits that do not draw stay usable."""
+    ids = [f"id{i:03d}" for i in range(40)]
+    lines = [",".join(HEADER)] + [f"{i},,,,,0" for i in ids] + [",,,,,0"]
+    path = write_lines(tmp_path / "stage_2_train_labels.csv", lines)
+    with pytest.raises(DataError) as exc:
+        RSNA(tmp_path, split="gloria-val", on_error="skip")
+    assert str(exc.value).startswith(f"{path}, row 42: ") and "patientId" in str(exc.value)
+    d = RSNA(tmp_path, split="all", on_error="skip")
+    assert len(d) == 40 and sum(d.skipped.values()) == 1
+
+
+# -- issue 18, item 6: boxes are checked against the decoded image ----------------------------
+
+def test_box_that_fills_no_pixel_of_a_resized_copy(tmp_path):
+    """A resized (256 x 256) copy: a 3-px box at the right edge of the 1024 frame is 0.75 px
+    wide there, which fills nothing. That is an error naming the image and the row, or a
+    counted skip; the other images keep their exact masks."""
+    root = tmp_path / "r"
+    rows = [["pa", 100.0, 200.0, 48.0, 60.0, 1], ["edge", 1020.0, 10.0, 3.0, 40.0, 1],
+            ["neg", "", "", "", "", 0]]
+    write_csv(root / "stage_2_train_labels.csv", HEADER, rows)
+    for i, pid in enumerate(["pa", "edge", "neg"]):
+        write_dicom(root / "stage_2_train_images" / f"{pid}.dcm", blocky(256, 256, seed=i))
+    d = RSNA(root, split="all")
+    with pytest.raises(DataError) as exc:
+        d.load(1)
+    msg = str(exc.value)
+    assert msg.startswith(f"{root / 'stage_2_train_images' / 'edge.dcm'}: ") and "\n" not in msg
+    assert "stage_2_train_labels.csv row 3" in msg and "256x256" in msg
+    s = RSNA(root, split="all", on_error="skip")
+    assert s.load(1) is None and s.skipped == {"box fills no pixel of the decoded image": 1}
+    (f,) = s.load(0).findings
+    want = np.zeros((256, 256), np.uint8)
+    want[50:65, 25:37] = 1  # 100/4, 200/4, 48/4, 60/4
+    np.testing.assert_array_equal(f.mask, want)
+    assert s.load(2).findings == []

@@ -61,7 +61,7 @@ def test_stage1_values_with_leading_space_and_gz(tmp_path):
     raw = "ImageId, EncodedPixels\na, -1\nb, 0 2\n"
     with gzip.open(tmp_path / "train-rle.csv.gz", "wt") as fh:
         fh.write(raw)
-    rows, images = parse_rle_csv(tmp_path / "train-rle.csv.gz", None)
+    rows, images, _, _ = parse_rle_csv(tmp_path / "train-rle.csv.gz", None)
     assert [(r.image_id, r.rle) for r in rows] == [("a", "-1"), ("b", "0 2")]
     assert [i.positive for i in images.values()] == [False, True]
 
@@ -169,3 +169,53 @@ def test_real_rle_counts_splits_and_decoding(tmp_path):
     assert rep.counts["all"] == {"rows": 12954, "images": 12047, "positive_images": 2669,
                                  "positive_rows": 3576}
     assert not rep.usable and rep.missing[0].startswith("12047 of 12047")
+
+
+# -- issue 18, item 1: split membership is a function of the ids alone ------------------------
+
+ROW_SPLITS = ("gloria-row-train", "gloria-row-val", "gloria-row-test")
+IMAGE_SPLITS = ("image-train", "image-val", "image-test")
+
+
+def _real_siim_lines() -> list[str]:
+    with gzip.open(XRV_DATA / "siim-pneumothorax-train-rle.csv.gz", "rt") as fh:
+        return fh.read().splitlines()
+
+
+def test_real_rle_clean_image_splits_are_glorias_rule(tmp_path):
+    import pandas as pd
+    from sklearn.model_selection import train_test_split
+
+    os.symlink(XRV_DATA / "siim-pneumothorax-train-rle.csv.gz", tmp_path / "train-rle.csv.gz")
+    ids = pd.read_csv(tmp_path / "train-rle.csv.gz")["ImageId"].unique().tolist()
+    train, rest = train_test_split(ids, test_size=0.3, random_state=0)
+    test, val = train_test_split(rest, test_size=0.5, random_state=0)
+    for split, want in zip(IMAGE_SPLITS, (train, val, test)):
+        assert SIIM(tmp_path, split=split).index == want
+
+
+@pytest.mark.parametrize("which", ["negative", "second-instance"])
+def test_real_rle_one_bad_row_moves_nothing_else(tmp_path, which):
+    """One corrupted row of the real RLE file, skipped: its image leaves every split, every other
+    image keeps its row and image splits (and its instances)."""
+    lines = _real_siim_lines()
+    clean_root, bad_root = tmp_path / "clean", tmp_path / "bad"
+    write_lines(clean_root / "train-rle.csv", lines)
+    splits = ROW_SPLITS + IMAGE_SPLITS
+    clean = {s: SIIM(clean_root, split=s) for s in splits}
+    images = clean[ROW_SPLITS[2]].images
+    if which == "negative":
+        victim = next(i for i in clean["gloria-row-test"].index if not images[i].positive)
+    else:
+        victim = next(i for i in clean["image-test"].index if len(images[i].rles) == 3)
+    k = [j for j, line in enumerate(lines) if line.startswith(victim + ",")][-1]
+    lines[k] = f"{victim}, 1 2 3"
+    path = write_lines(bad_root / "train-rle.csv", lines)
+    with pytest.raises(DataError) as exc:
+        SIIM(bad_root, split="image-test")
+    assert str(exc.value).startswith(f"{path}, row {k + 1}: odd number of values")
+    for split in splits:
+        got = SIIM(bad_root, split=split, on_error="skip")
+        assert sum(got.skipped.values()) == 1
+        assert got.index == [i for i in clean[split].index if i != victim]
+        assert all(got.images[i].rles == images[i].rles for i in got.index)

@@ -97,3 +97,32 @@ def test_paired_comparison_equals_loop_with_shared_indices():
     assert out["diff"] == pytest.approx(
         a.groupby("pathology").cnr.mean().mean() - b.groupby("pathology").cnr.mean().mean(),
         abs=1e-12)
+
+
+# -- issue 18, item 15: a CI that cannot be estimated says so ---------------------------------
+
+def test_ci_not_estimable_is_printed_as_such():
+    """NaN replicates sort last, so on tiny sets a category's upper bound is NaN, and the
+    overall row (the mean of the categories' bounds) can come out with upper < lower."""
+    from bench.cli.format import fmt_ci
+    from bench.eval.summary import entry, mean_entry
+
+    a = entry(0.7, 0.6, float("nan"), 0.7, 3)  # upper NaN: too few positives
+    b = entry(0.15, 0.1, 0.2, 0.15, 9)
+    overall = mean_entry([a, b], 12)
+    assert overall["upper"] < overall["lower"]  # (0.35, 0.2): the official average
+    assert fmt_ci(overall) == "0.425 (CI not estimable)"
+    assert fmt_ci(a) == "0.700 (CI not estimable)"
+    assert fmt_ci(b) == "0.150 (0.100, 0.200)"
+
+
+def test_fewer_than_40_replicates_place_no_bound():
+    """The official lower index int(0.025 n) - 1 is -1 below 40 replicates: the largest
+    replicate, not a bound."""
+    from bench.eval.bootstrap import intervals
+
+    reps = np.arange(20, dtype=float)[:, None]
+    (iv,) = intervals(reps)
+    assert np.isnan(iv.lower) and np.isnan(iv.upper) and iv.mean == 9.5
+    (iv,) = intervals(np.arange(40, dtype=float)[:, None])
+    assert (iv.lower, iv.upper) == (0.0, 38.0)

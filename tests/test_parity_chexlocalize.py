@@ -1,11 +1,12 @@
-"""CheXlocalize hit rate as the current official `eval.py:get_hitrates` computes it.
+"""CheXlocalize hit rate as the official `eval.py:get_hitrates` computes it, in both readings.
 
-`get_hitrates` (rajpurkarlab/cheXlocalize, eval.py at a9619f8) takes the "most representative
-point" as the argmax of ``pkl_to_mask(pkl_path)``: with the defaults (threshold NaN,
+The official HEAD (rajpurkarlab/cheXlocalize) takes the "most representative point" as the
+argmax of `get_map(pkl_path)`, the map upsampled to the image: the map's peak, as the paper
+defines it. That is `hit="map"`, the harness's default. One commit, a9619f8 ("use pkl_to_mask
+func"), took the argmax of ``pkl_to_mask(pkl_path)`` instead: with the defaults (threshold NaN,
 prob_cutoff 0) that is the Otsu segmentation of the min-max map with its contours filled, so
-the point is the first segmented pixel in row-major order, not the map's peak (the paper's
-definition and the older `create_map` code). `hit="segmentation"` reproduces the former,
-`hit="map"` (default) the latter.
+the point is the first segmented pixel in row-major order. The next commit, ea1e035 ("refactor
+CPU_Unpickler"), went back to the map. `hit="segmentation"` reproduces that one commit.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def o_hit(sal_map: np.ndarray, gt: np.ndarray) -> float:
     return 0
 
 
-def test_hit_from_the_otsu_segmentation_as_get_hitrates():
+def test_hit_from_the_map_as_get_hitrates_and_from_the_segmentation_as_a9619f8():
     hw = (60, 80)
     grid = np.zeros((12, 12), np.float32)
     grid[1:4, 1:11] = 0.8  # a broad high band near the top, outside the GT
@@ -64,6 +65,7 @@ def test_hit_from_the_otsu_segmentation_as_get_hitrates():
 
 
 def test_segmentation_hit_random_maps_and_empty_gt():
+    """`hit="segmentation"` against a transcription of a9619f8's `get_hitrates`."""
     rng = np.random.default_rng(5)
     proto = get_protocol("chexlocalize", hit="segmentation")
     rows, want = [], []

@@ -245,3 +245,52 @@ def test_results_on_another_world_are_not_reused(tmp_path):
     ds.data_stamp = "synthetic tiny seed 0, anchors procedural"
     with pytest.raises(UsageError, match="holds a different run"):
         ev.run(spec, dataset=ds)
+
+
+def test_real_adapter_on_a_synthetic_copy_is_labelled_synthetic(tmp_path, capsys):
+    """`--datasets rsna --root <copy of the synthetic rsna folder>` (as `bench synth --help`
+    suggests): the world's SYNTHETIC.txt marks the run, its summary and the printed table."""
+    import shutil
+
+    from bench.cli.main import main as bench_main
+
+    copy = tmp_path / "my-rsna"
+    shutil.copytree(tiny_world() / "rsna", copy)
+    ds = get_dataset("rsna")(copy, split="all")
+    assert ds.synthetic is True and ds.describe()["synthetic"] is True
+    assert "SYNTHETIC DATA" in ds.describe()["synthetic_marker"]
+    res = tmp_path / "res"
+    try:
+        bench_main(["run", "--methods", "center", "--datasets", "rsna", "--root", str(copy),
+                    "--split", "all", "--task", "localization", "--bootstrap", "10",
+                    "--results-dir", str(res), "--quiet"])
+    except SystemExit as exc:
+        assert not exc.code
+    out = capsys.readouterr().out
+    run = res / "center__rsna__all__afloc__simple"
+    assert json.loads((run / "run.json").read_text())["synthetic"] is True
+    assert json.loads((run / "summary.json").read_text())["synthetic"] is True
+    assert "rsna (synthetic)" in out and "Synthetic data: these numbers" in out
+    from bench.datasets._util import SYNTHETIC_NOTICE
+    from bench.synth.writers.common import NOTICE
+
+    assert NOTICE.startswith(SYNTHETIC_NOTICE)  # the marker the adapters look for
+    # a real copy (no marker) stays real
+    (copy / "SYNTHETIC.txt").unlink()
+    assert get_dataset("rsna")(copy, split="all").synthetic is False
+
+
+def test_a_synthetic_set_is_identified_by_its_world_not_its_files(tmp_path):
+    """Its run identity is what it was before data fingerprints (the world stamp), so a
+    regenerated cache (new mtimes, same world) does not refuse earlier results."""
+    from dataclasses import replace
+
+    from bench.eval.runner import Evaluator, RunSpec
+
+    spec = RunSpec(method="random", dataset="synthetic-rsna", task="classification", n_boot=0,
+                   dataset_options={"world": str(tiny_world()), "scale": "tiny"})
+    result = Evaluator(tmp_path, progress=False).run(spec)
+    ds = open_set("synthetic-rsna")
+    want = replace(spec, split=ds.split, data_stamp=ds.data_stamp)
+    assert "inputs" not in result.info["identity"]
+    assert result.info["fingerprint"] == want.fingerprint()

@@ -14,6 +14,8 @@ import click
 
 from bench.errors import BenchError
 
+LIST_PER_REASON = 20  # problem lines printed per skip reason
+
 
 def _format_counts(counts: dict[str, Any]) -> list[str]:
     lines = []
@@ -79,9 +81,19 @@ def check_cmd(name: str, root: str | None, split: str | None, on_error: str,
     dataset = cls(root=folder, split=split, on_error=on_error, **kwargs)
     report = dataset.check()
     policy = set(getattr(dataset, "policy_skips", ()))  # drops the protocol asks for
+    listed: dict[str, list[str]] = {}
+    for reason, line in dataset.skip_log:
+        listed.setdefault(reason, []).append(line)
     for reason, n in sorted(dataset.skipped.items()):
-        line = f"{n} skipped: {reason}"
-        (report.notes if reason in policy else report.problems).append(line)
+        if reason in policy:
+            report.notes.append(f"{n} skipped: {reason}")
+            continue
+        # each problem with its file and row, as `bench run` (--on-error raise) says it
+        lines = listed.get(reason, [])
+        report.problems += lines[:LIST_PER_REASON]
+        if n > min(len(lines), LIST_PER_REASON):
+            report.problems.append(f"... and {n - min(len(lines), LIST_PER_REASON)} more: "
+                                   f"{reason}")
     click.echo(render(report))
     if not report.usable:
         raise BenchError(f"dataset '{name}' at {report.root} is not usable as is (see "

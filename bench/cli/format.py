@@ -10,7 +10,8 @@ CLS_METRICS = (("auroc", "AUROC"),)
 
 
 def fmt_ci(stat: dict[str, Any] | None, digits: int = 3) -> str:
-    """A summary entry in the paper's format, `0.342 (0.332, 0.350)`, as the tables print it."""
+    """A summary entry in the paper's format, `0.342 (0.332, 0.350)`, as the tables print it;
+    `0.342 (CI not estimable)` where a bound is missing or upper < lower (tiny sets)."""
     from bench.report.build import MISSING
     from bench.report.build import fmt_ci as fmt_values
 

@@ -29,12 +29,12 @@ from bench.types import CLASSIFICATION, LOCALIZATION
               show_default=True, help="Category prompt, or the dataset's own phrase.")
 @click.option("--task", type=click.Choice(["all", LOCALIZATION, CLASSIFICATION]), default="all",
               show_default=True)
-@click.option("--bootstrap", "n_boot", type=int, default=1000, show_default=True,
-              help="Bootstrap replicates for the 95% CIs.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=1000,
+              show_default=True, help="Bootstrap replicates for the 95% CIs (0: none).")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--chunk-size", type=int, default=64, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--chunk-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Samples per results chunk (the unit of resumption).")
 @click.option("--results-dir", default="results", show_default=True)
 @click.option("--root", default=None, help="Data folder (only with a single dataset).")
@@ -44,7 +44,7 @@ from bench.types import CLASSIFICATION, LOCALIZATION
 @click.option("--protocol-arg", multiple=True, metavar="KEY=VALUE",
               help="Protocol option, e.g. sum_boxes=true (afloc) or method=otsu (chexlocalize).")
 @click.option("--tag", default=None, help="Label for a method configuration (e.g. levels=word).")
-@click.option("--keep-maps", type=int, default=0, show_default=True,
+@click.option("--keep-maps", type=click.IntRange(min=0), default=0, show_default=True,
               help="Store the heatmaps of the first N samples per dataset (for figures).")
 @click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise",
               show_default=True, help="Stop at bad input, or skip it and count it in run.json.")
@@ -93,6 +93,9 @@ def run_cmd(methods, datasets, split, protocol, prompt, task, n_boot, seed, devi
     plan = build_plan(method_names, dataset_names, tasks=tasks, base=base,
                       method_options=m_opts,
                       dataset_options={d: options_for(d_opts, d) for d in dataset_names})
+    for spec in plan.specs:  # bad protocol options stop here, before any run starts
+        if spec.task == LOCALIZATION:
+            Evaluator.protocol_for(spec)
     for note in notes + plan.notes:
         click.echo(f"note: {note}", err=True)
 
@@ -116,6 +119,10 @@ def run_cmd(methods, datasets, split, protocol, prompt, task, n_boot, seed, devi
         click.echo("\nPaired comparisons (same bootstrap resamples):")
         for c in comparisons:
             click.echo("  " + render_comparison(c))
+    reused = [r.path.name for r in results if r.reused]
+    if reused:
+        click.echo(f"\nReused {len(reused)} finished run{'s' if len(reused) > 1 else ''} "
+                   f"(same options and data files; --force recomputes): {', '.join(reused)}")
     click.echo(f"\nResults in {results_dir}/ ({len(results)} runs).")
 
 

@@ -23,11 +23,15 @@ from bench.cli.options import parse_kv
 @click.option("--frame", default="original", show_default=True,
               help="Frame the .npy maps are on: original, letterbox:224, letterbox:256/224, "
                    "square:320. CheXlocalize pkls are always resized to native size.")
+@click.option("--nan-padding", is_flag=True,
+              help="NaN or inf pixels in a map mark padding the method never saw (left out of "
+                   "every metric); without this flag they are an error.")
 @click.option("--name", default=None, help="Method name for the run (default: maps-<folder>).")
 @click.option("--dataset-arg", multiple=True, metavar="KEY=VALUE")
 @click.option("--protocol-arg", multiple=True, metavar="KEY=VALUE")
-@click.option("--bootstrap", "n_boot", type=int, default=1000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=1000,
+              show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--results-dir", default="results", show_default=True)
 @click.option("--out", default=None, type=click.Path(dir_okay=False),
               help="Also write the summary JSON here.")
@@ -35,18 +39,25 @@ from bench.cli.options import parse_kv
               help="List the .npy file names this dataset expects, then exit.")
 @click.option("--force", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
-def score_cmd(maps_dir, dataset, root, protocol, split, prompt, frame, name, dataset_arg,
-              protocol_arg, n_boot, seed, results_dir, out, print_names, force, as_json) -> None:
+def score_cmd(maps_dir, dataset, root, protocol, split, prompt, frame, nan_padding, name,
+              dataset_arg, protocol_arg, n_boot, seed, results_dir, out, print_names, force,
+              as_json) -> None:
     """Score a folder of heatmaps the way CheXlocalize's eval script does."""
-    from bench.eval.external_maps import ExternalMaps, parse_frame
+    from bench.eval.external_maps import ExternalMaps, map_files, parse_frame
     from bench.eval.runner import Evaluator, RunSpec, build_dataset
+    from bench.provenance import DETAIL_LIMIT, file_stamps, stamps_digest
     from bench.store import atomic_write_json
 
+    # the maps' sizes and mtimes are part of the run's identity: replaced maps are rescored
+    stamps = file_stamps(map_files(Path(maps_dir)))
     spec = RunSpec(method=name or f"maps-{Path(maps_dir).name}", dataset=dataset, split=split,
                    protocol=protocol, prompt=prompt, root=root, seed=seed, n_boot=n_boot,
                    dataset_options=parse_kv(dataset_arg, None, "--dataset-arg")[None],
                    protocol_options=parse_kv(protocol_arg, None, "--protocol-arg")[None],
-                   method_options={"maps": str(Path(maps_dir).resolve()), "frame": frame})
+                   method_options={"maps": str(Path(maps_dir).resolve()), "frame": frame,
+                                   **({"nan_padding": True} if nan_padding else {})},
+                   inputs={"maps": stamps_digest(stamps)})
+    Evaluator.protocol_for(spec)  # bad protocol options stop here
     ds = build_dataset(spec)
     if print_names:
         for i in range(len(ds)):
@@ -56,12 +67,13 @@ def score_cmd(maps_dir, dataset, root, protocol, split, prompt, frame, name, dat
             for f in s.findings:
                 click.echo(ExternalMaps.npy_name(s.id, f.query_id))
         return
-    method = ExternalMaps(maps_dir, frame=parse_frame(frame), seed=seed)
+    method = ExternalMaps(maps_dir, frame=parse_frame(frame), nan_padding=nan_padding, seed=seed)
     method.name = spec.method
     # A protocol that tunes on another split (chexlocalize: val) scores that split from the
     # same folder first.
-    result = Evaluator(results_dir, progress=False, force=force).run(spec, method=method,
-                                                                     dataset=ds)
+    ev = Evaluator(results_dir, progress=False, force=force)
+    ev.input_files["maps"] = stamps if len(stamps) <= DETAIL_LIMIT else None
+    result = ev.run(spec, method=method, dataset=ds)
     if method.missing:
         info = result.info
         info["skipped"] = {**info.get("skipped", {}), **dict(method.missing)}
@@ -75,6 +87,11 @@ def score_cmd(maps_dir, dataset, root, protocol, split, prompt, frame, name, dat
                                "summary": result.summary}, indent=2, default=str))
     else:
         click.echo(render_table([summary_row(result.info, result.summary)]))
-        if method.missing:
-            click.echo(f"note: {sum(method.missing.values())} maps missing, scored as empty "
-                       "predictions", err=True)
+        if result.reused:
+            click.echo(f"\nnote: reused the finished run in {result.path} (same maps, data "
+                       f"files and options; --force rescores)")
+    if method.missing:
+        n = sum(method.missing.values())
+        click.echo(f"note: {n} map{'s' if n > 1 else ''} missing: no prediction, so empty "
+                   f"masks (left out of IoU and Dice under the protocol's empty-mask rule, as "
+                   f"any empty prediction) and no hit or CNR; counted in run.json", err=True)

@@ -31,7 +31,8 @@ def synth_cmd(out: str, scale: str, seed: int, only: tuple[str, ...], jobs: int 
     Writes MIMIC-CXR-JPG (+ MS-CXR), RSNA, SIIM, CheXlocalize, COVID Rural, ChestX-Det10 and a
     fundus paired folder in their real on-disk formats, each marked SYNTHETIC. Same seed and
     scale give byte-identical files. Read them with the `synthetic-<name>` datasets or with the
-    real adapters (`--root OUT/<folder>`).
+    real adapters (`--root OUT/<folder>`); either way the runs are labelled synthetic (each
+    folder's SYNTHETIC.txt marks it).
     """
     from bench.synth.anchors import load_anchors
     from bench.synth.world import FOLDERS, generate

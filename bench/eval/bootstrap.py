@@ -15,6 +15,8 @@ per-replicate multiplicity of every row (counts, chunked) times the row values, 
 need a loop. Confidence bounds are the official sorted-index rule: positions
 ``int(alpha/2 * n_boot) - 1`` and ``int((1 - alpha/2) * n_boot) - 1`` (24 and 974 for 1000) of
 the sorted replicates, NaN sorting last; the reported mean is the NaN-skipping replicate mean.
+Under 40 replicates the lower position is -1 (the official code would take the largest
+replicate): both bounds are NaN there instead.
 """
 
 from __future__ import annotations
@@ -167,7 +169,19 @@ def intervals(replicates: np.ndarray, alpha: float = ALPHA) -> list[Interval]:
     srt = np.sort(reps, axis=0)  # NaN last, as pandas sort_values
     with np.errstate(invalid="ignore"), _quiet():
         means = np.nanmean(reps, axis=0)
+    if lo < 0:  # under 40 replicates the official index is -1, the largest replicate: no bound
+        return [Interval(float(means[j]), np.nan, np.nan) for j in range(k)]
     return [Interval(float(means[j]), float(srt[lo, j]), float(srt[hi, j])) for j in range(k)]
+
+
+def ci_estimable(lower: float | None, upper: float | None) -> bool:
+    """Whether (lower, upper) is an interval to print: both numbers, lower <= upper. NaN
+    replicates sort last, so on tiny sets a bound can be NaN, and the official category-mean
+    row (the mean of the categories' bounds, NaN skipped) can come out with upper < lower."""
+    if lower is None or upper is None:
+        return False
+    lo, hi = float(lower), float(upper)
+    return bool(np.isfinite(lo) and np.isfinite(hi) and lo <= hi)
 
 
 class _quiet:

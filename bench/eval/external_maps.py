@@ -7,13 +7,21 @@ Two layouts are read:
   `bench score --print-names ...` to list the exact file names a dataset expects.
 * CheXlocalize: `<cxr_id>_<task>_map.pkl` with keys `map` (tensor 1x1xhxw), `prob` (float or a
   14-vector in CheXlocalize's CHEXPERT_TASKS order) and `cxr_dims` (w, h); the map is resized
-  straight to the native size, as `heatmap_to_segmentation.pkl_to_mask` does.
+  straight to the native size, as `heatmap_to_segmentation.pkl_to_mask` does. `prob` keeps
+  its own type where the official scripts compare it: a Python float as a float; a float32
+  tensor (or array) in float32 when cutoffs are tuned (torch compares a tensor with a numpy
+  float64 cutoff in the tensor's dtype), and in the gate too unless it is the 14-vector, whose
+  entry `pkl_to_mask` takes with `.item()` (a Python float).
 
 Pickles are untrusted: they are read with an unpickler that only rebuilds tensors, arrays and
 plain containers (tensor storages go through `torch.load(weights_only=True)`); anything else is
-refused. A missing map is scored as an all-zero map and counted in run.json: an empty
-prediction for IoU (as CheXlocalize's segmentation step makes it), but a miss in the hit rate,
-where CheXlocalize's `get_hitrates` leaves a missing map out (a deviation; supply every map).
+refused. A missing map is no prediction, counted in run.json: an empty prediction for IoU and
+Dice, which leaves it out under the protocols' default empty-mask rule (`only_pos`,
+`true_pos_only`; it scores 0 where those are off and the GT is not empty, as CheXlocalize's
+`eval.py` scores a CXR missing from its predictions), and no hit rate or CNR (CheXlocalize's
+`get_hitrates` iterates the maps it finds). A NaN or inf pixel in a map is an error unless
+`nan_padding` says such pixels are padding the method never saw (then they are left out of
+every metric, as the harness's own letterbox padding is).
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ CHEXPERT_TASKS = (
     "Pleural Effusion", "Pleural Other", "Fracture", "Support Devices",
 )
 ALIASES = {"Lung Opacity": "Airspace Opacity"}
+MISSING_MAP = "missing map (no prediction)"
 
 
 def parse_frame(text: str) -> Frame:
@@ -89,10 +98,63 @@ def load_pkl(path: Path) -> dict[str, Any]:
     return obj
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _checked_map(m: Any, path: Path, nan_padding: bool = False) -> np.ndarray:
+    """One 2-D float32 map (size-1 axes squeezed), or a DataError naming the file. Non-finite
+    pixels are an error unless they are declared padding (then NaN: left out of metrics)."""
+    arr = np.asarray(m)
+    squeezed = np.squeeze(arr)
+    if squeezed.ndim != 2 or min(squeezed.shape) < 1:
+        raise DataError(f"map has shape {arr.shape}; expected one 2-D (H x W) map", path)
+    if arr.dtype.kind not in "fiub":
+        raise DataError(f"map has dtype {arr.dtype}; expected numbers", path)
+    out = squeezed.astype(np.float32)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        if not nan_padding:
+            raise DataError(f"map has {int(bad.sum())} non-finite pixels (NaN or inf); pass "
+                            f"--nan-padding if they mark padding the method never saw", path)
+        out[bad] = np.nan
+    return out
+
+
+def map_files(folder: Path) -> list[Path]:
+    """The files `ExternalMaps` reads from a folder: `*.npy` and `*_map.pkl`."""
+    if not folder.is_dir():
+        return []
+    return sorted([*folder.glob("*.npy"), *folder.glob("*_map.pkl")])
+
+
 def _to_numpy(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     return np.asarray(x, dtype=np.float32)
+
+
+def read_prob(prob: Any, pathology: str) -> tuple[float, bool, bool]:
+    """(value, tuning compares in float32, the gate compares in float32) of a pkl's `prob`.
+
+    The value is exact (a float32 is exactly a float64). `tune_probability_threshold.py` takes
+    `prob[idx]` of a 14-vector tensor (a 0-d tensor) or the tensor itself and compares it with
+    a numpy float64 cutoff, which torch does in the tensor's dtype; `pkl_to_mask` takes
+    `.item()` of the 14-vector's entry (a Python float) but compares any other tensor as is.
+    A Python or numpy scalar is compared as a float64.
+    """
+    if hasattr(prob, "detach") or (isinstance(prob, np.ndarray) and prob.ndim > 0):
+        arr = prob.detach().cpu().numpy() if hasattr(prob, "detach") else prob
+        flat = np.asarray(arr).reshape(-1)
+        if flat.size == 0:
+            raise ValueError("empty prob")
+        low = flat.dtype.kind == "f" and flat.dtype.itemsize <= 4  # float32 (or float16)
+        if flat.size == len(CHEXPERT_TASKS):
+            name = ALIASES.get(pathology, pathology)
+            return float(flat[CHEXPERT_TASKS.index(name)]), low, False
+        return float(flat[0]), low, low
+    return float(prob), False, False
 
 
 class ExternalMaps(Method):
@@ -100,13 +162,17 @@ class ExternalMaps(Method):
 
     capabilities = Capabilities(localize=True, classify=True, free_text=True)
 
-    def __init__(self, folder: str | Path, frame: Frame | None = None, **kwargs: Any):
+    def __init__(self, folder: str | Path, frame: Frame | None = None,
+                 nan_padding: bool = False, **kwargs: Any):
         super().__init__(**kwargs)
         self.folder = Path(folder)
+        self.nan_padding = bool(nan_padding)
         if not self.folder.is_dir():
             raise DataError("maps folder not found", self.folder)
         self.frame = frame or Frame(ORIGINAL)
         self.missing: Counter[str] = Counter()
+        # (sample id, pathology) -> (tuning in float32, gate in float32), see `read_prob`
+        self._prob_f32: dict[tuple[str, str], tuple[bool, bool]] = {}
         self._npy = {p.stem: p for p in self.folder.glob("*.npy")}
         self._pkl = {p.name[: -len("_map.pkl")]: p for p in self.folder.glob("*_map.pkl")}
         if not self._npy and not self._pkl:
@@ -122,20 +188,26 @@ class ExternalMaps(Method):
     def _read(self, sample: Sample, q: Query) -> tuple[np.ndarray | None, float | None]:
         p = self._npy.get(f"{sample.id}__{q.id}")
         if p is not None:
-            m = np.load(p, allow_pickle=False)
-            return np.squeeze(m).astype(np.float32), None
+            try:
+                m = np.load(p, allow_pickle=False)
+            except (OSError, ValueError, EOFError) as exc:
+                raise DataError(f"unreadable map ({_first_line(exc)})", p) from exc
+            return _checked_map(m, p, self.nan_padding), None
         p = self._pkl.get(self._pkl_key(sample.id, q.pathology))
         if p is not None:
             d = load_pkl(p)
-            m = np.squeeze(_to_numpy(d["map"]))
+            try:
+                raw = _to_numpy(d["map"])
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise DataError(f"unreadable map ({_first_line(exc)})", p) from exc
+            m = _checked_map(raw, p, self.nan_padding)
             prob = d.get("prob")
             if prob is not None:
-                arr = _to_numpy(prob).reshape(-1)
-                if arr.size == len(CHEXPERT_TASKS):
-                    name = ALIASES.get(q.pathology, q.pathology)
-                    prob = float(arr[CHEXPERT_TASKS.index(name)])
-                else:
-                    prob = float(arr[0])
+                try:
+                    prob, *f32 = read_prob(prob, q.pathology)
+                except (TypeError, ValueError, IndexError) as exc:
+                    raise DataError(f"unreadable prob ({exc})", p) from exc
+                self._prob_f32[(sample.id, q.pathology)] = (f32[0], f32[1])
             return m, prob
         return None, None
 
@@ -145,9 +217,9 @@ class ExternalMaps(Method):
             maps = []
             for q in qs:
                 m, _ = self._read(s, q)
-                if m is None:
-                    self.missing["missing map (scored as an empty prediction)"] += 1
-                    m = np.zeros((8, 8), np.float32)
+                if m is None:  # no value anywhere: the protocols read it as no prediction
+                    self.missing[MISSING_MAP] += 1
+                    m = np.full((8, 8), np.nan, np.float32)
                 maps.append(m)
             out.append(maps)
         return out
@@ -160,6 +232,12 @@ class ExternalMaps(Method):
                 out[i, j] = np.nan if prob is None else prob
         return out
 
+    def prob_precision(self, sample: Sample, pathology: str) -> tuple[bool, bool]:
+        """(tuning compares in float32, the gate compares in float32) for a prob already read
+        by `classify`; (False, False) for a float or a missing prob."""
+        return self._prob_f32.get((sample.id, pathology), (False, False))
+
     def config(self) -> dict[str, Any]:
         return {"folder": str(self.folder), "frame": self.frame.describe(),
+                "nan_padding": self.nan_padding,
                 "n_npy": len(self._npy), "n_pkl": len(self._pkl)}

@@ -148,9 +148,12 @@ def signed_cnr(values: np.ndarray, gt: np.ndarray) -> float:
 def pointing_hit(heatmap: np.ndarray, gt: np.ndarray) -> float:
     """CheXlocalize hit: 1 if GT == 1 at the map's argmax (first occurrence), NaN if GT empty.
 
-    NaN map pixels (outside the method's field of view) never win the argmax.
+    NaN map pixels (outside the method's field of view) never win the argmax; a map with no
+    value at all points nowhere (NaN).
     """
     h = np.asarray(heatmap, dtype=np.float32)
+    if np.isnan(h).all():
+        return np.nan
     if np.isnan(h).any():
         h = np.where(np.isnan(h), -np.inf, h)
     flat = int(np.argmax(h, axis=None))

@@ -14,6 +14,7 @@ import json
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from bench.errors import UsageError
+from bench.errors import BenchError, StorageError, UsageError
 from bench.imaging.geometry import (
     Frame,
     boxes_to_letterbox_mask,
@@ -31,9 +32,23 @@ from bench.imaging.geometry import (
     map_to_letterbox,
     mask_to_letterbox,
 )
-from bench.provenance import git_revision, versions
+from bench.provenance import (
+    DETAIL_LIMIT,
+    changed_files,
+    file_stamps,
+    git_revision,
+    stamps_digest,
+    versions,
+)
 from bench.registry import METHODS, get_dataset, get_method
-from bench.store import MAPS_DIR, RunDir, atomic_write_bytes, atomic_write_json, run_id
+from bench.store import (
+    MAPS_DIR,
+    SKIPS_DIR,
+    RunDir,
+    atomic_write_bytes,
+    atomic_write_json,
+    run_id,
+)
 from bench.types import CLASSIFICATION, LOCALIZATION, Query, Sample
 
 CLASSIFICATION_PROTOCOL = "zero-shot"
@@ -59,6 +74,9 @@ class RunSpec:
     # which data the dataset resolved to where the name alone does not say (a synthetic
     # world's anchors); filled in by the Evaluator from the dataset's `data_stamp`
     data_stamp: str | None = None
+    # what the files held: {"data": digest of the sizes and mtimes of the dataset's label and
+    # annotation files (filled in by the Evaluator), "maps": the same for `bench score`'s maps}
+    inputs: dict[str, str] | None = None
     # Not part of the identity: how the work is done, not what is computed.
     device: str = "cpu"
     batch_size: int = 16
@@ -73,6 +91,8 @@ class RunSpec:
             d.pop(k)
         if d["data_stamp"] is None:  # real data: fingerprints stay as they were
             d.pop("data_stamp")
+        if not d["inputs"]:  # in-memory and synthetic sets: fingerprints stay as they were
+            d.pop("inputs")
         ckpt = self.method_options.get("checkpoint")
         if ckpt:
             from bench.methods.base import sha256_file
@@ -129,6 +149,15 @@ def build_dataset(spec: RunSpec):
     return cls(root=root, split=spec.split, on_error=spec.on_error, **spec.dataset_options)
 
 
+def data_stamps(dataset) -> list[list] | None:
+    """Sizes and mtimes of the label and annotation files a dataset reads; None for sets that
+    name their data otherwise (a synthetic world's stamp) or read no file."""
+    if getattr(dataset, "data_stamp", None):
+        return None
+    files = dataset.input_files() if hasattr(dataset, "input_files") else []
+    return file_stamps(files) if files else None
+
+
 def build_method(spec: RunSpec):
     cls = get_method(spec.method)
     return cls(device=spec.device, seed=spec.seed, **spec.method_options)
@@ -153,6 +182,9 @@ class Evaluator:
         self.progress = progress
         self.force = force
         self._held: tuple[str, Any] | None = None  # (method key, the built method)
+        # per-file stamps behind `RunSpec.inputs` other than the dataset's ("maps"), kept in
+        # run.json so a refusal can name the files that changed
+        self.input_files: dict[str, list[list] | None] = {}
 
     # -- public -------------------------------------------------------------------------
     def run_all(self, specs: list[RunSpec]) -> list[RunResult]:
@@ -178,19 +210,33 @@ class Evaluator:
             method.close()
 
     def run(self, spec: RunSpec, method=None, dataset=None) -> RunResult:
+        if spec.task == LOCALIZATION:  # bad options fail before the run folder is touched
+            self._protocol(spec)
         dataset = dataset or build_dataset(spec)
         if spec.split is None:
             spec = replace(spec, split=dataset.split)
         if spec.data_stamp is None and getattr(dataset, "data_stamp", None):
             spec = replace(spec, data_stamp=dataset.data_stamp)
+        stamps = data_stamps(dataset)
+        inputs = {k: v for k, v in (spec.inputs or {}).items() if k != "data"}
+        if stamps is not None:  # (a tuning run inherits its parent's: recomputed here)
+            inputs["data"] = stamps_digest(stamps)
+        spec = replace(spec, inputs=inputs or None)
+        input_files = {"data": stamps if stamps and len(stamps) <= DETAIL_LIMIT else None,
+                       **(self.input_files or {})}
         rd = RunDir(self.results_dir / spec.run_id())
+        with _run_lock(rd.path):
+            return self._run_locked(spec, rd, method, dataset, input_files)
+
+    def _run_locked(self, spec: RunSpec, rd: RunDir, method, dataset,
+                    input_files: dict[str, list[list] | None]) -> RunResult:
+        """`run` once this process holds the run folder's lock."""
         existing = rd.read_run()
         if existing and existing.get("fingerprint") != spec.fingerprint():
             if not self.force:
-                raise UsageError(
-                    f"{rd.path} holds a different run (other options or data); pass --force to "
-                    f"replace it or use another --results-dir"
-                )
+                why = _difference(existing, spec, input_files)
+                raise UsageError(f"{rd.path} holds a different run ({why}); pass --force to "
+                                 f"recompute it or use another --results-dir")
             _clear(rd)
             existing = {}
         if existing.get("status") == "complete" and not self.force:
@@ -212,20 +258,32 @@ class Evaluator:
 
         started = time.time()
         info = self._run_info(spec, method, dataset, protocol, status="running")
+        info["identity"] = json.loads(json.dumps(spec.identity(), default=str))
+        info["input_files"] = {k: v for k, v in input_files.items() if v}
         info["started"] = existing.get("started", started)
         rd.write_run(info)
 
         index_skips = Counter(dataset.skipped)  # found while indexing, before any load
-        skipped = self._process(spec, rd, method, dataset, protocol) + index_skips
-        rows = rd.read_rows()
-        t_sum = time.time()
-        if spec.task == LOCALIZATION:
-            summary = protocol.summarize(rows, n_boot=spec.n_boot, seed=spec.seed,
-                                         tuning_rows=tuning_rows)
-        else:
-            from bench.eval.summary import summarize_classification
+        try:
+            skipped = self._process(spec, rd, method, dataset, protocol) + index_skips
+            rows = rd.read_rows()
+            t_sum = time.time()
+            if spec.task == LOCALIZATION:
+                summary = protocol.summarize(rows, n_boot=spec.n_boot, seed=spec.seed,
+                                             tuning_rows=tuning_rows)
+            else:
+                from bench.eval.summary import summarize_classification
 
-            summary = summarize_classification(rows, n_boot=spec.n_boot, seed=spec.seed)
+                summary = summarize_classification(rows, n_boot=spec.n_boot, seed=spec.seed)
+        except BaseException as exc:  # the folder must not claim to be running still
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            info.update(status="interrupted" if interrupted else "failed",
+                        error=str(exc) or type(exc).__name__, stopped=time.time())
+            try:
+                rd.write_run(info)
+            except Exception:  # keep the original error (a full disk may be why it failed)
+                pass
+            raise
         summary["synthetic"] = bool(info["synthetic"])
         rd.write_summary(summary)
         info.update(status="complete", finished=time.time(), n_rows=int(len(rows)),
@@ -246,11 +304,14 @@ class Evaluator:
         return method
 
     @staticmethod
-    def _protocol(spec: RunSpec):
+    def protocol_for(spec: RunSpec):
+        """The spec's protocol; unknown names and bad options raise UsageError."""
         from bench.eval.protocols import get_protocol
 
         return get_protocol(spec.protocol, **{"dataset": spec.dataset, "prompt": spec.prompt,
                                               **spec.protocol_options})
+
+    _protocol = protocol_for
 
     @staticmethod
     def _check_capable(spec: RunSpec, method, dataset) -> None:
@@ -336,9 +397,8 @@ class Evaluator:
                         rows += _classify_batch(method, dataset, batch)
                     bar.update(len(batch))
                 bar.update((hi - lo) - len(samples))
-                if chunk_skips:
-                    atomic_write_json(rd.rows_dir / f"part-{c:05d}.skipped.json",
-                                      dict(chunk_skips))
+                if chunk_skips:  # beside rows/, which must hold only Parquet parts
+                    atomic_write_json(_skips_path(rd, c), dict(chunk_skips))
                 rd.write_chunk(c, pd.DataFrame(rows))
                 skipped.update(chunk_skips)
         bar.close()
@@ -352,16 +412,25 @@ class Evaluator:
         queries = [_queries(dataset, s, spec.prompt) for s in batch]
         maps = method.localize(batch, queries)
         probs: list[list[float | None]] = [[None] * len(q) for q in queries]
+        prob_f32 = None
         if getattr(protocol, "wants_probs", False) and method.capabilities.classify:
             paths = sorted({f.pathology for s in batch for f in s.findings})
             scores = method.classify(batch, paths)
             col = {p: j for j, p in enumerate(paths)}
             probs = [[_prob(scores[i, col[f.pathology]]) for f in s.findings]
                      for i, s in enumerate(batch)]
+            # maps that bring probabilities of their own type (CheXlocalize pkls)
+            precisions = [[method.prob_precision(s, f.pathology) for f in s.findings]
+                          for s in batch]
+            if any(x is not None for row in precisions for x in row):
+                prob_f32 = precisions
         points = method.points(batch, queries) or [None] * len(batch)
         rows = []
-        for pos, s, qs, ms, ps, pts in zip(positions, batch, queries, maps, probs, points):
+        for k, (pos, s, qs, ms, ps, pts) in enumerate(zip(positions, batch, queries, maps, probs,
+                                                          points)):
             extra = {"points": pts} if pts is not None else {}
+            if prob_f32 is not None:
+                extra["prob_f32"] = prob_f32[k]
             rows += protocol.localization_rows(s, s.findings, ms, method.frame, ps, **extra)
             if pos < spec.keep_maps:
                 for j, (f, q, m) in enumerate(zip(s.findings, qs, ms)):
@@ -388,20 +457,88 @@ def _classify_batch(method, dataset, batch: list[Sample]) -> list[dict[str, Any]
     return rows
 
 
+def _difference(existing: dict[str, Any], spec: RunSpec,
+                input_files: dict[str, list[list] | None]) -> str:
+    """What differs between a stored run and this spec, in a few words for the refusal."""
+    old = existing.get("identity")
+    if old is None:
+        return "other options or data; it predates identities that cover the data files"
+    new = json.loads(json.dumps(spec.identity(), default=str))
+    keys = sorted(k for k in set(old) | set(new) if k != "inputs" and old.get(k) != new.get(k))
+    parts = [f"other {', '.join(keys)}"] if keys else []
+    old_in, new_in = old.get("inputs") or {}, new.get("inputs") or {}
+    for kind in sorted(set(old_in) | set(new_in)):
+        if old_in.get(kind) == new_in.get(kind):
+            continue
+        where = {"data": "the dataset's label files",
+                 "maps": f"the maps in {spec.method_options.get('maps')}"}.get(kind, kind)
+        names = changed_files((existing.get("input_files") or {}).get(kind),
+                              input_files.get(kind) or [])
+        shown = f": {', '.join(names[:5])}" + (" ..." if len(names) > 5 else "") if names else ""
+        parts.append(f"{where} changed since it was computed{shown}")
+    return "; ".join(parts) or "other options or data"
+
+
 def _chunk_len(c: int, size: int, n: int) -> int:
     return min(n, (c + 1) * size) - c * size
 
 
+def _skips_path(rd: RunDir, c: int) -> Path:
+    return rd.path / SKIPS_DIR / f"part-{c:05d}.json"
+
+
 def _read_skips(rd: RunDir, c: int) -> dict[str, int]:
-    p = rd.rows_dir / f"part-{c:05d}.skipped.json"
-    return json.loads(p.read_text()) if p.is_file() else {}
+    for p in (_skips_path(rd, c), rd.rows_dir / f"part-{c:05d}.skipped.json"):  # (old layout)
+        if p.is_file():
+            return json.loads(p.read_text())
+    return {}
+
+
+LOCK_FILE = ".lock"  # inside the run folder; `_clear` keeps it
+
+
+@contextmanager
+def _run_lock(run_path: Path):
+    """One process at a time per run folder: a second `bench run` on the same results folder
+    would duplicate the work, and its temp-file sweep could delete the first one's chunk."""
+    from filelock import FileLock, Timeout
+
+    path = run_path / LOCK_FILE
+    try:
+        run_path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(run_path, exc) from exc
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise BenchError(f"another bench process is writing {run_path} (lock {path}); wait "
+                         f"for it to finish or use another --results-dir") from None
+    try:
+        yield
+    finally:
+        lock.release()
+        try:  # a run that stopped before writing anything leaves no empty folder behind
+            if [p.name for p in run_path.iterdir()] == [LOCK_FILE]:
+                path.unlink()
+                run_path.rmdir()
+        except OSError:
+            pass
 
 
 def _clear(rd: RunDir) -> None:
+    """Empty a run folder for a fresh run, keeping the lock file this process holds."""
     import shutil
 
-    if rd.path.is_dir():
-        shutil.rmtree(rd.path)
+    if not rd.path.is_dir():
+        return
+    for p in rd.path.iterdir():
+        if p.name == LOCK_FILE:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
 
 
 def _save_map(rd: RunDir, key: str, s: Sample, f, q: Query, m: np.ndarray, frame: Frame) -> None:

@@ -69,18 +69,26 @@ def read_image_meta(path: str | Path, *, voi_lut: bool = False) -> tuple[np.ndar
 # -- DICOM -----------------------------------------------------------------------------------
 
 def _dcmread(path: Path, stop_before_pixels: bool):
+    """The dataset, and whether pydicom hit the end of the file inside an element (a file cut
+    short: pydicom then drops the element, or warns, instead of failing)."""
+    import warnings
+
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     if not path.is_file():
         raise DataError("missing file", path)
     try:
-        return pydicom.dcmread(str(path), stop_before_pixels=stop_before_pixels)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(str(path), stop_before_pixels=stop_before_pixels)
     except InvalidDicomError as exc:
         raise DataError(f"not a DICOM file ({_first_line(exc)})", path) from exc
     except Exception as exc:  # truncated header, bad element lengths, ...
         raise DataError(f"corrupt DICOM ({type(exc).__name__}: {_first_line(exc)})",
                         path) from exc
+    cut = any("end of file" in str(w.message).lower() for w in caught)
+    return ds, cut
 
 
 def _transfer_syntax(ds) -> tuple[str, str]:
@@ -94,7 +102,7 @@ def _transfer_syntax(ds) -> tuple[str, str]:
 def dicom_info(path: str | Path) -> DicomInfo:
     """Header only (cheap): sizes, bit depth, photometric interpretation, transfer syntax."""
     p = Path(path)
-    ds = _dcmread(p, stop_before_pixels=True)
+    ds, _ = _dcmread(p, stop_before_pixels=True)
     uid, name = _transfer_syntax(ds)
     return DicomInfo(
         rows=int(getattr(ds, "Rows", 0) or 0),
@@ -149,15 +157,40 @@ def read_dicom_gloria(path: str | Path) -> np.ndarray:
     return gloria_uint8(arr.astype(np.uint8 if bits <= 8 else np.uint16), photometric)
 
 
+# SOP classes of radiographs (CR; DX, MG and intra-oral under 1.1.1.*; secondary capture)
+_IMAGE_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.7")
+
+
+def _expects_pixels(ds) -> bool:
+    """Whether this object should carry pixel data: image attributes, a compressed pixel
+    transfer syntax, or a radiograph SOP class (pydicom stops silently when a file is cut at an
+    element boundary, so a cut-short image otherwise looks like one without pixels)."""
+    if any(k in ds for k in ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation")):
+        return True
+    meta = getattr(ds, "file_meta", None)
+    syntax = getattr(meta, "TransferSyntaxUID", None)
+    if syntax is not None and getattr(syntax, "is_compressed", False):
+        return True
+    sop = str(getattr(ds, "SOPClassUID", "") or getattr(meta, "MediaStorageSOPClassUID", ""))
+    return any(sop == c or sop.startswith(c + ".") for c in _IMAGE_SOP_CLASSES)
+
+
 def _stored_pixels(p: Path, voi_lut: bool) -> tuple[np.ndarray, str, int]:
     """(int64 stored values masked to BitsStored, photometric interpretation, BitsStored)."""
-    ds = _dcmread(p, stop_before_pixels=False)
+    ds, cut = _dcmread(p, stop_before_pixels=False)
     uid, name = _transfer_syntax(ds)
+    size = p.stat().st_size
+    if cut or ("PixelData" not in ds and _expects_pixels(ds)):
+        raise DataError(f"truncated DICOM (an image whose file ends at byte {size}, before the "
+                        f"end of its pixel data)", p)
     if "PixelData" not in ds:
-        raise DataError("DICOM has no pixel data", p)
+        raise DataError("DICOM has no pixel data (not an image)", p)
     try:
         arr = ds.pixel_array
     except Exception as exc:
+        if "less than expected" in str(exc):  # uncompressed pixel data cut short
+            raise DataError(f"truncated DICOM (fewer pixel bytes than Rows x Columns need; "
+                            f"the file is {size} bytes)", p) from exc
         raise DataError(
             f"cannot decode pixel data with transfer syntax {name} ({uid}): "
             f"{_first_line(exc)} (JPEG syntaxes need pylibjpeg-libjpeg or Pillow)", p) from exc

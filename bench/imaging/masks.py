@@ -34,7 +34,8 @@ def box_problem(box_xywh: Sequence[float], hw: tuple[int, int] | None) -> str | 
     """'zero-area box', 'box outside the image', 'non-numeric box' or None (box is usable).
 
     A box that overhangs an edge is usable: the official loaders fill it by array slicing,
-    which clips it to the image. Only a box that misses the image entirely is refused."""
+    which clips it to the image. A box that would fill no pixel of an `hw` image (exactly as
+    `boxes_to_mask` floors and clips it) is refused: it would be an empty ground truth."""
     try:
         x, y, w, h = (float(v) for v in box_xywh)
     except (TypeError, ValueError):
@@ -45,7 +46,9 @@ def box_problem(box_xywh: Sequence[float], hw: tuple[int, int] | None) -> str | 
         return f"zero-area box x={x:g} y={y:g} w={w:g} h={h:g}"
     if hw is not None:
         H, W = hw
-        if x >= W or y >= H or x + w <= 0 or y + h <= 0:
+        x0, y0 = math.floor(x), math.floor(y)
+        x1, y1 = x0 + math.floor(w), y0 + math.floor(h)  # `boxes_to_mask`'s slice ends
+        if min(x1, W) <= max(x0, 0) or min(y1, H) <= max(y0, 0):
             return f"box outside the image x={x:g} y={y:g} w={w:g} h={h:g} (image {W}x{H})"
     return None
 

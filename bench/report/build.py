@@ -224,11 +224,16 @@ def fmt_number(x: float | None, digits: int = 3) -> str:
 
 
 def fmt_ci(value: float, lower: float | None, upper: float | None, digits: int = 3) -> str:
-    """`0.342 (0.332, 0.350)`; the value alone when there is no CI."""
+    """`0.342 (0.332, 0.350)`; the value alone when there is no CI; `0.342 (CI not
+    estimable)` when a bound is NaN or upper < lower (tiny sets: `ci_estimable`)."""
+    from bench.eval.bootstrap import ci_estimable
+
     text = fmt_number(value, digits)
-    if lower is not None and upper is not None:
-        text += f" ({fmt_number(lower, digits)}, {fmt_number(upper, digits)})"
-    return text
+    if lower is None and upper is None:
+        return text
+    if not ci_estimable(lower, upper):
+        return text + " (CI not estimable)"
+    return text + f" ({fmt_number(lower, digits)}, {fmt_number(upper, digits)})"
 
 
 def measured_text(cell: CellResult, digits: int = 3) -> str:

@@ -55,7 +55,7 @@ from bench.eval.metrics import (
     threshold_counts,
     threshold_label,
 )
-from bench.eval.protocols.base import Protocol
+from bench.eval.protocols.base import Protocol, number_list
 from bench.eval.summary import entry, interval_entry, mean_entry, require_columns, skeleton
 from bench.imaging.geometry import (
     Frame,
@@ -99,6 +99,12 @@ def row_metrics(heat224: np.ndarray, gt224: np.ndarray, thresholds=THRESHOLDS,
     max(clip(map, 0, 2) / 2) of the raw (margin-cut) map, all in float32.
     """
     h = np.array(heat224, dtype=np.float32)
+    # a map with no value at all (a missing map in `bench score`) is no prediction: an empty
+    # one on the evaluated field (IoU/Dice NaN under only_pos, as any empty prediction), and
+    # no CNR or confidence (there is no map to contrast)
+    no_map = bool(np.isnan(h).all())
+    if no_map:
+        h = np.zeros_like(h)
     if margin is not None and (margin[0] or margin[1]):
         a, b = margin
         h[:a, :] = np.nan
@@ -119,15 +125,17 @@ def row_metrics(heat224: np.ndarray, gt224: np.ndarray, thresholds=THRESHOLDS,
         out[f"pred@{k}"] = int(c["pred"][j])
         out[f"iou@{k}"] = float(iou[j])
         out[f"dice@{k}"] = float(dice[j])
-    out["cnr"] = signed_cnr(v, g)
+    out["cnr"] = np.nan if no_map else signed_cnr(v, g)
+    if no_map:
+        out["no_map"] = True
     if opt_th:
         raw = h[valid]
         c01 = threshold_counts(minmax(raw, "01"), g, MASK_GRID)
         for j, t in enumerate(MASK_GRID):
             out[f"inter01@{tlabel(t)}"] = int(c01["inter"][j])
             out[f"pred01@{tlabel(t)}"] = int(c01["pred"][j])
-        out["confidence"] = float(np.max((np.clip(raw, 0, 2) - 0) / (2 - 0))) if raw.size \
-            else np.nan
+        out["confidence"] = float(np.max((np.clip(raw, 0, 2) - 0) / (2 - 0))) \
+            if raw.size and not no_map else np.nan
     return out
 
 
@@ -146,7 +154,7 @@ class AflocProtocol(Protocol):
                  group: str = "auto", opt_th: bool | str = "auto", **options: Any) -> None:
         if options:
             raise UsageError(f"afloc protocol: unknown options {sorted(options)}")
-        self.thresholds = tuple(float(t) for t in thresholds)
+        self.thresholds = number_list(thresholds, "afloc protocol: thresholds")
         self.margin = margin_px() if margin else None
         self.sum_boxes = bool(sum_boxes)
         self.rule = EITHER_EMPTY_NAN if only_pos else BOTH_EMPTY_NAN

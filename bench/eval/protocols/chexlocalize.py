@@ -9,16 +9,21 @@ Per (CXR, task) row at native resolution:
   JET/box-filter smoothing, cv2 Otsu, RETR_TREE contours filled with PIL).
   Optional probability gate: an empty mask when prob < cutoff (`pkl_to_mask`); the cutoff is
   fixed, per task, or ``"tune"``d on the validation rows as `tune_probability_threshold.py`
-  does: Otsu masks kept when prob > c for c in np.arange(0, .9, .1), IoU with
+  does: Otsu masks kept when prob > c for c in np.arange(0, .9, .1) (compared in the pkl's own
+  type: a float as a float, a float32 tensor in float32; `prob_above`), IoU with
   true_pos_only=False over every CXR of the task (no GT -> empty GT), mIoU rounded to 3
   decimals, the first maximal cutoff wins (`groupby('task')['mIoU'].idxmax()` on its CSV),
   applied rounded to one decimal.
   IoU: true_pos_only (default) NaN if either mask is empty; otherwise NaN only if both are.
   Hit (pointing game, `get_hitrates`): GT == 1 at the first argmax of the upsampled map, NaN if
-  the GT is empty; no gate. The current official `get_hitrates` takes the argmax of
-  `pkl_to_mask(pkl_path)` instead, i.e. of the default Otsu segmentation (no smoothing), so its
-  point is the first segmented pixel in row-major order: `hit="segmentation"` reproduces that;
-  `hit="map"` (default) is the map's peak, as the paper and the earlier `create_map` code.
+  the GT is empty; no gate. A missing map (`bench score`) is an empty prediction for IoU, as
+  `eval.py` scores a CXR absent from the predictions (NaN under true_pos_only, 0 otherwise when
+  the GT is not empty), and has no hit (NaN) and no say in cutoff tuning, as the official
+  scripts iterate the pkls they find. That is the official HEAD's `get_map` and the default
+  (`hit="map"`). One official commit (a9619f8, "use pkl_to_mask func") took the argmax of
+  `pkl_to_mask(pkl_path)` instead, i.e. of the default Otsu segmentation, whose first segmented
+  pixel in row-major order is the point; the next commit (ea1e035) went back to the map.
+  `hit="segmentation"` reproduces that one commit, for comparison only.
 The rows keep counts for every grid threshold, so tuning and gating happen in `summarize`.
 
 Summary (`eval.py:evaluate`): one table per metric with one row per CXR sorted by id, one column
@@ -56,7 +61,7 @@ from bench.eval.metrics import (
     threshold_counts,
     threshold_label,
 )
-from bench.eval.protocols.base import Protocol
+from bench.eval.protocols.base import Protocol, finite_number, number_map
 from bench.eval.summary import interval_entry, mean_entry, require_columns, skeleton
 from bench.imaging.geometry import map_to_original
 
@@ -106,6 +111,27 @@ def points_hit(points, gt: np.ndarray) -> float:
     return float(any(gt[int(y), int(x)] for x, y in pts))
 
 
+def prob_above(prob: np.ndarray, f32: np.ndarray, cutoff: float) -> np.ndarray:
+    """`pred_prob > cutoff` of `tune_probability_threshold.py`: in float32 where the pkl's prob
+    was a float32 tensor (torch compares in the tensor's dtype), else in float64."""
+    p32 = prob.astype(np.float32)
+    return np.where(f32, p32 > np.float32(cutoff), prob > cutoff)
+
+
+def prob_below(prob: np.ndarray, f32: np.ndarray, cutoff: float) -> np.ndarray:
+    """`pred_prob < prob_cutoff` of `pkl_to_mask` (the gate), float32 where it compares a
+    tensor (not the 14-vector, whose entry it takes with `.item()`)."""
+    p32 = prob.astype(np.float32)
+    return np.where(f32, p32 < np.float32(cutoff), prob < cutoff)
+
+
+def _flag(rows: pd.DataFrame, column: str) -> np.ndarray:
+    """A boolean row column; False where rows lack it (probabilities that are floats)."""
+    if column not in rows.columns:
+        return np.zeros(len(rows), dtype=bool)
+    return rows[column].fillna(False).to_numpy(bool)
+
+
 def pick_threshold(mious: list[float], grid=GRID) -> float:
     """`thresholds[mious.index(max(mious))]`, with Python's max over NaN (a leading NaN wins)."""
     best = max(mious)  # same NaN behaviour as the official list max
@@ -134,16 +160,21 @@ class ChexlocalizeProtocol(Protocol):
         if method not in METHODS:
             raise UsageError(f"chexlocalize protocol: method must be one of {METHODS}")
         self.method = method
-        self.fixed = {str(p): float(t) for p, t in (thresholds or {}).items()}
+        self.fixed = number_map(thresholds, "chexlocalize protocol: thresholds") \
+            if thresholds is not None else {}
         on_grid = {tlabel(t) for t in GRID}
         extra = {tlabel(t): t for t in sorted(self.fixed.values()) if tlabel(t) not in on_grid}
         self.grid = GRID + tuple(extra.values())
         self.true_pos_only = bool(true_pos_only)
         self.rule = EITHER_EMPTY_NAN if true_pos_only else BOTH_EMPTY_NAN
         self.tune_cutoffs = isinstance(prob_cutoff, str)
-        if self.tune_cutoffs and prob_cutoff != "tune":
-            raise UsageError(f"chexlocalize protocol: prob_cutoff must be a number, a "
+        bad_number = (prob_cutoff is not None and not isinstance(prob_cutoff, (str, dict))
+                      and ((c := finite_number(prob_cutoff)) is None or not 0 <= c <= 1))
+        if (self.tune_cutoffs and prob_cutoff != "tune") or bad_number:
+            raise UsageError(f"chexlocalize protocol: prob_cutoff must be a number in [0, 1], a "
                              f"{{task: number}} map or 'tune', not {prob_cutoff!r}")
+        if isinstance(prob_cutoff, dict):
+            prob_cutoff = number_map(prob_cutoff, "chexlocalize protocol: prob_cutoff", 0, 1)
         self.prob_cutoff = None if self.tune_cutoffs else prob_cutoff
         self.wants_probs = prob_cutoff is not None
         self.smoothing, self.k = bool(smoothing), int(k)
@@ -172,18 +203,25 @@ class ChexlocalizeProtocol(Protocol):
         return g
 
     def localization_rows(self, sample, findings, maps, frame, probs=None,
-                          points=None) -> list[dict]:
+                          points=None, prob_f32=None) -> list[dict]:
         """`points`, when a method gives them (the human benchmark's salient points), replace
-        the map's argmax in the hit rate, as CheXlocalize's `get_hb_hitrates` does."""
+        the map's argmax in the hit rate, as CheXlocalize's `get_hb_hitrates` does.
+        `prob_f32`, when the method knows them (pkls): per finding, whether the official
+        scripts compare its prob in float32 when tuning cutoffs and in the gate (`read_prob`)."""
         hw = tuple(sample.hw)
         gts = [self.gt_native(sample, f) for f in findings]
         in_gt = bool(sample.meta.get("in_gt", any(g.any() for g in gts)))
         probs = list(probs) if probs is not None else [None] * len(findings)
         points = list(points) if points is not None else [False] * len(findings)
+        f32s = list(prob_f32) if prob_f32 is not None else [None] * len(findings)
         rows = []
-        for f, m, g, p, pts in zip(findings, maps, gts, probs, points):
+        for f, m, g, p, pts, f32 in zip(findings, maps, gts, probs, points, f32s):
             heat = map_to_original(np.asarray(m, dtype=np.float32), frame, hw)
             valid = ~np.isnan(heat)
+            no_map = not valid.any()  # a missing map (`bench score`): no prediction at all
+            if no_map:  # an empty prediction on the whole image, as eval.py scores a CXR
+                valid = np.ones(heat.shape, dtype=bool)  # missing from the predictions
+                heat = np.zeros(heat.shape, dtype=np.float32)
             norm = np.full(heat.shape, np.nan, dtype=np.float32)
             norm[valid] = minmax(heat[valid], "01")
             c = threshold_counts(norm[valid], g[valid], self.grid)
@@ -192,14 +230,20 @@ class ChexlocalizeProtocol(Protocol):
             if self.method == "otsu":
                 seg = otsu_segmentation(norm, self.smoothing, self.k)
                 seg[~valid] = 0
-            if pts is not False:
+            if no_map:  # `get_hitrates` iterates the maps it finds: no map, no hit
+                hit = np.nan
+            elif pts is not False:
                 hit = points_hit(pts, g)
-            elif self.hit == "segmentation":  # argmax of the default `pkl_to_mask` output
+            elif self.hit == "segmentation":  # a9619f8: argmax of the `pkl_to_mask` output
                 hit = pointing_hit(otsu_segmentation(norm) * valid, g)
             else:
                 hit = pointing_hit(heat, g)
             row.update({"in_gt": in_gt, "prob": np.nan if p is None else float(p),
                         "gt": int(c["gt"]), "hit": hit})
+            if f32 is not None:
+                row["prob_tune_f32"], row["prob_gate_f32"] = bool(f32[0]), bool(f32[1])
+            if no_map:
+                row["no_map"] = True
             for j, t in enumerate(self.grid):
                 row[f"inter@{tlabel(t)}"] = int(c["inter"][j])
                 row[f"pred@{tlabel(t)}"] = int(c["pred"][j])
@@ -232,6 +276,7 @@ class ChexlocalizeProtocol(Protocol):
     def tune_prob_cutoffs(self, rows: pd.DataFrame) -> dict[str, dict[str, Any]]:
         """Per task: the probability cutoff with the best all-CXR Otsu mIoU on these rows."""
         require_columns(rows, ["prob", "inter@otsu", "pred@otsu"], "chexlocalize cutoff tuning")
+        rows = rows[~_flag(rows, "no_map")]  # the official script tunes on the pkls it finds
         out = {}
         for task in sorted(pd.unique(rows["pathology"].astype(str))):
             r = rows[rows["pathology"].astype(str) == task]
@@ -241,9 +286,10 @@ class ChexlocalizeProtocol(Protocol):
                 raise DataError(f"chexlocalize: no probability for some {task} rows; cutoff "
                                 f"tuning needs the method's per-task probabilities")
             grid = cutoff_grid(task)
+            f32 = _flag(r, "prob_tune_f32")
             mious = []
             for c in grid:
-                keep = prob > c  # `if pred_prob > cutoff: segm = cam_to_segmentation(...)`
+                keep = prob_above(prob, f32, c)  # `if pred_prob > cutoff: segm = ...`
                 inter = np.where(keep, r["inter@otsu"].to_numpy(np.float64), 0.0)
                 pred = np.where(keep, r["pred@otsu"].to_numpy(np.float64), 0.0)
                 iou = iou_from_counts(inter, pred + gt - inter, pred, gt, BOTH_EMPTY_NAN)
@@ -287,7 +333,7 @@ class ChexlocalizeProtocol(Protocol):
             cut = self._cutoff(task, cutoffs)
             if cut is not None:
                 prob = rows.loc[sel, "prob"].to_numpy(np.float64)
-                gated = prob < cut  # `if pred_prob < prob_cutoff: zeros`
+                gated = prob_below(prob, _flag(rows.loc[sel], "prob_gate_f32"), cut)
                 idx = np.flatnonzero(sel)[gated]
                 inter[idx] = 0
                 pred[idx] = 0

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from bench.errors import DataError, UsageError
+from bench.options import check_option_names
 from bench.types import Finding, Sample
 
 SKIP_LOG_LIMIT = 10_000  # skip lines kept per dataset (the counts are always complete)
@@ -66,11 +67,31 @@ class Dataset:
             raise UsageError(f"dataset '{self.name}' has no split '{self.split}' (splits: {known})")
         if on_error not in ("raise", "skip"):
             raise UsageError("on_error must be 'raise' or 'skip'")
+        if options:  # what no adapter in the class's chain took: a misspelling, most likely
+            check_option_names(options, self.option_names(),
+                               f"dataset '{self.name}'", "--dataset-arg")
         self.on_error = on_error
         self.options = options
         self.skipped: Counter[str] = Counter()
         # (reason, "file, row N: what") of every skip, for `bench data check` to list
         self.skip_log: list[tuple[str, str]] = []
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """The options the adapter takes: the keyword parameters of `__init__` along the class
+        chain (a synthetic twin's own and its real adapter's)."""
+        import inspect
+
+        skip = {"self", "root", "split", "on_error"}
+        names: set[str] = set()
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None:
+                continue
+            for p in inspect.signature(init).parameters.values():
+                if p.name not in skip and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                    names.add(p.name)
+        return sorted(names)
 
     # -- what adapters override ---------------------------------------------------------
     def __len__(self) -> int:

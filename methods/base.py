@@ -17,7 +17,6 @@ cover beyond the options' values) and `cls.default_checkpoint()`. `bench train M
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import numpy as np
 
 from bench.errors import UsageError
 from bench.imaging.geometry import Frame
+from bench.options import check_option_names
 from bench.types import Capabilities, Query, Sample
 
 if TYPE_CHECKING:
@@ -72,18 +72,6 @@ def parse_bool(raw: Any) -> bool:
     if text in ("0", "false", "no", "off"):
         return False
     raise ValueError("expected true or false")
-
-
-def check_option_names(given: dict[str, Any], declared: dict[str, Option], owner: str,
-                       flag: str = "--method-arg") -> None:
-    """An unknown option is an error that names the known ones and the closest match."""
-    for name in given:
-        if name in declared:
-            continue
-        close = difflib.get_close_matches(name, list(declared), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        known = ", ".join(sorted(declared)) or "none"
-        raise UsageError(f"{owner} has no option '{name}' ({flag}).{hint} Its options: {known}")
 
 
 class Method:

@@ -300,3 +300,26 @@ def test_the_model_modules_need_only_torch_torchvision_numpy_and_transformers():
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--datasets", "shapes", "--dataset-arg", "nn=3"],
+     "no dataset of this run has an option 'nn'. Did you mean 'n'?"),
+    (["--datasets", "shapes", "--dataset-arg", "shapes.heigth=30"],
+     "dataset 'shapes' has no option 'heigth' (--dataset-arg). Did you mean 'height'?"),
+])
+def test_misspelled_dataset_options_are_refused(tmp_path, args, message):
+    res = CliRunner().invoke(cli, ["run", "--methods", "center", "--results-dir", str(tmp_path),
+                                   "--quiet", *args])
+    assert res.exit_code != 0 and message in str(res.exception)
+
+
+def test_an_adapter_knows_its_options_and_its_twins():
+    from bench.datasets.shapes import Shapes
+    from bench.registry import get_dataset
+
+    assert Shapes.option_names() == ["height", "n", "seed", "width"]
+    twin = get_dataset("synthetic-rsna").option_names()
+    assert {"scale", "seed", "world", "positives_only", "split_list"} <= set(twin)
+    with pytest.raises(UsageError, match="dataset 'shapes' has no option 'positives_only'"):
+        Shapes(positives_only=True)

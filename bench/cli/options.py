@@ -70,7 +70,7 @@ def distribute_options(parsed: dict[str | None, dict[str, Any]], names: list[str
     """
     import difflib
 
-    from bench.methods.base import check_option_names
+    from bench.options import check_option_names
 
     out: dict[str, dict[str, Any]] = {}
     for name in names:

@@ -10,7 +10,6 @@ import click
 from bench.cli.format import render_comparison, render_table, summary_row
 from bench.cli.options import (
     distribute_options,
-    options_for,
     parse_kv,
     resolve_device,
     split_names,
@@ -84,7 +83,10 @@ def run_cmd(methods, datasets, split, protocol, prompt, task, n_boot, seed, devi
                          f"{m}.checkpoint=PATH or train one with bench train {m})")
     if root and len(dataset_names) != 1:
         raise UsageError("--root names one dataset's folder; pass a single --datasets name")
-    d_opts = parse_kv(dataset_arg, dataset_names, "--dataset-arg")
+    d_opts = distribute_options(parse_kv(dataset_arg, dataset_names, "--dataset-arg"),
+                                dataset_names,
+                                {d: get_dataset(d).option_names() for d in dataset_names},
+                                kind="dataset", flag="--dataset-arg")
     p_opts = parse_kv(protocol_arg, None, "--protocol-arg")[None]
     tasks = (LOCALIZATION, CLASSIFICATION) if task == "all" else (task,)
     base = dict(split=split, protocol=protocol, prompt=prompt, tag=tag, seed=seed, n_boot=n_boot,
@@ -92,7 +94,7 @@ def run_cmd(methods, datasets, split, protocol, prompt, task, n_boot, seed, devi
                 keep_maps=keep_maps, on_error=on_error, root=root, protocol_options=p_opts)
     plan = build_plan(method_names, dataset_names, tasks=tasks, base=base,
                       method_options=m_opts,
-                      dataset_options={d: options_for(d_opts, d) for d in dataset_names})
+                      dataset_options=d_opts)
     for spec in plan.specs:  # bad protocol options stop here, before any run starts
         if spec.task == LOCALIZATION:
             Evaluator.protocol_for(spec)

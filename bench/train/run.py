@@ -77,7 +77,7 @@ class TrainRequest:
 
 def check_request(req: TrainRequest) -> type:
     """The method class, after checking the request's method options and preset."""
-    from bench.methods.base import check_option_names
+    from bench.options import check_option_names
     from bench.registry import get_method
 
     cls = get_method(req.method)

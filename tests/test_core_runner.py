@@ -560,7 +560,6 @@ def test_a_failed_precise_prompt_run_is_marked_failed(tmp_path, capsys):
 
 def test_a_failing_method_marks_the_run_failed(tmp_path):
     from bench.errors import DataError
-
     from bench.methods.base import Method
     from bench.types import Capabilities
 

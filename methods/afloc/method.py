@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from bench.methods._shared import checkpoints as shared_ck
+from bench.methods._shared.bert_text import TEXT_MODES, TextProcessor, clean_query
 from bench.methods._shared.encoders import (
     build_wordpiece,
     load_tokenizer,
@@ -39,7 +40,6 @@ from . import presets
 from .imaging import CLASSIFY, LOCALIZE
 from .model import AFLocConfig, AFLocModel, parse_levels
 from .prompts import cxr_prompts, prompt_data
-from .text import TEXT_MODES, TextProcessor, clean_query
 
 SIGMA = 1.5
 # the text vector a heatmap dots layer3 with: "report" is the official one

@@ -44,7 +44,11 @@ _ROWS = (
     MethodInfo("recontrast", "ReContrast", "#663333", ANOMALY, "one-class"),
     MethodInfo("rdpp", "RD++", "#CC79A7", ANOMALY, "one-class"),
     MethodInfo("convirt", "ConVIRT", "#F0E442", IMAGE_TEXT, "zero-shot image-text"),
-    MethodInfo("gloria", "GLoRIA", "#56B4E9", IMAGE_TEXT, "zero-shot image-text"),
+    MethodInfo("gloria", "GLoRIA", "#56B4E9", IMAGE_TEXT, "zero-shot image-text",
+               module="bench.methods.gloria.method",
+               capabilities=("localize", "classify", "free-text", "trainable"),
+               description="GLoRIA: global-local image-report alignment (maps: report x layer3 "
+                           "regions as AFLoc's code makes them, or word attention)"),
     MethodInfo("biovil", "BioViL", "#009E73", IMAGE_TEXT, "zero-shot image-text"),
     MethodInfo("chexzero", "CheXzero", "#0072B2", IMAGE_TEXT, "zero-shot image-text"),
     MethodInfo("medklip", "MedKLIP", "#E69F00", IMAGE_TEXT, "zero-shot image-text"),

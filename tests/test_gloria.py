@@ -338,3 +338,24 @@ def test_one_random_sentence_and_crop_per_item():
     assert caps == set(sents[0]) and len(crops) > 1
     val = SentencePairs(frames, np.arange(2), sents, train=False, seed=1)
     np.testing.assert_array_equal(val[1][0], frames[1, 16:240, 16:240])
+
+
+def test_maps_and_scores_of_one_batch_share_one_image_pass(monkeypatch):
+    """GLoRIA's localization and zero-shot read the same 256/224 input: the runner's localize
+    then classify of a batch encode the images once; a new run (bind) starts afresh."""
+    m = GLoRIAMethod()
+    calls = []
+    real = m.encode_images
+    monkeypatch.setattr(m, "encode_images", lambda x, p: calls.append(sorted(p)) or real(x, p))
+    batch = [synthetic_sample(i, h=60, w=50) for i in range(2)]
+    m.localize(batch, [[Query("a", "Edema", "mild pulmonary edema")]] * 2)
+    m.classify(batch, ["Edema"])
+    assert calls == [["classify", "localize"]]
+    m.bind(None, "afloc")
+    m.classify(batch, ["Edema"])
+    assert len(calls) == 2
+    other = [synthetic_sample(i + 5, h=60, w=50) for i in range(2)]
+    for s, o in zip(other, batch):
+        s.id = o.id  # the same ids, other images (another dataset): not mistaken for them
+    m.classify(other, ["Edema"])
+    assert len(calls) == 3

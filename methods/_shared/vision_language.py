@@ -94,13 +94,18 @@ class VisionLanguageMethod(Method):
         """The features of `samples` for `purpose`; computed once for every purpose that shares
         the recipe, so maps and probabilities of the same batch come from one forward pass."""
         recipe = self.recipes[purpose]
-        ids = tuple(s.id for s in samples)
+        # the same Sample objects (the runner passes one batch to localize, then to classify)
+        ids = tuple((s.id, id(s.image)) for s in samples)
         if self._last_batch is not None and self._last_batch[:2] == (recipe, ids):
             return self._last_batch[2]
         purposes = frozenset(p for p, r in self.recipes.items() if r == recipe)
         features = self.encode_images(recipe.tensor(samples).to(self.device), purposes)
         self._last_batch = (recipe, ids, features)
         return features
+
+    def bind(self, dataset: Any, protocol: str) -> None:
+        """A new run: no image features carried over from the last one."""
+        self._last_batch = None
 
     def _check_open(self) -> None:
         if self.closed:

@@ -312,6 +312,7 @@ def test_bench_train_gloria_tiny_and_the_checkpoint_runs(tmp_path):
             if "scheduler" in o] == ["ReduceLROnPlateau"]
     info = json.loads((out / "train.json").read_text())
     assert info["settings"]["lr"] == 1e-3 and info["pairs"]["train"] == 24
+    assert info["settings"]["full_report"] is True  # the tiny preset's captions
     m = GLoRIAMethod(checkpoint=str(out / "best.safetensors"))
     assert m.config()["random_init"] is False
     s = [synthetic_sample(0)]
@@ -338,6 +339,8 @@ def test_one_random_sentence_and_crop_per_item():
     assert caps == set(sents[0]) and len(crops) > 1
     val = SentencePairs(frames, np.arange(2), sents, train=False, seed=1)
     np.testing.assert_array_equal(val[1][0], frames[1, 16:240, 16:240])
+    full = SentencePairs(frames, np.arange(2), sents, train=True, seed=1, full_report=True)
+    assert full[0][1] == "a b c d e f"  # get_caption's " ".join(series_sents)
 
 
 def test_maps_and_scores_of_one_batch_share_one_image_pass(monkeypatch):

@@ -30,6 +30,7 @@ def _method_params(name: str | None) -> list[click.Parameter]:
     if not name:
         return []
     from bench.errors import UsageError
+    from bench.methods.base import parse_bool
     from bench.registry import get_method
 
     try:
@@ -40,7 +41,7 @@ def _method_params(name: str | None) -> list[click.Parameter]:
     for key, spec in cls.train_option_specs.items():
         flag = "--" + key.replace("_", "-")
         help_text = f"[{name}] {spec.help}"
-        if isinstance(spec.default, bool):
+        if isinstance(spec.default, bool) or spec.parse is parse_bool:
             params.append(click.Option([f"{flag}/--no-{flag[2:]}", key], default=spec.default,
                                        show_default=True, help=help_text))
             continue

@@ -270,6 +270,10 @@ class GLoRIAMethod(VisionLanguageMethod):
                              "the training reports", int),
         "early_stopping": Option(None, "stop after this many epochs without a lower "
                                  "validation loss (paper: 10, as the official run)", int),
+        "full_report": Option(None, "captions of every sentence joined by a space (the "
+                              "config's full_report: true; the tiny preset's default) instead "
+                              "of one random sentence (the released recipe; paper's)",
+                              parse_bool),
     }
 
     @classmethod

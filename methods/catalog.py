@@ -43,7 +43,12 @@ _ROWS = (
     # the paper's chest-X-ray rows (Okabe-Ito; ReContrast in Tol's dark red)
     MethodInfo("recontrast", "ReContrast", "#663333", ANOMALY, "one-class"),
     MethodInfo("rdpp", "RD++", "#CC79A7", ANOMALY, "one-class"),
-    MethodInfo("convirt", "ConVIRT", "#F0E442", IMAGE_TEXT, "zero-shot image-text"),
+    MethodInfo("convirt", "ConVIRT", "#F0E442", IMAGE_TEXT, "zero-shot image-text",
+               module="bench.methods.convirt.method",
+               capabilities=("localize", "classify", "free-text", "trainable"),
+               description="ConVIRT: global image-report contrastive (ViLMedic convirt-mimic); "
+                           "maps are the harness's adaptation (vis_proj at each layer4 cell x "
+                           "text), not official"),
     MethodInfo("gloria", "GLoRIA", "#56B4E9", IMAGE_TEXT, "zero-shot image-text"),
     MethodInfo("biovil", "BioViL", "#009E73", IMAGE_TEXT, "zero-shot image-text"),
     MethodInfo("chexzero", "CheXzero", "#0072B2", IMAGE_TEXT, "zero-shot image-text"),

@@ -37,6 +37,9 @@ class MethodInfo:
     query_agnostic: bool = False
     description: str = ""
     hatch: str | None = None
+    # how the method's maps are made when it has no official localization: a footnote of every
+    # table that shows its localization results
+    map_note: str = ""
 
 
 _ROWS = (
@@ -48,7 +51,10 @@ _ROWS = (
                capabilities=("localize", "classify", "free-text", "trainable"),
                description="ConVIRT: global image-report contrastive (ViLMedic convirt-mimic); "
                            "maps are the harness's adaptation (vis_proj at each layer4 cell x "
-                           "text), not official"),
+                           "text), not official",
+               map_note="ConVIRT is global-only; its maps here are the harness's adaptation, "
+                        "not an official method: vis_proj applied at each layer4 location "
+                        "(7 x 7) and the cosine with lin_proj(text)."),
     MethodInfo("gloria", "GLoRIA", "#56B4E9", IMAGE_TEXT, "zero-shot image-text"),
     MethodInfo("biovil", "BioViL", "#009E73", IMAGE_TEXT, "zero-shot image-text"),
     MethodInfo("chexzero", "CheXzero", "#0072B2", IMAGE_TEXT, "zero-shot image-text"),

@@ -57,6 +57,11 @@ def official(tmp_path_factory):
                             "trainor": {"lr": 5e-5}})
     torch.save({"model": state, "config": cfg, "optimizer": {"state": {}, "param_groups": []}},
                path)
+    # the zoo folder's config.yml (ViLMedic's convirt-mimic.yml of 2022 on, abridged)
+    (root / "config.yml").write_text(
+        "name: convirt_mimic\ndataset:\n  proto: ImSeq\n  seq:\n    tokenizer: "
+        "allenai/biomed_roberta_base\n    tokenizer_max_len: 128\n    processing: "
+        "r2gen_clean_report\nmodel:\n  proto: ConVIRT\n")
     return {"folder": folder, "model": model, "state": state, "path": path, "root": root}
 
 
@@ -71,6 +76,7 @@ def test_official_checkpoint_loads_strictly_and_gives_vilmedics_embeddings(offic
     assert m.info["key_diff"] == {"missing": 0, "unexpected": 0, "shape": 0}
     cfg = m.config()
     assert cfg["checkpoint_format"].startswith("ViLMedic") and cfg["text_clean"] == "r2gen"
+    assert cfg["text_settings"] == str(official["root"] / "config.yml")
     assert "adaptation" in cfg["heatmap"]
     x = _images()
     ref = official["model"]
@@ -85,6 +91,30 @@ def test_official_checkpoint_loads_strictly_and_gives_vilmedics_embeddings(offic
                                                "lower lobe."]))
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
         assert enc["input_ids"][0, 0] != m.tokenizer.bos_token_id
+
+
+def test_text_settings_come_from_the_zoo_config(official, tmp_path):
+    """Without config.yml beside the file: the config of the zoo entry's day (no cleaning); an
+    option wins over both; a processing this harness does not implement is refused."""
+    path = tmp_path / "alone.pth"
+    torch.save({"model": official["state"]}, path)
+    folder = str(official["folder"])
+    m = ConVIRTMethod(checkpoint=str(path), text_encoder=folder)
+    assert (m.config()["text_clean"], m.config()["max_length"]) == ("none", 128)
+    assert "2021-12-27" in m.config()["text_settings"]
+    assert m.tokenize(["No  Pneumonia."]).input_ids[0, :4].tolist() == \
+        m.tokenizer("No Pneumonia.", add_special_tokens=False)["input_ids"][:4]
+    m = ConVIRTMethod(checkpoint=str(path), text_encoder=folder, text_clean="r2gen")
+    assert m.config()["text_clean"] == "r2gen"
+    (tmp_path / "config.yml").write_text("dataset:\n  seq:\n    processing: ifcc_clean_report\n"
+                                         "    tokenizer_max_len: 64\n")
+    with pytest.raises(CheckpointError, match="config.yml: dataset.seq.processing="
+                                              "'ifcc_clean_report' is not implemented"):
+        ConVIRTMethod(checkpoint=str(path), text_encoder=folder)
+    (tmp_path / "config.yml").write_text("dataset:\n  seq:\n    tokenizer_max_len: 64\n")
+    m = ConVIRTMethod(checkpoint=str(path), text_encoder=folder)
+    assert (m.config()["text_clean"], m.config()["max_length"]) == ("none", 64)
+    assert m.tokenize(["x"]).input_ids.shape == (1, 64)
 
 
 def test_legacy_visual_cnn_keys_load_as_visual_model(official, tmp_path):

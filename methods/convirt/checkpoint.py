@@ -10,10 +10,16 @@ any other object, is refused with the global it names. A file holding the bare s
 
 Key layout: see `model`. ViLMedic's visual wrapper held the backbone as ``cnn`` until
 2023-09-28 (``CNN.cnn``, ``VisualEncoder.cnn``; renamed ``model`` in commit de7ed39), and the
-convirt-mimic zoo entry dates from 2021-12-21, so its file may say ``visual.cnn.N``; those keys
-are read as ``visual.model.N`` (the same modules). Nothing else is renamed: any other missing,
-unexpected or mis-shaped key is an error naming it (``embeddings.position_ids``, a buffer that
-the transformers of 2021 saved, is tolerated).
+convirt-mimic zoo entry dates from 2021-12-27 (commit f70e16c), so its file may say
+``visual.cnn.N``; those keys are read as ``visual.model.N`` (the same modules). Nothing else is
+renamed: any other missing, unexpected or mis-shaped key is an error naming it
+(``embeddings.position_ids``, a buffer that the transformers of 2021 saved, is tolerated).
+
+The zoo folder also holds the ``config.yml`` the weights were trained with; its text settings
+(``dataset.seq.processing``, ``tokenizer_max_len``) are read from beside the ``.pth`` where it
+is (`zoo_text_settings`). Without it, the text is read as the config of the day the zoo entry
+was added (no ``processing``: R2Gen's cleaning entered the config on 2022-01-22, dc7215e), 128
+tokens.
 
 ``bench train convirt`` writes the harness's safetensors format (method "convirt").
 """
@@ -70,6 +76,39 @@ def legacy_visual_keys(state: dict[str, torch.Tensor], source: str) -> dict[str,
                               f"keys (e.g. {legacy[0]})")
     return {(VISUAL + k[len(LEGACY_VISUAL):] if k.startswith(LEGACY_VISUAL) else k): v
             for k, v in state.items()}
+
+
+ZOO_CONFIG = "config.yml"
+# ViLMedic's `processing` names -> the harness's text cleaning
+PROCESSING = {"r2gen_clean_report": "r2gen", None: "none"}
+
+
+def zoo_text_settings(path: str | Path) -> tuple[dict[str, Any], str]:
+    """({"text_clean", "max_length"}, where they came from) for a ViLMedic ``.pth``: its zoo
+    folder's ``config.yml`` where present, else the config of the zoo entry's day."""
+    cfg_path = Path(path).with_name(ZOO_CONFIG)
+    if not cfg_path.is_file():
+        return ({"text_clean": "none", "max_length": 128},
+                "no config.yml beside the checkpoint: ViLMedic's convirt-mimic config of "
+                "2021-12-27 (no text processing, 128 tokens)")
+    import yaml
+
+    try:
+        data = yaml.safe_load(cfg_path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise CheckpointError(f"{cfg_path}: not a readable YAML file ({type(exc).__name__})"
+                              ) from exc
+    seq = ((data or {}).get("dataset") or {}).get("seq") or {}
+    processing = seq.get("processing")
+    if processing not in PROCESSING:
+        raise CheckpointError(f"{cfg_path}: dataset.seq.processing={processing!r} is not "
+                              f"implemented here (r2gen_clean_report, or none)")
+    try:
+        max_length = int(seq.get("tokenizer_max_len") or 128)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{cfg_path}: dataset.seq.tokenizer_max_len="
+                              f"{seq.get('tokenizer_max_len')!r} is not a number") from exc
+    return {"text_clean": PROCESSING[processing], "max_length": max_length}, str(cfg_path)
 
 
 def load_text_config(source: str) -> Any:

@@ -71,17 +71,20 @@ def load_convirt(checkpoint: str | Path | None, preset: str = "tiny",
         cfg = ConVIRTConfig.from_json(cfg_json)
         tok = (tokenizer_from_json(tok_json) if tok_json else
                load_tokenizer(text_encoder or cfg.text_encoder))
-        info: dict[str, Any] = {"format": "afloc-bench safetensors"}
+        info: dict[str, Any] = {"format": "afloc-bench safetensors",
+                                "text_settings": "the checkpoint's config"}
     else:
         state = ck.read_official(path)
         source = text_encoder or presets.DEFAULT_TEXT_ENCODER
         text_cfg = ck.load_text_config(source)
         tok = load_tokenizer(source)
+        text, where = ck.zoo_text_settings(path)
         cfg = ConVIRTConfig(text_kind=ck.text_kind_of(text_cfg), text_config=text_cfg.to_dict(),
-                            text_encoder=source, preset="official")
-        info = {"format": "ViLMedic .pth (state dict under 'model')"}
+                            text_encoder=source, preset="official", **text)
+        info = {"format": "ViLMedic .pth (state dict under 'model')", "text_settings": where}
     if text_clean:
         cfg.text_clean = text_clean
+        info["text_settings"] = "text_clean option"
     model = ConVIRTModel(cfg)
     diff = shared_ck.load_into(model, state, str(path), strict=True)
     info.update(random_init=False, key_diff={k: len(v) for k, v in diff.items()})
@@ -130,7 +133,8 @@ class ConVIRTMethod(VisionLanguageMethod):
                                "and config of ViLMedic's checkpoint (default "
                                f"{presets.DEFAULT_TEXT_ENCODER}) and of the paper preset"),
         "text_clean": Option(None, "report cleaning: r2gen (ViLMedic's config since 2022) or "
-                             "none (its 2021 config); default: the checkpoint's, else r2gen",
+                             "none (its 2021 config); default: the checkpoint's (a ViLMedic "
+                             ".pth: its zoo config.yml, else none), r2gen for a random init",
                              choices=TEXT_CLEAN),
     }
 
@@ -173,6 +177,7 @@ class ConVIRTMethod(VisionLanguageMethod):
             "preset": cfg.preset, "arch": cfg.arch, "text_kind": cfg.text_kind,
             "text_encoder": cfg.text_encoder, "proj_dim": cfg.proj_dim,
             "text_clean": cfg.text_clean, "max_length": cfg.max_length,
+            "text_settings": self.info.get("text_settings"),
             "special_tokens": cfg.special_tokens, "tau": cfg.tau,
             "checkpoint_format": self.info.get("format"),
             "random_init": bool(self.info.get("random_init")),

@@ -139,3 +139,38 @@ def test_text_clean_reaches_the_checkpoint(tmp_path, clean):
     info = json.loads((out / "train.json").read_text())
     assert info["settings"]["text_clean"] == clean and info["settings"]["hflip"] is False
     assert ConVIRTMethod(checkpoint=str(out / "best.safetensors")).config()["text_clean"] == clean
+
+
+def test_paper_preset_trains_with_a_local_roberta_and_carries_its_tokenizer(tmp_path):
+    """`--preset paper`: ResNet-50 + the RoBERTa of --text-encoder (a local folder here),
+    ViLMedic's optimisation; the checkpoint carries the BPE tokenizer, so it loads alone."""
+    from convirt_helpers import roberta_folder
+    from transformers import AutoConfig, AutoTokenizer, RobertaModel
+
+    from bench.methods.convirt.method import ConVIRTMethod
+
+    folder = roberta_folder(tmp_path / "roberta")
+    RobertaModel(AutoConfig.from_pretrained(folder)).save_pretrained(folder)
+    DATASETS.add("synthetic-test-pairs", PairsDataset)
+    out = tmp_path / "paper"
+    res = CliRunner().invoke(cli, [
+        "train", "convirt", "--dataset", "synthetic-test-pairs", "--root", str(tmp_path),
+        "--preset", "paper", "--text-encoder", str(folder), "--batch-size", "4",
+        "--max-steps", "1", "--epochs", "1", "--out", str(out), "--device", "cpu", "--quiet"],
+        catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    info = json.loads((out / "train.json").read_text())
+    assert info["settings"]["lr"] == 5e-5 and info["settings"]["bn_recalibration"] == 0
+    assert info["settings"]["lr_decay"]["ReduceLROnPlateau"] == {
+        "factor": 0.5, "patience": 5, "threshold": 0.01, "threshold_mode": "abs",
+        "min_lr": 1e-6}
+    model = info["model"]
+    assert (model["arch"], model["text_kind"], model["proj_dim"], model["text_encoder"]) == \
+        ("resnet50", "roberta", 768, str(folder))
+
+    m = ConVIRTMethod(checkpoint=str(out / "best.safetensors"))
+    assert m.config()["preset"] == "paper"
+    want = AutoTokenizer.from_pretrained(folder)("no pneumonia .", add_special_tokens=False,
+                                                 padding="max_length", max_length=128)
+    assert m.tokenize(["No pneumonia."]).input_ids[0].tolist() == want["input_ids"]
+    assert ConVIRTMethod.weights_identity({"checkpoint": str(out / "best.safetensors")}) is None

@@ -50,6 +50,22 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     return shared.read_weights(path, METHOD)
 
 
+def tokenizer_from_saved(tokenizer_json: str, text_kind: str) -> Any:
+    """The tokenizer a harness checkpoint carries: the tiny preset's WordPiece (a BERT
+    tokenizer), or the paper preset's RoBERTa byte-level BPE with RoBERTa's special tokens."""
+    from bench.methods._shared.encoders import tokenizer_from_json
+
+    if text_kind == "bert":
+        return tokenizer_from_json(tokenizer_json)
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(tokenizer_json),
+                                   bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>", cls_token="<s>", sep_token="</s>",
+                                   mask_token="<mask>")
+
+
 def read_official(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict of a ViLMedic ``.pth`` (its ``"model"`` entry, or the file itself when it
     is a bare state dict), with ``visual.cnn.`` keys read as ``visual.model.``."""

@@ -31,7 +31,6 @@ from bench.methods._shared.encoders import (
     build_wordpiece,
     load_tokenizer,
     source_identity,
-    tokenizer_from_json,
 )
 from bench.methods._shared.vision_language import VisionLanguageMethod, softmax_pair
 from bench.methods.afloc.prompts import cxr_prompts, prompt_data
@@ -69,7 +68,7 @@ def load_convirt(checkpoint: str | Path | None, preset: str = "tiny",
     if shared_ck.file_format(path) == "safetensors":
         state, cfg_json, tok_json = ck.read_weights(path)
         cfg = ConVIRTConfig.from_json(cfg_json)
-        tok = (tokenizer_from_json(tok_json) if tok_json else
+        tok = (ck.tokenizer_from_saved(tok_json, cfg.text_kind) if tok_json else
                load_tokenizer(text_encoder or cfg.text_encoder))
         info: dict[str, Any] = {"format": "afloc-bench safetensors",
                                 "text_settings": "the checkpoint's config"}

@@ -5,7 +5,9 @@ ReduceLROnPlateau on the validation loss (factor 0.5, patience 5, threshold 0.01
 min lr 1e-6), up to 99 epochs, no gradient clipping, ResNet-50 (ImageNet) and
 ``allenai/biomed_roberta_base`` (offline). ViLMedic stops after 20 epochs without a better
 validation loss; the shared loop has no early stop (``--epochs`` or ``--time-budget`` bound it),
-and the best checkpoint is the one with the lowest validation loss either way.
+and the best checkpoint is the one with the lowest validation loss either way. (That is the
+config since 2022; the one of the zoo entry's day, 2021-12-27, said batch 64, patience 1, early
+stop 10, no text processing.)
 ``tiny``: AFLoc tiny's encoders and budget (`presets`): batch 16, lr 1e-3, 10 epochs, precise
 BatchNorm over 32 batches after each epoch (as AFLoc tiny, for the same reason: from-scratch
 BatchNorm averages lag the fast-moving weights), ConVIRT's optimiser, schedule and loss.
@@ -31,7 +33,11 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from bench.errors import UsageError
 from bench.imaging.recipes import to_tensor
-from bench.methods._shared.encoders import build_wordpiece, load_pretrained_text, tokenizer_to_json
+from bench.methods._shared.encoders import (
+    build_wordpiece,
+    load_pretrained_text,
+    tokenizer_to_json,
+)
 from bench.train.data import ImagePairs, TrainingData
 from bench.train.loop import Optimization, Scheduled, TrainTask, seed_everything
 
@@ -173,8 +179,8 @@ class ConVIRTTask(TrainTask):
 
     def export(self, path: Path) -> None:
         cfg = self.model.cfg
-        tok = tokenizer_to_json(self.tokenizer) if cfg.preset == "tiny" else None
-        ck.save_weights(path, self.model.state_dict(), cfg.to_json(), tok)
+        ck.save_weights(path, self.model.state_dict(), cfg.to_json(),
+                        tokenizer_to_json(self.tokenizer))
 
     def describe(self) -> dict[str, Any]:
         return self.info

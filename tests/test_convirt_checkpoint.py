@@ -207,4 +207,5 @@ def test_weights_identity_covers_the_text_encoder_folder(official):
                                             "text_encoder": str(official["folder"])})
     assert ident["text_encoder"]["source"] == str(official["folder"])
     assert len(ident["text_encoder"]["content"]) == 64
+    assert len(ident["zoo_config"]) == 64  # the config.yml that sets the text cleaning
     assert ConVIRTMethod.weights_identity({}) is None  # tiny random init: no folder read

@@ -34,7 +34,7 @@ from bench.methods._shared.encoders import (
 )
 from bench.methods._shared.vision_language import VisionLanguageMethod, softmax_pair
 from bench.methods.afloc.prompts import cxr_prompts, prompt_data
-from bench.methods.base import Option, parse_bool
+from bench.methods.base import Option, fingerprint_path, parse_bool
 from bench.registry import register_method
 from bench.types import Capabilities
 
@@ -84,6 +84,7 @@ def load_convirt(checkpoint: str | Path | None, preset: str = "tiny",
     if text_clean:
         cfg.text_clean = text_clean
         info["text_settings"] = "text_clean option"
+    cfg.imagenet_weights = False  # every weight comes from the checkpoint
     model = ConVIRTModel(cfg)
     diff = shared_ck.load_into(model, state, str(path), strict=True)
     info.update(random_init=False, key_diff={k: len(v) for k, v in diff.items()})
@@ -188,17 +189,22 @@ class ConVIRTMethod(VisionLanguageMethod):
     # -- identity, training ---------------------------------------------------------------
     @classmethod
     def weights_identity(cls, options: dict[str, Any]) -> dict[str, Any] | None:
-        """The tokenizer and text config named by a folder or Hugging Face id, where one is
-        read: ViLMedic's checkpoint, the paper preset's random initialisation, or any given."""
+        """What is read beside the checkpoint: the tokenizer and text config named by a folder
+        or Hugging Face id (ViLMedic's checkpoint, the paper preset's random initialisation, or
+        any given), and the zoo's config.yml that sets ViLMedic's text cleaning."""
+        ckpt = options.get("checkpoint")
+        official = (ckpt is not None and Path(ckpt).is_file()
+                    and not shared_ck.is_safetensors(ckpt))
         source = options.get("text_encoder")
         if source is None:
-            ckpt = options.get("checkpoint")
-            official = (ckpt is not None and Path(ckpt).is_file()
-                        and not shared_ck.is_safetensors(ckpt))
             if not official and not (ckpt is None and options.get("preset") == "paper"):
                 return None
             source = presets.DEFAULT_TEXT_ENCODER
-        return {"text_encoder": source_identity(str(source))}
+        out: dict[str, Any] = {"text_encoder": source_identity(str(source))}
+        if official:
+            zoo = Path(ckpt).with_name(ck.ZOO_CONFIG)
+            out["zoo_config"] = fingerprint_path(zoo) if zoo.is_file() else None
+        return out
 
     train_presets = presets.PRESETS
     train_option_specs: ClassVar[dict[str, Option]] = {

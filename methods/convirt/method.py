@@ -95,6 +95,7 @@ def _random_init(preset: str, text_encoder: str | None, text_clean: str | None,
                  ) -> tuple[ConVIRTModel, Any, dict[str, Any]]:
     cfg = presets.preset_config(preset, text_clean or "r2gen")
     info: dict[str, Any] = {}
+    torch.manual_seed(0)
     if preset == "tiny":
         corpus = [p for c in prompt_data()["dictionary"] for p in convirt_prompts(c)[0]]
         tok = build_wordpiece(corpus, vocab_size=1000)
@@ -109,7 +110,6 @@ def _random_init(preset: str, text_encoder: str | None, text_clean: str | None,
         cfg.text_config = text_cfg.to_dict()
         text_model = build_text_model(cfg)
     cfg.imagenet_weights = False
-    torch.manual_seed(0)
     model = ConVIRTModel(cfg, text_model)
     info.update(format="none", random_init=True,
                 notice=f"no checkpoint: {preset} preset with RANDOM weights")

@@ -15,7 +15,7 @@ The report the official pipelines want is FINDINGS followed by IMPRESSION (`repo
 `split_sentences` is the sentence splitting of AFLoc's (GLoRIA's) caption cleaning: newlines to
 spaces, split on `[0-9]+\\.` and then on '.', lower-case, `\\w+` tokens, drop sentences of <= 1
 token, strip non-ASCII characters from the tokens. It does not stop at the official 5-word
-cutoff; AFLoc training uses `methods/afloc/text.clean_report`, which does.
+cutoff; AFLoc training uses `methods/_shared/bert_text.clean_report`, which does.
 """
 
 from __future__ import annotations

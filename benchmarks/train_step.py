@@ -41,7 +41,7 @@ def load_afloc():
         sys.path.insert(0, str(ROOT))
     return [importlib.import_module(m) for m in (
         "bench.methods.afloc.model", "bench.methods._shared.contrastive",
-        "bench.methods.afloc.text", "bench.methods.afloc.presets")]
+        "bench.methods._shared.bert_text", "bench.methods.afloc.presets")]
 
 
 M, L, T, P = load_afloc()

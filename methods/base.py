@@ -171,7 +171,8 @@ class Method:
         """(`bench.train.loop.TrainTask`, settings) for `bench train METHOD`: `request` is a
         `bench.train.run.TrainRequest`, `data` a `bench.train.data.TrainingData` to ask for
         pairs, labelled or normal images; settings are the values the preset resolved
-        ("epochs" required; "bn_recalibration" optional), recorded in train.json."""
+        ("epochs" required; "bn_recalibration", "early_stopping" optional), recorded in
+        train.json."""
         raise UsageError(f"method '{cls.name}' is not trainable in the harness")
 
     # what `bench train METHOD` accepts as --name VALUE (and --method-arg name=VALUE)

@@ -55,7 +55,11 @@ _ROWS = (
                map_note="ConVIRT is global-only; its maps here are the harness's adaptation, "
                         "not an official method: vis_proj applied at each layer4 location "
                         "(7 x 7) and the cosine with lin_proj(text)."),
-    MethodInfo("gloria", "GLoRIA", "#56B4E9", IMAGE_TEXT, "zero-shot image-text"),
+    MethodInfo("gloria", "GLoRIA", "#56B4E9", IMAGE_TEXT, "zero-shot image-text",
+               module="bench.methods.gloria.method",
+               capabilities=("localize", "classify", "free-text", "trainable"),
+               description="GLoRIA: global-local image-report alignment (maps: report x layer3 "
+                           "regions as AFLoc's code makes them, or word attention)"),
     MethodInfo("biovil", "BioViL", "#009E73", IMAGE_TEXT, "zero-shot image-text"),
     MethodInfo("chexzero", "CheXzero", "#0072B2", IMAGE_TEXT, "zero-shot image-text"),
     MethodInfo("medklip", "MedKLIP", "#E69F00", IMAGE_TEXT, "zero-shot image-text"),

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from bench.methods._shared.bert_text import TextProcessor, full_caption
 from bench.methods._shared.encoders import build_wordpiece
 from bench.methods.afloc import presets
 from bench.methods.afloc.model import AFLocModel
-from bench.methods.afloc.text import TextProcessor, full_caption
 from bench.types import Sample
 
 REPORTS = [
@@ -62,8 +62,8 @@ def tiny_model(levels=("word", "sentence", "report"), text_mode="faithful", word
 
 def tiny_batch(tok, n=4, text_mode="faithful", word_num=32):
     from bench.imaging.recipes import to_tensor
+    from bench.methods._shared.bert_text import clean_report
     from bench.methods.afloc.imaging import TRAIN_PREFRAMES
-    from bench.methods.afloc.text import clean_report
 
     samples = [synthetic_sample(i) for i in range(n)]
     frames = [TRAIN_PREFRAMES["corrected"].pixels(s) for s in samples]

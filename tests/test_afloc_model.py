@@ -118,7 +118,7 @@ def test_channels_last_is_a_layout_not_a_different_function():
 def test_text_encoder_on_trimmed_tokens_equals_the_full_padding():
     """BERT runs on the longest caption's tokens only; the embeddings must equal those of the
     official 97-slot (here 32) padded input, report mean over all T slots included."""
-    from bench.methods.afloc.text import aggregate
+    from bench.methods._shared.bert_text import aggregate
 
     m, tok = tiny_model()
     _, text = tiny_batch(tok)

@@ -208,8 +208,8 @@ def test_validation_captions_follow_the_text_mode(text_mode):
     import numpy as np
     from afloc_helpers import tiny_model
 
+    from bench.methods._shared.bert_text import full_caption
     from bench.methods.afloc.pretrain import AFLocTask, PairSet
-    from bench.methods.afloc.text import full_caption
 
     sents = [[f"finding {k} number {j}" for j in range(5)] for k in range(8)]
     pairs = PairSet(np.zeros((8, 224, 224), np.uint8), np.arange(8), sents,

@@ -33,6 +33,7 @@ def test_train_tiny_resume_and_run(tmp_path, capsys):
     assert info["settings"]["lr"] == 1e-3 and info["settings"]["batch_size"] == 8
     assert info["settings"]["optimizer"] == "RAdam" and info["settings"]["hflip"] is True
     assert info["settings"]["loss"] == {"tau": 0.1, "lambda": 0.75}
+    assert info["settings"]["early_stopping"] is None
     model = info["model"]
     assert (model["arch"], model["text_kind"], model["proj_dim"]) == ("small", "bert", 64)
     assert model["text_config"]["hidden_size"] == 64
@@ -161,6 +162,7 @@ def test_paper_preset_trains_with_a_local_roberta_and_carries_its_tokenizer(tmp_
     assert res.exit_code == 0, res.output
     info = json.loads((out / "train.json").read_text())
     assert info["settings"]["lr"] == 5e-5 and info["settings"]["bn_recalibration"] == 0
+    assert info["settings"]["early_stopping"] == 20  # ViLMedic's early_stop
     assert info["settings"]["lr_decay"]["ReduceLROnPlateau"] == {
         "factor": 0.5, "patience": 5, "threshold": 0.01, "threshold_mode": "abs",
         "min_lr": 1e-6}

@@ -289,7 +289,7 @@ def test_the_model_modules_need_only_torch_torchvision_numpy_and_transformers():
                      "matplotlib", "open_clip", "pytorch_grad_cam"):
             sys.modules[name] = None  # `import name` fails, as where it is not installed
         for m in ("bench.methods.afloc.model", "bench.methods._shared.contrastive",
-                  "bench.methods.afloc.text", "bench.methods.afloc.presets"):
+                  "bench.methods._shared.bert_text", "bench.methods.afloc.presets"):
             __import__(m)
         from bench.methods.afloc import presets
         from bench.methods.afloc.model import AFLocModel

@@ -244,3 +244,23 @@ def test_training_threads_are_fixed_whatever_the_machine_default(tmp_path):
     finally:
         torch.set_num_threads(before)
     assert losses[1] == losses[2]
+
+
+def test_early_stopping_after_patience_epochs_without_a_better_score(tmp_path):
+    """Lightning's EarlyStopping (min_delta 0): stop once `patience` epochs in a row bring no
+    better selection metric; the toy's validation AUROC is constant after its first epoch."""
+    from bench.train.loop import TrainConfig, train
+
+    class Flat(ToyTask):
+        def validation_scores(self, model, device, epoch):
+            return {"val_auroc": 0.7}
+
+    from bench.train.data import TrainingData
+
+    data = TrainingData("shapes", None, {"n": 16}, progress=False)
+    task = Flat(data.labelled("train", RECIPE), data.labelled("val", RECIPE), 0.1, 8, 1)
+    logs = []
+    hist = train(task, TrainConfig(epochs=9, precision="fp32", device="cpu", out=str(tmp_path),
+                                   progress=False, early_stopping_patience=2), log=logs.append)
+    assert [e["best"] for e in hist["epochs"]] == [True, False, False]
+    assert logs[-1] == "early stop: no better val_auroc in 2 epochs"

@@ -50,6 +50,9 @@ class TrainConfig:
     # after each epoch, recompute BatchNorm statistics over this many training batches
     # (bench.train.batchnorm; 0 = the official behaviour, running averages as trained)
     bn_recalibration_batches: int = 0
+    # stop after this many epochs in a row without a better selection metric (Lightning's
+    # EarlyStopping with min_delta 0); None: never
+    early_stopping_patience: int | None = None
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -287,7 +290,7 @@ def train(task: TrainTask, cfg: TrainConfig, log: Any = print) -> dict[str, Any]
                                           "optimization": opt.describe(),
                                           "grad_clip": task.grad_clip,
                                           "selection": [metric, mode]}, "epochs": []}
-    start_epoch, global_step = 0, 0
+    start_epoch, global_step, since_best = 0, 0, 0
     best = -math.inf if mode == "max" else math.inf
     if cfg.resume and (out / STATE_FILE).is_file():
         state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
@@ -300,6 +303,7 @@ def train(task: TrainTask, cfg: TrainConfig, log: Any = print) -> dict[str, Any]
             scaler.load_state_dict(state["scaler"])
         start_epoch, best = int(state["epoch"]) + 1, float(state["best_val"])
         global_step = int(state.get("global_step", 0))
+        since_best = int(state.get("since_best", 0))
         history = json.loads(state["history"])
         metric, mode = history["config"].get("selection", [metric, mode])
         _set_rng_state(state)
@@ -380,6 +384,7 @@ def train(task: TrainTask, cfg: TrainConfig, log: Any = print) -> dict[str, Any]
         improved = not math.isnan(value) and _better(value, best, mode)
         if improved:
             best = value
+        since_best = 0 if improved else since_best + 1
         rec["best"] = improved
         history["epochs"].append(rec)
         if rank == 0:
@@ -394,7 +399,8 @@ def train(task: TrainTask, cfg: TrainConfig, log: Any = print) -> dict[str, Any]
                 "model": model.state_dict(), "optims": [o.state_dict() for o in opt.optimizers],
                 "scheds": [s.scheduler.state_dict() for s in opt.schedulers],
                 "scaler": scaler.state_dict(), "epoch": epoch, "best_val": best,
-                "global_step": global_step, "history": json.dumps(history), **_rng_state()})
+                "global_step": global_step, "since_best": since_best,
+                "history": json.dumps(history), **_rng_state()})
             atomic_write_json(out / HISTORY_FILE, history)
         if cfg.time_budget_s is not None and time.time() - t_start > cfg.time_budget_s:
             if rank == 0:
@@ -403,6 +409,10 @@ def train(task: TrainTask, cfg: TrainConfig, log: Any = print) -> dict[str, Any]
         if cfg.max_total_steps is not None and global_step >= cfg.max_total_steps:
             if rank == 0:
                 log(f"step budget of {cfg.max_total_steps} reached after epoch {epoch + 1}")
+            break
+        if cfg.early_stopping_patience is not None and since_best >= cfg.early_stopping_patience:
+            if rank == 0:
+                log(f"early stop: no better {metric} in {since_best} epochs")
             break
     return history
 

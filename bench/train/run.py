@@ -127,7 +127,8 @@ def run_training(req: TrainRequest, log: Any = print) -> dict[str, Any]:
                       gather_negatives=req.gather_negatives,
                       max_steps_per_epoch=req.max_steps, max_total_steps=req.max_total_steps,
                       time_budget_s=req.time_budget, progress=req.progress,
-                      bn_recalibration_batches=settings.get("bn_recalibration", 0))
+                      bn_recalibration_batches=settings.get("bn_recalibration", 0),
+                      early_stopping_patience=settings.get("early_stopping"))
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "train.json", {

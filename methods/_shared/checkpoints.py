@@ -74,8 +74,8 @@ def read_weights(path: str | Path, method: str
                               f"(format={meta.get('format')!r}); expected {FORMAT}")
     written_for = meta.get("method", LEGACY_METHOD)
     if written_for != method:
-        raise CheckpointError(f"{path}: a '{written_for}' checkpoint, not '{method}' (written "
-                              f"by bench train {written_for})")
+        raise CheckpointError(f"{path}: written by bench train {written_for}, not "
+                              f"{method}: load it with method '{written_for}'")
     try:
         config = json.loads(meta["config"])
     except (KeyError, ValueError) as exc:

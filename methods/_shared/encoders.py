@@ -266,6 +266,25 @@ def sum_into_words(hidden: torch.Tensor, word_index: torch.Tensor) -> torch.Tens
     return words[:, :t]
 
 
+def bert_config_from_state(state: dict[str, torch.Tensor],
+                           p: str = "text_encoder.model.") -> dict[str, Any]:
+    """The BertConfig fields of the BERT whose weights are under `p` (GLoRIA's and AFLoc's
+    releases do not store the architecture; their code fetched it from the Hub by name)."""
+    try:
+        vocab, hidden = state[p + "embeddings.word_embeddings.weight"].shape
+        max_pos = state[p + "embeddings.position_embeddings.weight"].shape[0]
+        type_vocab = state[p + "embeddings.token_type_embeddings.weight"].shape[0]
+        inter = state[p + "encoder.layer.0.intermediate.dense.weight"].shape[0]
+    except KeyError as exc:
+        raise CheckpointError(f"checkpoint has no BERT weights ({exc.args[0]} missing)") from exc
+    layers = 1 + max(int(k[len(p + "encoder.layer."):].split(".")[0]) for k in state
+                     if k.startswith(p + "encoder.layer."))
+    return {"vocab_size": int(vocab), "hidden_size": int(hidden),
+            "num_hidden_layers": int(layers), "num_attention_heads": max(1, int(hidden) // 64),
+            "intermediate_size": int(inter), "max_position_embeddings": int(max_pos),
+            "type_vocab_size": int(type_vocab)}
+
+
 def source_identity(source: str | None) -> dict[str, Any] | None:
     """What names a text encoder's weights, for a run's identity: a local folder by its files'
     content, a Hugging Face id by the commit of its offline snapshot."""

@@ -10,7 +10,8 @@ An adapter provides five things:
 
     encode_images(x, purposes)        features of a batch of input tensors (on the CPU)
     encode_texts(texts, kind)         [Q, D] embeddings (on the CPU)
-    maps(features, i, embeddings)     the maps of image i of the batch for Q embeddings
+    maps(features, i, texts)          the maps of image i of the batch for Q query texts
+                                      (`text_embeddings(texts, kind)` gives them, cached)
     class_prompts(pathology)          (positive prompts, negative prompts)
     zero_shot(features, pos, neg)     N x P probabilities from [P, D] class vectors
 
@@ -25,10 +26,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from scipy import ndimage
 
 from bench.errors import UsageError
 from bench.methods.base import ZERO_SHOT, Method, Option
 from bench.types import Capabilities, Query, Sample
+
+SIGMA = 1.5  # the Gaussian of AFLoc's (and BioViL's) map, in grid cells
 
 
 class VisionLanguageMethod(Method):
@@ -40,8 +45,7 @@ class VisionLanguageMethod(Method):
     }
     # attributes that hold the model; `close` drops them
     model_attributes: ClassVar[tuple[str, ...]] = ("model",)
-    # the kind of text vector a map uses, and the one class prompts use (`encode_texts`)
-    map_text_kind: str = "query"
+    # the kind of text vector class prompts use (`encode_texts`)
     class_text_kind: str = "class"
 
     def __init__(self, checkpoint: str | None = None, device: str = "cpu", seed: int = 0,
@@ -60,7 +64,7 @@ class VisionLanguageMethod(Method):
         raise NotImplementedError
 
     def maps(self, features: dict[str, torch.Tensor], i: int,
-             embeddings: torch.Tensor) -> list[np.ndarray]:
+             texts: list[str]) -> list[np.ndarray]:
         raise NotImplementedError
 
     def class_prompts(self, pathology: str) -> tuple[list[str], list[str]]:
@@ -90,13 +94,18 @@ class VisionLanguageMethod(Method):
         """The features of `samples` for `purpose`; computed once for every purpose that shares
         the recipe, so maps and probabilities of the same batch come from one forward pass."""
         recipe = self.recipes[purpose]
-        ids = tuple(s.id for s in samples)
+        # the same Sample objects (the runner passes one batch to localize, then to classify)
+        ids = tuple((s.id, id(s.image)) for s in samples)
         if self._last_batch is not None and self._last_batch[:2] == (recipe, ids):
             return self._last_batch[2]
         purposes = frozenset(p for p, r in self.recipes.items() if r == recipe)
         features = self.encode_images(recipe.tensor(samples).to(self.device), purposes)
         self._last_batch = (recipe, ids, features)
         return features
+
+    def bind(self, dataset: Any, protocol: str) -> None:
+        """A new run: no image features carried over from the last one."""
+        self._last_batch = None
 
     def _check_open(self) -> None:
         if self.closed:
@@ -116,8 +125,7 @@ class VisionLanguageMethod(Method):
                     continue
                 texts = [q.text for q in ql]
                 self.check_queries(texts)
-                out.append(self.maps(features, i, self.text_embeddings(texts,
-                                                                       self.map_text_kind)))
+                out.append(self.maps(features, i, texts))
         return out
 
     def class_vectors(self, pathology: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,3 +164,12 @@ def softmax_pair(pos: torch.Tensor, neg: torch.Tensor) -> np.ndarray:
     """P(positive) = softmax([pos, neg])[0] elementwise: the zero-shot rule of AFLoc (raw dot
     products) and CheXzero (cosines), from N x P positive and negative logits."""
     return torch.softmax(torch.stack([pos, neg], dim=2), dim=2)[..., 0].numpy()
+
+
+def heatmap_from_grid(grid: np.ndarray, size: int = 224) -> np.ndarray:
+    """AFLoc's map of a patch grid (``_get_similarity_map_from_embeddings``): Gaussian sigma 1.5
+    on the raw grid (scipy, in grid units), then bilinear (align_corners=False) to size x size."""
+    smooth = ndimage.gaussian_filter(grid.astype(np.float32), sigma=(SIGMA, SIGMA), order=0)
+    t = torch.from_numpy(smooth)[None, None]
+    return F.interpolate(t, size=(size, size), mode="bilinear",
+                         align_corners=False)[0, 0].numpy()

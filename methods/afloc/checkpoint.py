@@ -17,6 +17,7 @@ import torch
 
 from bench.errors import CheckpointError
 from bench.methods._shared import checkpoints as shared
+from bench.methods._shared.encoders import bert_config_from_state
 
 METHOD = "afloc"
 
@@ -75,7 +76,7 @@ def config_from_official(hp: dict[str, Any], state: dict[str, torch.Tensor]) -> 
         levels.append("word")
     return {
         "arch": arch, "imagenet_weights": False, "input_size": 299,
-        "bert": infer_bert_config(state),
+        "bert": bert_config_from_state(state),
         "text_encoder": text.get("bert_type"),
         "last_n_layers": int(text.get("last_n_layers", 4)),
         "word_num": int((data.get("text") or {}).get("word_num", 97)),
@@ -83,20 +84,3 @@ def config_from_official(hp: dict[str, Any], state: dict[str, torch.Tensor]) -> 
         "tau1": float(af.get("temp1", 4.0)), "tau2": float(af.get("temp2", 5.0)),
         "tau3": float(af.get("temp3", 10.0)), "text_mode": "faithful", "preset": "official",
     }
-
-
-def infer_bert_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    p = "text_encoder.model."
-    try:
-        vocab, hidden = state[p + "embeddings.word_embeddings.weight"].shape
-        max_pos = state[p + "embeddings.position_embeddings.weight"].shape[0]
-        type_vocab = state[p + "embeddings.token_type_embeddings.weight"].shape[0]
-        inter = state[p + "encoder.layer.0.intermediate.dense.weight"].shape[0]
-    except KeyError as exc:
-        raise CheckpointError(f"checkpoint has no BERT weights ({exc.args[0]} missing)") from exc
-    layers = 1 + max(int(k[len(p + "encoder.layer."):].split(".")[0]) for k in state
-                     if k.startswith(p + "encoder.layer."))
-    return {"vocab_size": int(vocab), "hidden_size": int(hidden),
-            "num_hidden_layers": int(layers), "num_attention_heads": max(1, int(hidden) // 64),
-            "intermediate_size": int(inter), "max_position_embeddings": int(max_pos),
-            "type_vocab_size": int(type_vocab)}

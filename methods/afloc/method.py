@@ -19,17 +19,21 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from scipy import ndimage
 
 from bench.methods._shared import checkpoints as shared_ck
+from bench.methods._shared.bert_text import TEXT_MODES, TextProcessor, clean_query
 from bench.methods._shared.encoders import (
     build_wordpiece,
     load_tokenizer,
     source_identity,
     tokenizer_from_json,
 )
-from bench.methods._shared.vision_language import VisionLanguageMethod, softmax_pair
+from bench.methods._shared.vision_language import (
+    SIGMA,
+    VisionLanguageMethod,
+    heatmap_from_grid,
+    softmax_pair,
+)
 from bench.methods.base import Option, parse_bool
 from bench.registry import register_method
 from bench.types import Capabilities
@@ -39,9 +43,7 @@ from . import presets
 from .imaging import CLASSIFY, LOCALIZE
 from .model import AFLocConfig, AFLocModel, parse_levels
 from .prompts import cxr_prompts, prompt_data
-from .text import TEXT_MODES, TextProcessor, clean_query
 
-SIGMA = 1.5
 # the text vector a heatmap dots layer3 with: "report" is the official one
 QUERY_VECTORS = ("report", "cls", "words")
 
@@ -129,7 +131,6 @@ class AFLocMethod(VisionLanguageMethod):
         self.text = TextProcessor(self.tokenizer, self.model.cfg.text_mode,
                                   self.model.cfg.word_num)
         self.query = self.option("query")
-        self.map_text_kind = self.query
 
     # -- the image-text hooks -------------------------------------------------------------
     def encode_images(self, x: torch.Tensor, purposes: frozenset[str]) -> dict[str, torch.Tensor]:
@@ -143,7 +144,8 @@ class AFLocMethod(VisionLanguageMethod):
                              kind).float().cpu()
 
     def maps(self, features: dict[str, torch.Tensor], i: int,
-             embeddings: torch.Tensor) -> list[np.ndarray]:
+             texts: list[str]) -> list[np.ndarray]:
+        embeddings = self.text_embeddings(texts, self.query)
         return [heatmap_from_grid(g.numpy(), self.frame.size)
                 for g in torch.einsum("dhw,qd->qhw", features["local"][i], embeddings)]
 
@@ -239,14 +241,6 @@ def query_vectors(text: dict[str, torch.Tensor], word_index: torch.Tensor,
     n = keep.sum(1)
     mean = (words * keep[:, None].to(words.dtype)).sum(2) / n.clamp(min=1)[:, None]
     return torch.where((n > 0)[:, None], mean, text["report"])
-
-
-def heatmap_from_grid(grid: np.ndarray, size: int = 224) -> np.ndarray:
-    """Gaussian sigma 1.5 on the raw grid, then bilinear (align_corners=False) to size x size."""
-    smooth = ndimage.gaussian_filter(grid.astype(np.float32), sigma=(SIGMA, SIGMA), order=0)
-    t = torch.from_numpy(smooth)[None, None]
-    return F.interpolate(t, size=(size, size), mode="bilinear",
-                         align_corners=False)[0, 0].numpy()
 
 
 def zero_shot_probs(img_global: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> np.ndarray:

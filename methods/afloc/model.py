@@ -21,15 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bench.methods._shared import contrastive as L
-from bench.methods._shared.encoders import (
-    SMALL_WIDTHS,
-    build_cnn,
-    feature_taps,
-    stage_channels,
-    sum_last_layers,
-)
-
-from .text import TextBatch, aggregate
+from bench.methods._shared.bert_text import TextBatch, TextEncoder
+from bench.methods._shared.encoders import SMALL_WIDTHS, build_cnn, feature_taps, stage_channels
 
 LEVELS = ("word", "sentence", "report")
 
@@ -141,42 +134,13 @@ class ImageEncoder(nn.Module):
         return out
 
 
-class TextEncoder(nn.Module):
-    def __init__(self, cfg: AFLocConfig, bert: nn.Module | None = None):
-        super().__init__()
-        from transformers import BertConfig, BertModel
-
-        if bert is None:
-            bert = BertModel(BertConfig(**cfg.bert))
-        self.model = bert
-        self.last_n_layers = cfg.last_n_layers
-
-    @property
-    def dim(self) -> int:
-        return int(self.model.config.hidden_size)
-
-    def forward(self, batch: TextBatch) -> dict[str, torch.Tensor]:
-        # BERT runs on the batch's longest caption, not the 97-token padding: masked keys add
-        # exactly zero to attention, and every slot past [SEP] is outside all word units, so
-        # the pad positions' states (zero-filled back here) never reach an embedding
-        t = batch.input_ids.shape[1]
-        n = max(int(batch.attention_mask.sum(1).max()), 1)
-        out = self.model(input_ids=batch.input_ids[:, :n],
-                         attention_mask=batch.attention_mask[:, :n],
-                         token_type_ids=batch.token_type_ids[:, :n], output_hidden_states=True)
-        hidden = sum_last_layers(out.hidden_states, self.last_n_layers)
-        if n < t:
-            hidden = F.pad(hidden, (0, 0, 0, t - n))
-        return aggregate(hidden, batch)
-
-
 class AFLocModel(nn.Module):
     """Image + text encoders; ``loss`` returns the three levels' terms and their sum."""
 
     def __init__(self, cfg: AFLocConfig, bert: nn.Module | None = None):
         super().__init__()
         self.cfg = cfg
-        self.text_encoder = TextEncoder(cfg, bert)
+        self.text_encoder = TextEncoder(cfg.bert, cfg.last_n_layers, bert)
         self.img_encoder = ImageEncoder(cfg, self.text_encoder.dim)
 
     def forward(self, images: torch.Tensor, text: TextBatch) -> dict[str, Any]:

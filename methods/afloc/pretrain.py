@@ -28,6 +28,13 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from bench.imaging.recipes import to_tensor
 from bench.methods._shared import contrastive as L
+from bench.methods._shared.bert_text import (
+    TextBatch,
+    TextProcessor,
+    augment_caption,
+    clean_report,
+    full_caption,
+)
 from bench.methods._shared.encoders import tokenizer_to_json
 from bench.train.data import ImagePairs
 from bench.train.loop import Optimization, Scheduled, TrainTask
@@ -35,7 +42,6 @@ from bench.train.loop import Optimization, Scheduled, TrainTask
 from . import checkpoint as ck
 from .imaging import train_crop
 from .model import AFLocModel
-from .text import TextBatch, TextProcessor, augment_caption, clean_report, full_caption
 
 
 @dataclass

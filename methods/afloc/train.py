@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.errors import UsageError
+from bench.methods._shared.bert_text import full_caption
 from bench.methods._shared.encoders import build_wordpiece, load_pretrained_text
 from bench.train.data import TrainingData
 from bench.train.loop import seed_everything
@@ -19,7 +20,6 @@ from . import presets
 from .imaging import TRAIN_PREFRAMES
 from .model import AFLocModel, parse_levels
 from .pretrain import AFLocTask, clean_pairs
-from .text import full_caption
 
 PRESET_EPOCHS = {"paper": 5, "tiny": 10}
 PRESET_BATCH = {"paper": 128, "tiny": 16}

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from bench.errors import CheckpointError
 from bench.methods._shared import checkpoints as shared_ck
 from bench.methods._shared.encoders import (
     build_wordpiece,
@@ -104,10 +105,16 @@ def _random_init(preset: str, text_encoder: str | None, text_clean: str | None,
         text_model = None
     else:
         source = text_encoder or cfg.text_encoder
-        text_cfg = ck.load_text_config(source)
         tok = load_tokenizer(source)
-        cfg.text_encoder, cfg.text_kind = source, ck.text_kind_of(text_cfg)
-        cfg.text_config = text_cfg.to_dict()
+        try:
+            text_cfg = ck.load_text_config(source)
+            cfg.text_kind, cfg.text_config = ck.text_kind_of(text_cfg), text_cfg.to_dict()
+        except CheckpointError:  # a tokenizer without config.json: roberta-base's shape
+            cfg.text_kind = "roberta"
+            cfg.text_config = {**presets.ROBERTA_BASE,
+                               "vocab_size": max(presets.ROBERTA_BASE["vocab_size"], len(tok))}
+            info["text_config"] = f"roberta-base architecture (no config.json in {source})"
+        cfg.text_encoder = source
         text_model = build_text_model(cfg)
     cfg.imagenet_weights = False
     model = ConVIRTModel(cfg, text_model)
@@ -161,7 +168,8 @@ class ConVIRTMethod(VisionLanguageMethod):
         return unit(self.model.encode_texts(batch).float()).cpu()
 
     def maps(self, features: dict[str, torch.Tensor], i: int,
-             embeddings: torch.Tensor) -> list[np.ndarray]:
+             texts: list[str]) -> list[np.ndarray]:
+        embeddings = self.text_embeddings(texts, "query")
         return list(cosine_maps(features["local"][i], embeddings).numpy().astype(np.float32))
 
     def class_prompts(self, pathology: str) -> tuple[list[str], list[str]]:
@@ -216,6 +224,8 @@ class ConVIRTMethod(VisionLanguageMethod):
                         parse_bool),
         "vocab_size": Option(2000, "tiny preset: size of the WordPiece vocabulary built from "
                              "the training reports", int),
+        "early_stopping": Option(None, "stop after this many epochs without a lower "
+                                 "validation loss (paper: 20, as ViLMedic's config)", int),
     }
 
     @classmethod

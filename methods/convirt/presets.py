@@ -20,6 +20,12 @@ from .model import ConVIRTConfig
 
 PRESETS = ("paper", "tiny")
 DEFAULT_TEXT_ENCODER = OFFICIAL_TEXT_ENCODER
+# biomed_roberta_base's architecture (roberta-base's), for a random paper-size model whose
+# text-encoder folder holds a tokenizer but no config.json (benchmarks)
+ROBERTA_BASE = {"model_type": "roberta", "vocab_size": 50265, "hidden_size": 768,
+                "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
+                "max_position_embeddings": 514, "type_vocab_size": 1, "pad_token_id": 1,
+                "bos_token_id": 0, "eos_token_id": 2, "layer_norm_eps": 1e-5}
 
 
 def preset_config(preset: str, text_clean: str = "r2gen", **overrides: Any) -> ConVIRTConfig:

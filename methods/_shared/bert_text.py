@@ -1,10 +1,12 @@
-"""AFLoc's text pipeline: report cleaning, caption augmentation, tokenisation, and the layout
-that turns BERT tokens into word, sentence and report units.
+"""The GLoRIA lineage's text pipeline (GLoRIA, AFLoc): report cleaning, caption augmentation,
+tokenisation, the layout that turns BERT tokens into word, sentence and report units, and the
+BERT text encoder both releases share.
 
 Two modes, chosen explicitly and recorded in every config:
 
 - ``faithful`` reproduces the official code (AFLoc@940e3d7 ``pretraining_dataset.py`` and
-  ``text_model.py``) including its quirks: the "max word count" test (``captions_per_image=5``
+  ``text_model.py``, which keep GLoRIA's ``create_path_2_sent_mapping``, ``process_text`` and
+  ``aggregate_tokens``) including its quirks: the "max word count" test (``captions_per_image=5``
   compared with ``==``) that drops every sentence after the running word count hits exactly 5;
   the ``[0-9]+\\.`` splitter that eats decimals ("4.5 cm" -> "", "5 cm"); single-token query
   sentences dropped; and word-level caption lengths counting "." separator tokens while an
@@ -28,8 +30,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
-from bench.methods._shared.encoders import sum_into_words, word_layout
+from .encoders import sum_into_words, sum_last_layers, word_layout
 
 TEXT_MODES = ("faithful", "corrected")
 WORD_NUM = 97  # data.text.word_num
@@ -311,3 +315,36 @@ def aggregate(hidden: torch.Tensor, batch: TextBatch) -> dict[str, torch.Tensor]
     report = words.sum(1) / t
     return {"words": words.transpose(1, 2), "sentences": sents.transpose(1, 2),
             "report": report}
+
+
+class TextEncoder(nn.Module):
+    """BERT (``.model``, so keys read ``text_encoder.model.*`` as in both releases), the sum of
+    its last `last_n_layers` hidden states, and the word, sentence and report units."""
+
+    def __init__(self, bert_config: dict[str, Any], last_n_layers: int = 4,
+                 bert: nn.Module | None = None):
+        super().__init__()
+        from transformers import BertConfig, BertModel
+
+        if bert is None:
+            bert = BertModel(BertConfig(**bert_config))
+        self.model = bert
+        self.last_n_layers = last_n_layers
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def forward(self, batch: TextBatch) -> dict[str, torch.Tensor]:
+        # BERT runs on the batch's longest caption, not the 97-token padding: masked keys add
+        # exactly zero to attention, and every slot past [SEP] is outside all word units, so
+        # the pad positions' states (zero-filled back here) never reach an embedding
+        t = batch.input_ids.shape[1]
+        n = max(int(batch.attention_mask.sum(1).max()), 1)
+        out = self.model(input_ids=batch.input_ids[:, :n],
+                         attention_mask=batch.attention_mask[:, :n],
+                         token_type_ids=batch.token_type_ids[:, :n], output_hidden_states=True)
+        hidden = sum_last_layers(out.hidden_states, self.last_n_layers)
+        if n < t:
+            hidden = F.pad(hidden, (0, 0, 0, t - n))
+        return aggregate(hidden, batch)

@@ -13,8 +13,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.methods._shared import bert_text as T
 from bench.methods._shared.encoders import build_wordpiece
-from bench.methods.afloc import text as T
 
 
 def test_faithful_five_word_cutoff_and_corrected():

@@ -122,3 +122,22 @@ def test_describe_labels_the_map_an_adaptation(method):
     assert info["inputs"]["localize"] == {"reader": "cv2-gray", "frame": "resize 224",
                                           "normalize": "imagenet"}
     assert "adaptation" in ConVIRTMethod.description
+
+
+def test_a_random_paper_model_from_a_tokenizer_without_config(tmp_path, monkeypatch):
+    """A text-encoder folder with a tokenizer only (benchmarks): roberta-base's architecture
+    (made small here), said so in the info."""
+    from bench.methods._shared.encoders import build_wordpiece
+    from bench.methods.convirt import presets
+
+    build_wordpiece(["no pneumonia"], 50).save_pretrained(tmp_path)
+    small = {**presets.ROBERTA_BASE, "hidden_size": 32, "num_hidden_layers": 1,
+             "num_attention_heads": 2, "intermediate_size": 64, "vocab_size": 10}
+    monkeypatch.setattr(presets, "ROBERTA_BASE", small)
+    m = ConVIRTMethod(preset="paper", text_encoder=str(tmp_path))
+    enc = m.model.linguistic.encoder
+    assert type(enc).__name__ == "RobertaModel" and enc.config.hidden_size == 32
+    assert enc.config.vocab_size == len(m.tokenizer) > 10
+    assert "roberta-base architecture" in m.info["text_config"]
+    assert m.model.vis_proj[0].weight.shape == (768, 2048)
+    assert m.config()["random_init"] is True

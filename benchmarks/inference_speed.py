@@ -1,12 +1,13 @@
 """Inference throughput of the image-text methods: images/s for `localize` (one query per image)
 and `classify` (one pathology: its whole prompt set), random weights, random 512 x 512 images.
 
-`--preset paper` builds the paper-size models (ResNet-50 and a BERT-base width text encoder)
-with random weights and a WordPiece tokenizer made here (no download). Times on a shared CPU
-are noisy: compare methods within one run; take absolute times from a GPU.
+`--preset paper` builds the paper-size models (ResNet-50 and a BERT-base width text encoder;
+RoBERTa-base for ConVIRT) with random weights and a WordPiece tokenizer made here (no
+download). Times on a shared CPU are noisy: compare methods within one run; take absolute
+times from a GPU.
 
-    python benchmarks/inference_speed.py --methods afloc,gloria --preset tiny
-    python benchmarks/inference_speed.py --methods afloc,gloria --preset paper --device cuda
+    python benchmarks/inference_speed.py --methods afloc,gloria,convirt --preset tiny
+    python benchmarks/inference_speed.py --methods afloc,gloria,convirt --preset paper --device cuda
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def measure(m, data: list[Sample], queries: list[list[Query]], pathology: str, n
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--methods", default="afloc,gloria")
+    ap.add_argument("--methods", default="afloc,gloria,convirt")
     ap.add_argument("--preset", default="tiny", choices=["tiny", "paper"])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--n", type=int, default=32, help="images per timed pass")

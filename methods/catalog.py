@@ -37,18 +37,33 @@ class MethodInfo:
     query_agnostic: bool = False
     description: str = ""
     hatch: str | None = None
+    # how the method's maps are made when it has no official localization: a footnote of every
+    # table that shows its localization results
+    map_note: str = ""
 
 
 _ROWS = (
     # the paper's chest-X-ray rows (Okabe-Ito; ReContrast in Tol's dark red)
     MethodInfo("recontrast", "ReContrast", "#663333", ANOMALY, "one-class"),
     MethodInfo("rdpp", "RD++", "#CC79A7", ANOMALY, "one-class"),
-    MethodInfo("convirt", "ConVIRT", "#F0E442", IMAGE_TEXT, "zero-shot image-text"),
+    MethodInfo("convirt", "ConVIRT", "#F0E442", IMAGE_TEXT, "zero-shot image-text",
+               module="bench.methods.convirt.method",
+               capabilities=("localize", "classify", "free-text", "trainable"),
+               description="ConVIRT: global image-report contrastive (ViLMedic convirt-mimic); "
+                           "maps are the harness's adaptation (vis_proj at each layer4 cell x "
+                           "text), not official",
+               map_note="ConVIRT is global-only; its maps here are the harness's adaptation, "
+                        "not an official method: vis_proj applied at each layer4 location "
+                        "(7 x 7) and the cosine with lin_proj(text)."),
     MethodInfo("gloria", "GLoRIA", "#56B4E9", IMAGE_TEXT, "zero-shot image-text",
                module="bench.methods.gloria.method",
                capabilities=("localize", "classify", "free-text", "trainable"),
                description="GLoRIA: global-local image-report alignment (maps: report x layer3 "
-                           "regions as AFLoc's code makes them, or word attention)"),
+                           "regions as AFLoc's code makes them, or word attention)",
+               map_note="GLoRIA has no official zero-shot localization; its maps here are the "
+                        "ones AFLoc's evaluation code makes from its modules (report embedding "
+                        "x layer3 regions); --method-arg gloria.map=attention gives GLoRIA's "
+                        "own word attention."),
     MethodInfo("biovil", "BioViL", "#009E73", IMAGE_TEXT, "zero-shot image-text"),
     MethodInfo("chexzero", "CheXzero", "#0072B2", IMAGE_TEXT, "zero-shot image-text"),
     MethodInfo("medklip", "MedKLIP", "#E69F00", IMAGE_TEXT, "zero-shot image-text"),

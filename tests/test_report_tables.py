@@ -79,6 +79,9 @@ indicate 95% CI.
 — no result in the store. Commands that would fill the empty cells:
     bench run --methods biovil,gloria --datasets ms-cxr --protocol afloc --prompt simple
     bench run --methods biovil --datasets ms-cxr --protocol afloc --prompt precise
+GLoRIA: GLoRIA has no official zero-shot localization; its maps here are the ones AFLoc's \
+evaluation code makes from its modules (report embedding x layer3 regions); --method-arg \
+gloria.map=attention gives GLoRIA's own word attention.
 """
 
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 LETTERBOX = "letterbox"  # long side to `size`, zero-pad the short side (GLoRIA/AFLoc)
 SQUARE = "square"  # plain resize to size x size, aspect ignored (CheXlocalize Grad-CAM, 320)
 SHORT_SIDE_CROP = "short_side_crop"  # Resize(short side) + CenterCrop (torchvision, AFLoc cls)
+RESIZE = "resize"  # torchvision Resize((size, size)) on a PIL image, aspect ignored (ConVIRT)
 ORIGINAL = "original"  # map is already at original resolution
 
 
@@ -94,6 +95,8 @@ def to_frame(image: np.ndarray, frame: Frame, interpolation: int = cv2.INTER_ARE
         return cv2.resize(image, (frame.size, frame.size), interpolation=interpolation)
     if frame.kind == SHORT_SIDE_CROP:
         return short_side_crop(image, frame.pre or frame.size, frame.size)
+    if frame.kind == RESIZE:
+        return pil_resize(image, frame.size)
     raise ValueError(f"unknown frame kind {frame.kind!r}")
 
 
@@ -109,6 +112,18 @@ def short_side_crop(image: np.ndarray, short: int, size: int) -> np.ndarray:
     pil = Image.fromarray(image)
     pil = TF.resize(pil, short, interpolation=TF.InterpolationMode.BILINEAR)
     return np.asarray(TF.center_crop(pil, size))
+
+
+def pil_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """torchvision `Resize((size, size))` on a PIL image (bilinear, antialiased when shrinking),
+    as ViLMedic's evaluation transform does: both sides to `size`, the aspect ignored. Unlike
+    `SQUARE` (cv2 INTER_AREA), the pixels are torchvision's own."""
+    import torchvision.transforms.functional as TF
+    from PIL import Image
+
+    pil = TF.resize(Image.fromarray(image), [size, size],
+                    interpolation=TF.InterpolationMode.BILINEAR)
+    return np.asarray(pil)
 
 
 def resize_map(heatmap: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
@@ -130,7 +145,7 @@ def map_to_original(heatmap: np.ndarray, frame: Frame, hw: tuple[int, int]) -> n
     if frame.kind == ORIGINAL:
         return resize_map(heatmap, (h, w))
     m = resize_map(heatmap, (frame.size, frame.size))
-    if frame.kind == SQUARE:
+    if frame.kind in (SQUARE, RESIZE):  # the whole image, stretched to the square
         return resize_map(m, (h, w))
     if frame.kind == LETTERBOX:
         canvas = frame.pre or frame.size

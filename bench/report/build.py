@@ -97,11 +97,23 @@ class TableResult:
                              "AFLoc with a checkpoint trained with only those alignment "
                              "levels, given with --method-arg afloc.checkpoint=...); run.json "
                              "records it as method_tag.")
+        notes.extend(map_notes(self.runs))
         if self.unavailable:
             notes.append(f"{MISSING} no adapter registered in this harness for "
                          + ", ".join(self.unavailable) + ": their cells stay empty "
                          "(`bench list methods` shows what is registered).")
         return notes
+
+
+def map_notes(runs: list[Run]) -> list[str]:
+    """The catalog's note on how a method's maps are made, once per method whose localization
+    results the table shows (e.g. ConVIRT's maps: the harness's adaptation)."""
+    from bench.methods.catalog import CATALOG
+
+    names = dict.fromkeys(str(r.info.get("method")) for r in runs
+                          if r.info.get("task") == "localization")
+    return [f"{CATALOG[n].display}: {CATALOG[n].map_note}" for n in names
+            if n in CATALOG and CATALOG[n].map_note]
 
 
 def _tag(sel: Sel) -> str | None:

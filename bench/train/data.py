@@ -6,8 +6,10 @@ letterbox from which AFLoc center-crops and GLoRIA random-crops 224) and records
 id, raw report, labels and view. Methods that declare the same pre-frame share the cache. Each
 method then applies its own crop, text cleaning and augmentation.
 
-- `ImagePairs`: frontal images with their raw reports (image-text pretraining; MIMIC-CXR's
-  MS-CXR studies held out, see `with_ms_cxr_held_out`);
+- `ImagePairs`: frontal images with their raw reports, and the report's FINDINGS and IMPRESSION
+  where the adapter gives them (``meta["findings"]``, ``meta["impression"]``: a method may
+  order or pick sections its own way) (image-text pretraining; MIMIC-CXR's MS-CXR studies held
+  out, see `with_ms_cxr_held_out`);
 - `LabelledImages`: images with their definite labels (supervised classifiers);
 - `NormalImages`: images without any positive finding (one-class anomaly detection).
 
@@ -35,6 +37,8 @@ from bench.store import atomic_write, atomic_write_json
 
 FRONTAL = {"PA", "AP", "FRONTAL"}
 VIEWS = ("frontal", "all")
+SECTIONS = ("findings", "impression")  # report sections kept where the adapter gives them
+RECORDS_VERSION = 2  # 2: records hold the sections (a cache without them is rebuilt)
 
 
 @dataclass
@@ -47,6 +51,7 @@ class Prepared:
     labels: list[dict[str, int]]
     views: list[str]
     skipped: dict[str, int] = field(default_factory=dict)
+    sections: list[dict[str, str] | None] | None = None  # per frame; None: not recorded
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -59,8 +64,8 @@ def cache_identity(dataset: Any, recipe: Recipe, views: str, limit: int | None) 
     return json.loads(json.dumps({
         "dataset": f"{cls.__module__}.{cls.__qualname__}",
         "root": str(getattr(dataset, "root", None)), "split": getattr(dataset, "split", None),
-        "config": config, "recipe": recipe.describe(), "views": views, "limit": limit},
-        default=str))
+        "config": config, "recipe": recipe.describe(), "views": views, "limit": limit,
+        "records": RECORDS_VERSION}, default=str))
 
 
 def cache_folder(cache: Path, split: str, recipe: Recipe, views: str) -> Path:
@@ -82,13 +87,14 @@ def prepare(dataset: Any, recipe: Recipe, views: str = "frontal",
         if meta.get("identity") == identity:  # else rebuilt: other data, options or recipe
             frames = np.load(cache / "images.npy", mmap_mode="r")
             return Prepared(frames, meta["ids"], meta["reports"], meta["labels"], meta["views"],
-                            meta["skipped"])
+                            meta["skipped"], meta.get("sections"))
     read = READERS[recipe.reader]
     n = len(dataset) if limit is None else min(limit, len(dataset))
     skipped: Counter[str] = Counter()
     frames: list[np.ndarray] = []
     ids: list[str] = []
     reports: list[str | None] = []
+    sections: list[dict[str, str] | None] = []
     labels: list[dict[str, int]] = []
     kept_views: list[str] = []
     it: Any = range(n)
@@ -108,6 +114,7 @@ def prepare(dataset: Any, recipe: Recipe, views: str = "frontal",
         frames.append(to_frame(read(s), recipe.frame))
         ids.append(str(s.id))
         reports.append(s.report)
+        sections.append(report_sections(s.meta))
         labels.append({k: int(v) for k, v in s.labels.items()})
         kept_views.append(view)
     size = recipe.frame.size if recipe.frame.kind != "original" else 0
@@ -120,21 +127,30 @@ def prepare(dataset: Any, recipe: Recipe, views: str = "frontal",
             mm.flush()
             del mm
         atomic_write_json(cache / "records.json", {
-            "identity": identity, "ids": ids, "reports": reports, "labels": labels,
+            "identity": identity, "ids": ids, "reports": reports, "sections": sections,
+            "labels": labels,
             "views": kept_views, "skipped": dict(skipped)})
-    return Prepared(stack, ids, reports, labels, kept_views, dict(skipped))
+    return Prepared(stack, ids, reports, labels, kept_views, dict(skipped), sections)
+
+
+def report_sections(meta: dict[str, Any]) -> dict[str, str] | None:
+    """The sample's FINDINGS and IMPRESSION as its adapter recorded them (None: neither)."""
+    found = {k: meta[k] for k in SECTIONS if isinstance(meta.get(k), str)}
+    return found or None
 
 
 # -- the three kinds ---------------------------------------------------------------------------
 
 @dataclass
 class ImagePairs:
-    """Frontal images and their raw reports, as prepared (methods clean the text)."""
+    """Frontal images and their raw reports, as prepared (methods clean the text); `sections`
+    holds each report's FINDINGS / IMPRESSION where the adapter gave them."""
 
     frames: np.ndarray
     reports: list[str | None]
     ids: list[str]
     skipped: dict[str, int]
+    sections: list[dict[str, str] | None] | None = None
 
 
 @dataclass
@@ -175,7 +191,7 @@ def is_normal(labels: dict[str, int], normal_label: str = "No Finding") -> bool 
 
 
 def pairs_of(p: Prepared) -> ImagePairs:
-    return ImagePairs(p.frames, p.reports, p.ids, p.skipped)
+    return ImagePairs(p.frames, p.reports, p.ids, p.skipped, p.sections)
 
 
 def labelled_of(p: Prepared, pathologies: tuple[str, ...]) -> LabelledImages:

@@ -13,7 +13,7 @@ from .runner import RunSpec
 
 # The embedded default: baselines (and AFLoc when a checkpoint is available) on the synthetic
 # world; `shapes` stands in when the synthetic world is not installed.
-DEFAULT_METHODS = ("afloc", "gloria", "center", "random", "oracle")
+DEFAULT_METHODS = ("afloc", "gloria", "convirt", "center", "random", "oracle")
 DEFAULT_DATASETS = ("synthetic-rsna", "synthetic-ms-cxr", "synthetic-covid-rural",
                     "synthetic-siim")
 FALLBACK_DATASETS = ("shapes",)

@@ -304,3 +304,23 @@ class TrainingData:
     def describe(self) -> dict[str, Any]:
         return {"dataset": self.dataset_name, "root": self.root, "options": self.options,
                 "splits": self.splits, "limit": self.limit}
+
+
+def seeded_loader(ds: Any, batch_size: int, *, shuffle: bool, drop_last: bool, epoch: int,
+                  seed: int, rank: int = 0, world: int = 1, workers: int = 0,
+                  collate_fn: Any = None) -> Any:
+    """The DataLoader of every pair task: shuffled by a generator seeded with (seed, epoch), so
+    a run repeats exactly and resumes where it stopped; under ``torchrun`` a DistributedSampler
+    (same seed, set to the epoch) gives each rank its share."""
+    import torch
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    sampler = None
+    if world > 1:
+        sampler = DistributedSampler(ds, world, rank, shuffle=shuffle, seed=seed,
+                                     drop_last=drop_last)
+        sampler.set_epoch(epoch)
+    g = torch.Generator().manual_seed(seed * 1000 + epoch)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle and sampler is None,
+                      sampler=sampler, drop_last=drop_last, num_workers=workers,
+                      collate_fn=collate_fn, generator=g)

@@ -254,6 +254,20 @@ def caption_spans(caption: str) -> list[tuple[int, int]]:
     return spans
 
 
+class CaptionCollate:
+    """Stacks uint8 frames into a normalised batch and tokenises their captions (runs in the
+    loader workers): the batch of AFLoc's and GLoRIA's training tasks."""
+
+    def __init__(self, processor: TextProcessor):
+        self.processor = processor
+
+    def __call__(self, items: list[tuple[np.ndarray, str]]) -> tuple[torch.Tensor, TextBatch]:
+        from bench.imaging.recipes import to_tensor
+
+        frames = np.stack([f for f, _ in items])
+        return to_tensor(frames), self.processor.encode([c for _, c in items])
+
+
 class TextProcessor:
     """Tokenises captions and builds `TextBatch`es (the CPU half of the text encoder)."""
 

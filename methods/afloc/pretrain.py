@@ -24,19 +24,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
-from bench.imaging.recipes import to_tensor
 from bench.methods._shared import contrastive as L
 from bench.methods._shared.bert_text import (
-    TextBatch,
+    CaptionCollate,
     TextProcessor,
     augment_caption,
     clean_report,
     full_caption,
 )
 from bench.methods._shared.encoders import tokenizer_to_json
-from bench.train.data import ImagePairs
+from bench.train.data import ImagePairs, seeded_loader
 from bench.train.loop import Optimization, Scheduled, TrainTask
 
 from . import checkpoint as ck
@@ -97,17 +96,6 @@ class PairDataset(Dataset):
         return self.pairs.frame(i), caption
 
 
-class Collate:
-    """Stacks frames and tokenises captions (runs in the loader workers)."""
-
-    def __init__(self, processor: TextProcessor):
-        self.processor = processor
-
-    def __call__(self, items: list[tuple[np.ndarray, str]]) -> tuple[torch.Tensor, TextBatch]:
-        frames = np.stack([f for f, _ in items])
-        return to_tensor(frames), self.processor.encode([c for _, c in items])
-
-
 class AFLocTask(TrainTask):
     """What the shared loop needs to pretrain AFLoc: the official optimisation (Adam, betas
     (0.5, 0.999), weight decay 1e-6, StepLR per epoch, gradient clipping 0.25)."""
@@ -140,17 +128,11 @@ class AFLocTask(TrainTask):
     def running(self) -> AbstractContextManager:
         return L.local_impl(self.local_impl, self.compile_losses)
 
-    def _loader(self, ds: PairDataset, shuffle: bool, epoch: int, rank: int, world: int,
+    def _loader(self, ds: Any, shuffle: bool, epoch: int, rank: int, world: int,
                 drop_last: bool) -> DataLoader:
-        sampler = None
-        if world > 1:
-            sampler = DistributedSampler(ds, world, rank, shuffle=shuffle, seed=self.seed,
-                                         drop_last=drop_last)
-            sampler.set_epoch(epoch)
-        g = torch.Generator().manual_seed(self.seed * 1000 + epoch)
-        return DataLoader(ds, batch_size=self.bs, shuffle=shuffle and sampler is None,
-                          sampler=sampler, drop_last=drop_last, num_workers=self.workers,
-                          collate_fn=Collate(self.processor), generator=g)
+        return seeded_loader(ds, self.bs, shuffle=shuffle, drop_last=drop_last, epoch=epoch,
+                             seed=self.seed, rank=rank, world=world, workers=self.workers,
+                             collate_fn=CaptionCollate(self.processor))
 
     def train_loader(self, epoch: int, rank: int, world: int) -> DataLoader:
         self.train_set.epoch = epoch

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from bench.errors import UsageError
 from bench.imaging.recipes import to_tensor
@@ -36,7 +36,7 @@ from bench.methods._shared.encoders import (
     load_pretrained_text,
     tokenizer_to_json,
 )
-from bench.train.data import ImagePairs, TrainingData
+from bench.train.data import ImagePairs, TrainingData, seeded_loader
 from bench.train.loop import Optimization, Scheduled, TrainTask, seed_everything
 
 from . import checkpoint as ck
@@ -142,17 +142,11 @@ class ConVIRTTask(TrainTask):
             "train_loss"
         return Optimization([optim], [Scheduled(sched, "epoch", monitor=monitor)])
 
-    def _loader(self, ds: PairDataset, shuffle: bool, epoch: int, rank: int, world: int,
+    def _loader(self, ds: Any, shuffle: bool, epoch: int, rank: int, world: int,
                 drop_last: bool) -> DataLoader:
-        sampler = None
-        if world > 1:
-            sampler = DistributedSampler(ds, world, rank, shuffle=shuffle, seed=self.seed,
-                                         drop_last=drop_last)
-            sampler.set_epoch(epoch)
-        g = torch.Generator().manual_seed(self.seed * 1000 + epoch)
-        return DataLoader(ds, batch_size=self.bs, shuffle=shuffle and sampler is None,
-                          sampler=sampler, drop_last=drop_last, num_workers=self.workers,
-                          collate_fn=Collate(self.tokenize), generator=g)
+        return seeded_loader(ds, self.bs, shuffle=shuffle, drop_last=drop_last, epoch=epoch,
+                             seed=self.seed, rank=rank, world=world, workers=self.workers,
+                             collate_fn=Collate(self.tokenize))
 
     def train_loader(self, epoch: int, rank: int, world: int) -> DataLoader:
         self.train_set.epoch = epoch

@@ -37,19 +37,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from bench.errors import UsageError
 from bench.imaging.geometry import Frame, center_crop
-from bench.imaging.recipes import Recipe, to_tensor
+from bench.imaging.recipes import Recipe
 from bench.methods._shared import contrastive as L
-from bench.methods._shared.bert_text import TextBatch, TextProcessor, clean_report
+from bench.methods._shared.bert_text import CaptionCollate, TextProcessor, clean_report
 from bench.methods._shared.encoders import (
     build_wordpiece,
     load_pretrained_text,
     tokenizer_to_json,
 )
-from bench.train.data import ImagePairs, TrainingData
+from bench.train.data import ImagePairs, TrainingData, seeded_loader
 from bench.train.loop import Optimization, Scheduled, TrainTask, seed_everything
 
 from . import checkpoint as ck
@@ -111,15 +111,6 @@ def sentences_of(pairs: ImagePairs, text_mode: str) -> tuple[np.ndarray, list[li
     return np.asarray(keep, dtype=np.int64), sentences, dict(skipped)
 
 
-class Collate:
-    def __init__(self, processor: TextProcessor):
-        self.processor = processor
-
-    def __call__(self, items: list[tuple[np.ndarray, str]]) -> tuple[torch.Tensor, TextBatch]:
-        return (to_tensor(np.stack([f for f, _ in items])),
-                self.processor.encode([c for _, c in items]))
-
-
 class GLoRIATask(TrainTask):
     grad_clip = 0.25
 
@@ -143,18 +134,12 @@ class GLoRIATask(TrainTask):
     def running(self) -> AbstractContextManager:
         return L.local_impl(self.local_impl, self.compile_losses)
 
-    def _loader(self, ds: SentencePairs, shuffle: bool, epoch: int, rank: int, world: int,
+    def _loader(self, ds: Any, shuffle: bool, epoch: int, rank: int, world: int,
                 drop_last: bool) -> DataLoader:
         ds.epoch = epoch
-        sampler = None
-        if world > 1:
-            sampler = DistributedSampler(ds, world, rank, shuffle=shuffle, seed=self.seed,
-                                         drop_last=drop_last)
-            sampler.set_epoch(epoch)
-        g = torch.Generator().manual_seed(self.seed * 1000 + epoch)
-        return DataLoader(ds, batch_size=self.bs, shuffle=shuffle and sampler is None,
-                          sampler=sampler, drop_last=drop_last, num_workers=self.workers,
-                          collate_fn=Collate(self.processor), generator=g)
+        return seeded_loader(ds, self.bs, shuffle=shuffle, drop_last=drop_last, epoch=epoch,
+                             seed=self.seed, rank=rank, world=world, workers=self.workers,
+                             collate_fn=CaptionCollate(self.processor))
 
     def train_loader(self, epoch: int, rank: int, world: int) -> DataLoader:
         return self._loader(self.train_set, True, epoch, rank, world, drop_last=True)

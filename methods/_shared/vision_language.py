@@ -173,3 +173,29 @@ def heatmap_from_grid(grid: np.ndarray, size: int = 224) -> np.ndarray:
     t = torch.from_numpy(smooth)[None, None]
     return F.interpolate(t, size=(size, size), mode="bilinear",
                          align_corners=False)[0, 0].numpy()
+
+
+def is_released_checkpoint(checkpoint: str | None) -> bool:
+    """A checkpoint file that is not the harness's safetensors (a released pickle)."""
+    from pathlib import Path
+
+    from .checkpoints import is_safetensors
+
+    return (checkpoint is not None and Path(checkpoint).is_file()
+            and not is_safetensors(checkpoint))
+
+
+def text_encoder_identity(options: dict[str, Any], default: str) -> dict[str, Any] | None:
+    """For `Method.weights_identity`: the text encoder named by a folder or Hugging Face id
+    wherever one is read, i.e. given, or `default` for a released checkpoint (which does not
+    carry its tokenizer) and for the paper preset's random initialisation; None otherwise."""
+    from .encoders import source_identity
+
+    source = options.get("text_encoder")
+    if source is None:
+        ckpt = options.get("checkpoint")
+        if not is_released_checkpoint(ckpt) and not (ckpt is None
+                                                     and options.get("preset") == "paper"):
+            return None
+        source = default
+    return {"text_encoder": source_identity(str(source))}

@@ -25,7 +25,6 @@ from bench.methods._shared.bert_text import TEXT_MODES, TextProcessor, clean_que
 from bench.methods._shared.encoders import (
     build_wordpiece,
     load_tokenizer,
-    source_identity,
     tokenizer_from_json,
 )
 from bench.methods._shared.vision_language import (
@@ -33,6 +32,7 @@ from bench.methods._shared.vision_language import (
     VisionLanguageMethod,
     heatmap_from_grid,
     softmax_pair,
+    text_encoder_identity,
 )
 from bench.methods.base import Option, parse_bool
 from bench.registry import register_method
@@ -189,15 +189,7 @@ class AFLocMethod(VisionLanguageMethod):
     def weights_identity(cls, options: dict[str, Any]) -> dict[str, Any] | None:
         """The tokenizer (and BERT) named by a folder or Hugging Face id, where one is read: an
         official checkpoint, the paper preset's random initialisation, or any given one."""
-        source = options.get("text_encoder")
-        if source is None:
-            ckpt = options.get("checkpoint")
-            official = (ckpt is not None and Path(ckpt).is_file()
-                        and not shared_ck.is_safetensors(ckpt))
-            if not official and not (ckpt is None and options.get("preset") == "paper"):
-                return None
-            source = presets.DEFAULT_TEXT_ENCODER
-        return {"text_encoder": source_identity(str(source))}
+        return text_encoder_identity(options, presets.DEFAULT_TEXT_ENCODER)
 
     train_presets = presets.PRESETS
     train_option_specs: ClassVar[dict[str, Option]] = {

@@ -31,9 +31,13 @@ from bench.methods._shared import checkpoints as shared_ck
 from bench.methods._shared.encoders import (
     build_wordpiece,
     load_tokenizer,
-    source_identity,
 )
-from bench.methods._shared.vision_language import VisionLanguageMethod, softmax_pair
+from bench.methods._shared.vision_language import (
+    VisionLanguageMethod,
+    is_released_checkpoint,
+    softmax_pair,
+    text_encoder_identity,
+)
 from bench.methods.afloc.prompts import cxr_prompts, prompt_data
 from bench.methods.base import Option, fingerprint_path, parse_bool
 from bench.registry import register_method
@@ -200,16 +204,9 @@ class ConVIRTMethod(VisionLanguageMethod):
         """What is read beside the checkpoint: the tokenizer and text config named by a folder
         or Hugging Face id (ViLMedic's checkpoint, the paper preset's random initialisation, or
         any given), and the zoo's config.yml that sets ViLMedic's text cleaning."""
+        out = text_encoder_identity(options, presets.DEFAULT_TEXT_ENCODER)
         ckpt = options.get("checkpoint")
-        official = (ckpt is not None and Path(ckpt).is_file()
-                    and not shared_ck.is_safetensors(ckpt))
-        source = options.get("text_encoder")
-        if source is None:
-            if not official and not (ckpt is None and options.get("preset") == "paper"):
-                return None
-            source = presets.DEFAULT_TEXT_ENCODER
-        out: dict[str, Any] = {"text_encoder": source_identity(str(source))}
-        if official:
+        if out is not None and is_released_checkpoint(ckpt):
             zoo = Path(ckpt).with_name(ck.ZOO_CONFIG)
             out["zoo_config"] = fingerprint_path(zoo) if zoo.is_file() else None
         return out

@@ -43,10 +43,14 @@ from bench.methods._shared.encoders import (
     TINY_BERT,
     build_wordpiece,
     load_tokenizer,
-    source_identity,
     tokenizer_from_json,
 )
-from bench.methods._shared.vision_language import SIGMA, VisionLanguageMethod, heatmap_from_grid
+from bench.methods._shared.vision_language import (
+    SIGMA,
+    VisionLanguageMethod,
+    heatmap_from_grid,
+    text_encoder_identity,
+)
 from bench.methods.base import Option, parse_bool
 from bench.registry import register_method
 from bench.types import Capabilities, Sample
@@ -247,15 +251,7 @@ class GLoRIAMethod(VisionLanguageMethod):
     @classmethod
     def weights_identity(cls, options: dict[str, Any]) -> dict[str, Any] | None:
         """The tokenizer named by a folder or Hugging Face id, where one is read."""
-        source = options.get("text_encoder")
-        if source is None:
-            ckpt = options.get("checkpoint")
-            official = (ckpt is not None and Path(ckpt).is_file()
-                        and not shared_ck.is_safetensors(ckpt))
-            if not official and not (ckpt is None and options.get("preset") == "paper"):
-                return None
-            source = DEFAULT_TEXT_ENCODER
-        return {"text_encoder": source_identity(str(source))}
+        return text_encoder_identity(options, DEFAULT_TEXT_ENCODER)
 
     train_presets = ("paper", "tiny")
     train_option_specs: ClassVar[dict[str, Option]] = {

@@ -75,6 +75,20 @@ class TrainRequest:
                                                                  self.dataset)
 
 
+def preset_settings(req: TrainRequest, preset: dict[str, Any]) -> dict[str, Any]:
+    """The loop's settings of a method's preset, with the request's values where given: epochs,
+    batch size, learning rate, BatchNorm recalibration, and early stopping where the preset has
+    it (the method's ``early_stopping`` option overrides it)."""
+    out = {"epochs": req.epochs or preset["epochs"],
+           "batch_size": req.batch_size or preset["batch_size"],
+           "lr": req.lr or preset["lr"],
+           "bn_recalibration": (preset["bn_recalibration"] if req.bn_recalibration is None
+                                else req.bn_recalibration)}
+    if "early_stopping" in preset:
+        out["early_stopping"] = req.option("early_stopping") or preset["early_stopping"]
+    return out
+
+
 def check_request(req: TrainRequest) -> type:
     """The method class, after checking the request's method options and preset."""
     from bench.options import check_option_names

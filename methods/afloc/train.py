@@ -15,18 +15,19 @@ from bench.methods._shared.bert_text import full_caption
 from bench.methods._shared.encoders import build_wordpiece, load_pretrained_text
 from bench.train.data import TrainingData
 from bench.train.loop import seed_everything
+from bench.train.run import preset_settings
 
 from . import presets
 from .imaging import TRAIN_PREFRAMES
 from .model import AFLocModel, parse_levels
 from .pretrain import AFLocTask, clean_pairs
 
-PRESET_EPOCHS = {"paper": 5, "tiny": 10}
-PRESET_BATCH = {"paper": 128, "tiny": 16}
-PRESET_LR = {"paper": 2e-5, "tiny": 1e-3}
-# batches of precise BN after each epoch (bench.train.batchnorm): off in the official recipe;
-# on for tiny, whose BatchNorm averages lag its fast-moving weights (512 images, ~3 s per epoch)
-PRESET_BN_RECALIBRATION = {"paper": 0, "tiny": 32}
+# paper: the official 5 epochs of batch 128 at lr 2e-5; tiny: 10 epochs of batch 16 at lr 1e-3.
+# bn_recalibration: batches of precise BN after each epoch (bench.train.batchnorm): off in the
+# official recipe; on for tiny, whose BatchNorm averages lag its fast-moving weights (512
+# images, ~3 s per epoch)
+PRESETS = {"paper": {"epochs": 5, "batch_size": 128, "lr": 2e-5, "bn_recalibration": 0},
+           "tiny": {"epochs": 10, "batch_size": 16, "lr": 1e-3, "bn_recalibration": 32}}
 
 
 class AFLocTrainTask(AFLocTask):
@@ -72,16 +73,9 @@ def make_task(req: Any, data: TrainingData) -> tuple[AFLocTask, dict[str, Any]]:
         model = AFLocModel(cfg, bert=bert)
     if req.channels_last:
         model.img_encoder.use_channels_last()
-    settings = {
-        "epochs": req.epochs or PRESET_EPOCHS[req.preset],
-        "batch_size": req.batch_size or PRESET_BATCH[req.preset],
-        "lr": req.lr or PRESET_LR[req.preset],
-        "gamma": req.option("gamma"),
-        "bn_recalibration": (PRESET_BN_RECALIBRATION[req.preset] if req.bn_recalibration is None
-                             else req.bn_recalibration),
-        "text_mode": text_mode, "levels": list(levels),
-        "local_impl": req.option("local_impl"),
-    }
+    settings = {**preset_settings(req, PRESETS[req.preset]), "gamma": req.option("gamma"),
+                "text_mode": text_mode, "levels": list(levels),
+                "local_impl": req.option("local_impl")}
     info = {"model": cfg.to_json(), "text_mode": text_mode, "levels": list(levels),
             "image_weights": model.img_encoder.weights_note, "val_split": data.split("val"),
             "pre_frame": recipe.describe(),

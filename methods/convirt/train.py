@@ -38,6 +38,7 @@ from bench.methods._shared.encoders import (
 )
 from bench.train.data import ImagePairs, TrainingData, seeded_loader
 from bench.train.loop import Optimization, Scheduled, TrainTask, seed_everything
+from bench.train.run import preset_settings
 
 from . import checkpoint as ck
 from . import presets
@@ -45,11 +46,10 @@ from .imaging import EVAL, TRAIN_PREFRAME, random_crop_flip
 from .model import ConVIRTModel
 from .text import TextBatch, Tokenize, clean_text, report_caption
 
-PRESET_EPOCHS = {"paper": 99, "tiny": 10}
-PRESET_BATCH = {"paper": 32, "tiny": 16}
-PRESET_LR = {"paper": 5e-5, "tiny": 1e-3}
-PRESET_BN_RECALIBRATION = {"paper": 0, "tiny": 32}
-PRESET_EARLY_STOPPING = {"paper": 20, "tiny": None}
+PRESETS = {"paper": {"epochs": 99, "batch_size": 32, "lr": 5e-5, "bn_recalibration": 0,
+                     "early_stopping": 20},
+           "tiny": {"epochs": 10, "batch_size": 16, "lr": 1e-3, "bn_recalibration": 32,
+                    "early_stopping": None}}
 # ViLMedic's lr_decay_params
 PLATEAU = {"factor": 0.5, "patience": 5, "threshold": 0.01, "threshold_mode": "abs",
            "min_lr": 1e-6}
@@ -209,12 +209,7 @@ def make_task(req: Any, data: TrainingData) -> tuple[ConVIRTTask, dict[str, Any]
     if req.channels_last:
         model.visual.use_channels_last()
     settings = {
-        "epochs": req.epochs or PRESET_EPOCHS[req.preset],
-        "batch_size": req.batch_size or PRESET_BATCH[req.preset],
-        "lr": req.lr or PRESET_LR[req.preset],
-        "bn_recalibration": (PRESET_BN_RECALIBRATION[req.preset] if req.bn_recalibration is None
-                             else req.bn_recalibration),
-        "early_stopping": req.option("early_stopping") or PRESET_EARLY_STOPPING[req.preset],
+        **preset_settings(req, PRESETS[req.preset]),
         "text_clean": text_clean, "hflip": bool(req.option("hflip")),
         "optimizer": "RAdam", "lr_decay": {"ReduceLROnPlateau": PLATEAU},
         "loss": {"tau": cfg.tau, "lambda": cfg.lam},

@@ -51,6 +51,7 @@ from bench.methods._shared.encoders import (
 )
 from bench.train.data import ImagePairs, TrainingData, seeded_loader
 from bench.train.loop import Optimization, Scheduled, TrainTask, seed_everything
+from bench.train.run import preset_settings
 
 from . import checkpoint as ck
 from .method import DEFAULT_TEXT_ENCODER, preset_config
@@ -204,15 +205,8 @@ def make_task(req: Any, data: TrainingData) -> tuple[GLoRIATask, dict[str, Any]]
     if req.channels_last:
         model.img_encoder.use_channels_last()
     preset = PRESETS[req.preset]
-    settings = {
-        "epochs": req.epochs or preset["epochs"],
-        "batch_size": req.batch_size or preset["batch_size"],
-        "lr": req.lr or preset["lr"],
-        "bn_recalibration": (preset["bn_recalibration"] if req.bn_recalibration is None
-                             else req.bn_recalibration),
-        "early_stopping": req.option("early_stopping") or preset["early_stopping"],
-        "text_mode": text_mode, "local_impl": req.option("local_impl"), "full_report": full,
-    }
+    settings = {**preset_settings(req, preset), "text_mode": text_mode,
+                "local_impl": req.option("local_impl"), "full_report": full}
     info = {"model": cfg.to_json(), "text_mode": text_mode,
             "image_weights": model.img_encoder.weights_note, "val_split": data.split("val"),
             "pre_frame": PRE_FRAME.describe(),

@@ -153,15 +153,27 @@ def test_killed_run_resumes_to_the_same_rows(tmp_path):
     assert not list(rows_dir.glob(".*tmp"))
 
 
-def test_score_reads_npy_maps_and_matches_oracle(tmp_path, capsys):
+def _npy_maps(tmp_path: Path, make) -> tuple[Path, list[Path]]:
+    """One `.npy` map per finding of `shapes`, named as `bench score` reads them; `make(finding)`
+    gives its pixels. Returns the folder and the files in order."""
     ds = get_dataset("shapes")()
     maps = tmp_path / "maps"
     maps.mkdir()
+    paths = []
     for i in range(len(ds)):
         s = ds.load(i)
         for f in s.findings:
-            gt224 = mask_to_letterbox(f.mask).astype(np.float32)
-            np.save(maps / f"{s.id}__{f.query_id}.npy", gt224)
+            paths.append(maps / f"{s.id}__{f.query_id}.npy")
+            np.save(paths[-1], make(f))
+    return maps, paths
+
+
+def _letterboxed_gt(f) -> np.ndarray:
+    return mask_to_letterbox(f.mask).astype(np.float32)
+
+
+def test_score_reads_npy_maps_and_matches_oracle(tmp_path, capsys):
+    maps, _ = _npy_maps(tmp_path, _letterboxed_gt)
     code, out, err = run_cli(["score", "--maps", str(maps), "--dataset", "shapes", "--frame",
                               "letterbox:224", "--bootstrap", "50", "--results-dir",
                               str(tmp_path / "res"), "--json"], capsys)
@@ -331,14 +343,7 @@ def test_run_is_refused_after_its_labels_change_and_says_when_reused(tmp_path, c
 
 
 def test_score_run_is_refused_after_its_maps_change(tmp_path, capsys):
-    ds = get_dataset("shapes")()
-    maps = tmp_path / "maps"
-    maps.mkdir()
-    for i in range(len(ds)):
-        s = ds.load(i)
-        for f in s.findings:
-            np.save(maps / f"{s.id}__{f.query_id}.npy",
-                    mask_to_letterbox(f.mask).astype(np.float32))
+    maps, _ = _npy_maps(tmp_path, _letterboxed_gt)
     args = ["score", "--maps", str(maps), "--dataset", "shapes", "--frame", "letterbox:224",
             "--bootstrap", "20", "--results-dir", str(tmp_path / "res")]
     code, out, err = run_cli(args, capsys)
@@ -358,17 +363,8 @@ def test_score_run_is_refused_after_its_maps_change(tmp_path, capsys):
 # -- issue 18, item 13: maps and disk errors name their file ----------------------------------
 
 def _one_map_folder(tmp_path: Path) -> tuple[Path, Path]:
-    ds = get_dataset("shapes")()
-    maps = tmp_path / "maps"
-    maps.mkdir()
-    first = None
-    for i in range(len(ds)):
-        s = ds.load(i)
-        for f in s.findings:
-            p = maps / f"{s.id}__{f.query_id}.npy"
-            np.save(p, f.mask.astype(np.float32))
-            first = first or p
-    return maps, first
+    maps, paths = _npy_maps(tmp_path, lambda f: f.mask.astype(np.float32))
+    return maps, paths[0]
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -415,15 +411,8 @@ def _score_rows(tmp_path: Path, maps: Path, name: str, capsys, *extra: str):
 
 
 def _gt_maps(tmp_path: Path) -> Path:
-    ds = get_dataset("shapes")()
-    maps = tmp_path / "maps"
-    maps.mkdir()
-    for i in range(len(ds)):
-        s = ds.load(i)
-        for f in s.findings:  # a blurred GT: not constant, so every map has a contrast
-            m = mask_to_letterbox(f.mask).astype(np.float32)
-            np.save(maps / f"{s.id}__{f.query_id}.npy", m + np.linspace(0, 0.1, 224)[None])
-    return maps
+    # a blurred GT: not constant, so every map has a contrast
+    return _npy_maps(tmp_path, lambda f: _letterboxed_gt(f) + np.linspace(0, 0.1, 224)[None])[0]
 
 
 @pytest.mark.parametrize("protocol", ["afloc", "chexlocalize"])

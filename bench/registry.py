@@ -199,9 +199,6 @@ class Registry:
         out.update({k: v for k, v in self._entries.items() if k not in self._broken})
         return dict(sorted(out.items()))
 
-    def broken(self, name: str) -> Broken | None:
-        return self._broken.get(name)
-
     def load_plugins(self) -> dict[str, Any]:
         """The plugins only (what `bench list methods` must import to describe them)."""
         out: dict[str, Any] = {}

@@ -11,6 +11,7 @@ import pkgutil
 import numpy as np
 import pytest
 
+from bench.methods.base import LEARNING_TYPES
 from bench.methods.catalog import CATALOG, FAMILIES, builtin_modules
 from bench.registry import METHODS
 
@@ -54,7 +55,7 @@ def test_each_adapter_says_what_its_row_says(name):
     info, cls = CATALOG[name], METHODS.get(name)
     assert cls.__module__ == info.module
     assert cls.capabilities.as_list() == list(info.capabilities)
-    assert cls.learning == info.learning
+    assert cls.learning == info.learning and info.learning in LEARNING_TYPES
     assert cls.query_agnostic == info.query_agnostic
     assert cls.description == info.description
     assert info.family in FAMILIES

@@ -39,7 +39,6 @@ from bench.imaging.io import (
     gloria_uint8,
     minmax_uint8,
     read_dicom_gloria,
-    read_image_meta,
     stored_values,
 )
 
@@ -169,9 +168,3 @@ def to_tensor(frames: np.ndarray | list[np.ndarray], normalize: str = "half"):
     m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
     return ((x - m) / s).contiguous()
-
-
-def read_sample_file(path: str | Path) -> tuple[np.ndarray, dict]:
-    """(image, meta) for a file outside any dataset, as an adapter would decode it."""
-    image, meta = read_image_meta(path)
-    return image, {"path": str(path), **meta}

@@ -109,6 +109,29 @@ def _densenet_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+class NHWCBackbone(nn.Module):
+    """An image encoder whose backbone (``self.model``) can run channels-last (NHWC): the same
+    function in the layout oneDNN runs faster on CPU (the tiny preset's first conv, BatchNorm
+    and max-pool take about 3x less time) and cuDNN's tensor-core kernels prefer. Checkpoints are
+    saved contiguous, so the layout never reaches a file."""
+
+    model: nn.Module
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether the backbone's weights are NHWC (read off its first convolution, so it
+        cannot disagree with them)."""
+        conv = next(m for m in self.model.modules() if isinstance(m, nn.Conv2d))
+        return conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+    def use_channels_last(self, enabled: bool = True) -> NHWCBackbone:
+        return self.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
+
+    def in_layout(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` in the backbone's layout."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
 def feature_taps(net: nn.Module, x: torch.Tensor, taps: Collection[str]) -> dict[str, torch.Tensor]:
     """The outputs of the named children of `net` (of ``net.features`` for a DenseNet), run in
     order up to the deepest one asked for: ResNets' ``layer1..layer4`` after the stem, a

@@ -22,7 +22,13 @@ import torch.nn.functional as F
 
 from bench.methods._shared import contrastive as L
 from bench.methods._shared.bert_text import TextBatch, TextEncoder
-from bench.methods._shared.encoders import SMALL_WIDTHS, build_cnn, feature_taps, stage_channels
+from bench.methods._shared.encoders import (
+    SMALL_WIDTHS,
+    NHWCBackbone,
+    build_cnn,
+    feature_taps,
+    stage_channels,
+)
 
 LEVELS = ("word", "sentence", "report")
 
@@ -85,7 +91,7 @@ def build_backbone(cfg: AFLocConfig) -> tuple[nn.Module, int, int, int, str]:
     return net, c2, c3, c4, note
 
 
-class ImageEncoder(nn.Module):
+class ImageEncoder(NHWCBackbone):
     def __init__(self, cfg: AFLocConfig, dim: int):
         super().__init__()
         self.input_size = cfg.input_size
@@ -101,26 +107,13 @@ class ImageEncoder(nn.Module):
                         m.weight.mul_(cfg.local_init_scale)
         self.pool = nn.AdaptiveAvgPool2d((1, 1))
 
-    @property
-    def channels_last(self) -> bool:
-        """Whether the backbone's weights are NHWC (read off them, so it cannot disagree)."""
-        return self.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-
-    def use_channels_last(self, enabled: bool = True) -> ImageEncoder:
-        """Run the backbone in NHWC (weights and activations): the same function in the layout
-        oneDNN runs faster on CPU (the tiny preset's first conv, BatchNorm and max-pool take
-        about 3x less time) and cuDNN's tensor-core kernels prefer (not yet timed on a GPU).
-        Checkpoints are saved contiguous, so the layout never reaches a file."""
-        return self.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
-
     def forward(self, x: torch.Tensor, need_global: bool = True,
                 need_words: bool = True) -> dict[str, torch.Tensor]:
         m = self.model
         if self.input_size and x.shape[-1] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                               align_corners=True)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.in_layout(x)
         taps = feature_taps(m, x, ("layer2", "layer3"))
         # this order (embedders, then layer4) is kept on purpose: layer3's output feeds three
         # ops, and backward sums their gradients in the reverse order of the forward pass, so

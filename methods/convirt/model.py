@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from bench.methods._shared.encoders import SMALL_WIDTHS, build_cnn, stage_channels
+from bench.methods._shared.encoders import SMALL_WIDTHS, NHWCBackbone, build_cnn, stage_channels
 
 from .loss import LAMBDA, TAU, convirt_loss, unit
 from .text import MAX_LENGTH, TextBatch
@@ -83,7 +83,7 @@ def mlp(n_in: int, n_hidden: int, n_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_in, n_hidden), nn.ReLU(), nn.Linear(n_hidden, n_out))
 
 
-class VisualEncoder(nn.Module):
+class VisualEncoder(NHWCBackbone):
     """The backbone up to its average pool as ``model`` (children 0-8)."""
 
     def __init__(self, cfg: ConVIRTConfig):
@@ -97,20 +97,9 @@ class VisualEncoder(nn.Module):
         self.model = nn.Sequential(*(getattr(net, n) for n in names), pool)
         self.channels = stage_channels(cfg.arch, cfg.small_widths)[-1]
 
-    @property
-    def channels_last(self) -> bool:
-        """Whether the backbone's weights are NHWC (read off them, so it cannot disagree)."""
-        return self.model[0].weight.is_contiguous(memory_format=torch.channels_last)
-
-    def use_channels_last(self, enabled: bool = True) -> VisualEncoder:
-        """Run the backbone in NHWC: the same function, faster on CPU (see AFLoc's encoder);
-        checkpoints are saved contiguous."""
-        return self.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
-
     def layer4(self, x: torch.Tensor) -> torch.Tensor:
         """[B, C, h, w] (7 x 7 at 224)."""
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.in_layout(x)
         for module in list(self.model)[:8]:
             x = module(x)
         return x

@@ -29,7 +29,13 @@ import torch.nn.functional as F
 
 from bench.methods._shared import contrastive as L
 from bench.methods._shared.bert_text import TextBatch, TextEncoder
-from bench.methods._shared.encoders import SMALL_WIDTHS, build_cnn, feature_taps, stage_channels
+from bench.methods._shared.encoders import (
+    SMALL_WIDTHS,
+    NHWCBackbone,
+    build_cnn,
+    feature_taps,
+    stage_channels,
+)
 
 # GLoRIA's cnn_backbones declare the intermediate (layer3) width as 1024 for every ResNet, also
 # resnet_18 whose layer3 has 256 channels; the released resnet_18 model's local branch follows
@@ -72,7 +78,7 @@ class GLoRIAConfig:
         return cls(**kw)
 
 
-class ImageEncoder(nn.Module):
+class ImageEncoder(NHWCBackbone):
     def __init__(self, cfg: GLoRIAConfig, dim: int):
         super().__init__()
         self.input_size = cfg.input_size
@@ -86,15 +92,6 @@ class ImageEncoder(nn.Module):
             with torch.no_grad():
                 self.local_embedder.weight.mul_(cfg.local_init_scale)
         self.pool = nn.AdaptiveAvgPool2d((1, 1))
-
-    @property
-    def channels_last(self) -> bool:
-        return self.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-
-    def use_channels_last(self, enabled: bool = True) -> ImageEncoder:
-        """NHWC backbone (weights and activations): the same function, faster on CPU and the
-        layout cuDNN's tensor cores prefer; checkpoints are saved contiguous."""
-        return self.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
 
     @property
     def local_branch_runs(self) -> bool:
@@ -112,8 +109,7 @@ class ImageEncoder(nn.Module):
         if self.input_size and x.shape[-1] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                               align_corners=True)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.in_layout(x)
         taps = feature_taps(self.model, x, ("layer3", "layer4"))
         out = {"global": self.global_embedder(self.pool(taps["layer4"]).flatten(1))}
         if need_local:

@@ -152,12 +152,6 @@ class AFLocTask(TrainTask):
         core = model.module if hasattr(model, "module") else model
         return core.loss(enc, gather=gather, max_elements=self.max_elements)
 
-    def batch_size(self, batch: Any) -> int:
-        return int(batch[0].shape[0])
-
-    def to_device(self, batch: Any, device: torch.device) -> Any:
-        return batch[0].to(device, non_blocking=True), batch[1].to(device)
-
     def export(self, path: Path) -> None:
         ck.save_weights(path, self.model.state_dict(), self.model.cfg.to_json(),
                         tokenizer_to_json(self.tokenizer))

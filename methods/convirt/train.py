@@ -164,12 +164,6 @@ class ConVIRTTask(TrainTask):
         core = model.module if hasattr(model, "module") else model
         return core.loss(visual, linguistic, gather)
 
-    def batch_size(self, batch: Any) -> int:
-        return int(batch[0].shape[0])
-
-    def to_device(self, batch: Any, device: torch.device) -> Any:
-        return batch[0].to(device, non_blocking=True), batch[1].to(device)
-
     def export(self, path: Path) -> None:
         cfg = self.model.cfg
         ck.save_weights(path, self.model.state_dict(), cfg.to_json(),

@@ -156,9 +156,6 @@ class GLoRIATask(TrainTask):
         core = model.module if hasattr(model, "module") else model
         return core.loss(model(images, text))
 
-    def to_device(self, batch: Any, device: torch.device) -> Any:
-        return batch[0].to(device, non_blocking=True), batch[1].to(device)
-
     def export(self, path: Path) -> None:
         ck.save_weights(path, self.model.state_dict(), self.model.cfg.to_json(),
                         tokenizer_to_json(self.tokenizer))

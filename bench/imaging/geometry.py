@@ -23,6 +23,7 @@ LETTERBOX = "letterbox"  # long side to `size`, zero-pad the short side (GLoRIA/
 SQUARE = "square"  # plain resize to size x size, aspect ignored (CheXlocalize Grad-CAM, 320)
 SHORT_SIDE_CROP = "short_side_crop"  # Resize(short side) + CenterCrop (torchvision, AFLoc cls)
 RESIZE = "resize"  # torchvision Resize((size, size)) on a PIL image, aspect ignored (ConVIRT)
+PIL_LETTERBOX = "pil_letterbox"  # long side to `size`, PIL Lanczos, zero pad (CheXzero)
 ORIGINAL = "original"  # map is already at original resolution
 
 
@@ -66,6 +67,28 @@ def letterbox_placement(h: int, w: int, size: int) -> Placement:
     return Placement(size, new_h, new_w, int(math.floor(pad / 2)), 0)
 
 
+def pil_letterbox_placement(h: int, w: int, size: int) -> Placement:
+    """CheXzero's ``data_process.preprocess``: both sides scaled by ``size / max(h, w)`` and
+    truncated (``int(x * ratio)``, so the long side can come out one short: 319 for a 77, 303 or
+    319 pixel side at 320), pasted at ``((size - new_w) // 2, (size - new_h) // 2)``."""
+    ratio = float(size) / max(h, w)
+    new_h, new_w = int(h * ratio), int(w * ratio)
+    return Placement(size, new_h, new_w, (size - new_h) // 2, (size - new_w) // 2)
+
+
+def pil_letterbox(image: np.ndarray, size: int) -> np.ndarray:
+    """CheXzero's ``preprocess`` on a uint8 grey image: PIL resize with Lanczos (the official
+    ``Image.ANTIALIAS``, its old name), pasted on a black ``size`` x ``size`` "L" canvas."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    p = pil_letterbox_placement(h, w, size)
+    resized = np.asarray(Image.fromarray(image).resize((p.new_w, p.new_h), Image.LANCZOS))
+    out = np.zeros((size, size) + image.shape[2:], dtype=image.dtype)
+    out[p.top:p.top + p.new_h, p.left:p.left + p.new_w] = resized
+    return out
+
+
 def letterbox(image: np.ndarray, size: int, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
     """GLoRIA/AFLoc `_resize_img`: resize the long side to `size` and zero-pad symmetrically."""
     h, w = image.shape[:2]
@@ -97,6 +120,8 @@ def to_frame(image: np.ndarray, frame: Frame, interpolation: int = cv2.INTER_ARE
         return short_side_crop(image, frame.pre or frame.size, frame.size)
     if frame.kind == RESIZE:
         return pil_resize(image, frame.size)
+    if frame.kind == PIL_LETTERBOX:
+        return pil_letterbox(image, frame.size)
     raise ValueError(f"unknown frame kind {frame.kind!r}")
 
 
@@ -147,6 +172,9 @@ def map_to_original(heatmap: np.ndarray, frame: Frame, hw: tuple[int, int]) -> n
     m = resize_map(heatmap, (frame.size, frame.size))
     if frame.kind in (SQUARE, RESIZE):  # the whole image, stretched to the square
         return resize_map(m, (h, w))
+    if frame.kind == PIL_LETTERBOX:
+        p = pil_letterbox_placement(h, w, frame.size)
+        return resize_map(m[p.top:p.top + p.new_h, p.left:p.left + p.new_w], (h, w))
     if frame.kind == LETTERBOX:
         canvas = frame.pre or frame.size
         if frame.pre:

@@ -11,10 +11,20 @@ A `Recipe` is three named choices, each the way an official code base does it:
     as ``cv2-gray``;
   - ``minmax-uint8``: hi-ml's ``remap_to_uint8`` for a DICOM (``(x - min) / (max - min) * 255``,
     truncated; AFLoc's RSNA classification loader); other files as ``cv2-gray``;
+  - ``equalize-hist``: MedKLIP's RSNA DICOM reader: the stored values (``pixel_array``, no
+    MONOCHROME1 inversion) ``/ 255``, then ``skimage.exposure.equalize_hist`` (256 bins over the
+    image's range, re-implemented in numpy), then ``(255 * x).astype(uint8)``; other files as
+    ``cv2-gray``;
+  - ``himl-load-image``: hi-ml's ``load_image`` (BioViL): the same min-max remap for every
+    file, PNG and JPEG included, then PIL ``convert("L")``;
 - a **frame** (`bench.imaging.geometry.Frame`): letterbox, square, short-side crop, ...;
 - a **normalisation** of the 0..255 grey frame, repeated to 3 channels: ``half``
   (``ToTensor`` + ``Normalize(0.5, 0.5)``, GLoRIA and AFLoc), ``imagenet`` (ImageNet mean and
-  std), ``unit`` (``ToTensor`` only, BioViL).
+  std), ``unit`` (``ToTensor`` only, BioViL), ``chexzero`` (``Normalize(101.48761, 83.43944)``
+  on the 0..255 values themselves, no ``ToTensor`` scaling: CheXzero's h5 pixels);
+- optionally a **tensor resize** after the normalisation (``tensor_resize``): torchvision
+  ``Resize(size, BICUBIC)`` on the normalised tensor with ``antialias=False``, as torchvision
+  0.11 did and CheXzero's transform does (320 -> 224).
 
 Every reader works from the Sample alone: a DICOM's stored values are recovered from the
 decoded image and the photometry its adapter recorded in ``meta["dicom"]``
@@ -49,6 +59,10 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
     "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
     "unit": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+}
+# (mean, std) applied to the 0..255 values (no division by 255 first), the same for every channel
+NORMALIZATIONS_255: dict[str, tuple[float, float]] = {
+    "chexzero": (101.48761, 83.43944),  # CheXzero's zero_shot.py / train.py
 }
 
 
@@ -119,8 +133,51 @@ def read_minmax_uint8(sample: Any) -> np.ndarray:
     return minmax_uint8(sample.image)
 
 
+def read_himl_load_image(sample: Any) -> np.ndarray:
+    """hi-ml's ``load_image`` (BioViL): every file's decoded values, DICOM or not, min-max
+    remapped to uint8 (``remap_to_uint8``, truncated), a colour image over all its channels at
+    once, then PIL's ``convert("L")``. As ``minmax-uint8``, the adapters' photometric fixes
+    (MONOCHROME1 inverted) come first."""
+    img = np.asarray(sample.image)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    u8 = minmax_uint8(img)
+    if u8.ndim == 3:
+        from PIL import Image
+
+        u8 = np.asarray(Image.fromarray(np.ascontiguousarray(u8)).convert("L"))
+    return np.ascontiguousarray(u8)
+
+
+def equalize_hist(image: np.ndarray, nbins: int = 256) -> np.ndarray:
+    """``skimage.exposure.equalize_hist`` of a float image: the cumulative histogram of `nbins`
+    bins over [min, max] (numpy's histogram), read at each value by linear interpolation
+    between the bin centres."""
+    x = np.asarray(image, dtype=np.float64)
+    hist, edges = np.histogram(x.ravel(), bins=nbins)
+    centers = (edges[:-1] + edges[1:]) / 2.0
+    cdf = hist.cumsum() / float(hist.sum())
+    return np.interp(x.ravel(), centers, cdf).reshape(x.shape)
+
+
+def read_equalize_hist(sample: Any) -> np.ndarray:
+    """MedKLIP's RSNA ``read_dcm``: ``pixel_array / 255`` -> ``equalize_hist`` -> uint8."""
+    if not _is_dicom(sample):
+        return read_cv2_gray(sample)
+    info = _dicom_meta(sample)
+    if info is None:
+        import pydicom
+
+        raw = pydicom.dcmread(sample.meta["path"]).pixel_array
+    else:
+        raw = stored_values(sample.image, info)
+    out = equalize_hist(np.asarray(raw).astype(float) / 255.0)
+    return np.ascontiguousarray((255 * out).astype(np.uint8))
+
+
 READERS = {"cv2-gray": read_cv2_gray, "read_from_dicom": read_from_dicom,
-           "minmax-uint8": read_minmax_uint8}
+           "minmax-uint8": read_minmax_uint8, "himl-load-image": read_himl_load_image,
+           "equalize-hist": read_equalize_hist}
 
 
 @dataclass(frozen=True)
@@ -130,26 +187,50 @@ class Recipe:
     reader: str = "cv2-gray"
     frame: Frame = Frame()
     normalize: str = "half"
+    # a final bicubic resize (antialias=False) of the normalised tensor to this side; None: none
+    tensor_resize: int | None = None
 
     def __post_init__(self) -> None:
         if self.reader not in READERS:
             raise ValueError(f"unknown pixel reader {self.reader!r} "
                              f"(known: {', '.join(READERS)})")
-        if self.normalize not in NORMALIZATIONS:
+        if self.normalize not in NORMALIZATIONS and self.normalize not in NORMALIZATIONS_255:
             raise ValueError(f"unknown normalisation {self.normalize!r} "
-                             f"(known: {', '.join(NORMALIZATIONS)})")
+                             f"(known: {', '.join([*NORMALIZATIONS, *NORMALIZATIONS_255])})")
 
     def pixels(self, sample: Any) -> np.ndarray:
         """The frame's uint8 grey pixels of one sample."""
         return to_frame(READERS[self.reader](sample), self.frame)
 
     def tensor(self, samples: list[Any]):
-        """float [N, 3, S, S]: the samples' frames, normalised."""
-        return to_tensor([self.pixels(s) for s in samples], self.normalize)
+        """float [N, 3, S, S]: the samples' frames, normalised (and resized: `tensor_resize`)."""
+        return self.finish([self.pixels(s) for s in samples])
+
+    def finish(self, frames: np.ndarray | list[np.ndarray]):
+        """The model's input from uint8 frames [N, S, S]: normalised, then `tensor_resize`."""
+        x = to_tensor(frames, self.normalize)
+        if self.tensor_resize is None:
+            return x
+        if self.normalize in NORMALIZATIONS_255 or all(
+                len(set(v)) == 1 for v in NORMALIZATIONS[self.normalize]):
+            # three equal channels: one grey image, resized once
+            return tensor_resize(x[:, :1], self.tensor_resize).expand(-1, 3, -1, -1).contiguous()
+        return tensor_resize(x, self.tensor_resize)
 
     def describe(self) -> dict[str, str]:
-        return {"reader": self.reader, "frame": self.frame.describe(),
-                "normalize": self.normalize}
+        out = {"reader": self.reader, "frame": self.frame.describe(),
+               "normalize": self.normalize}
+        if self.tensor_resize is not None:  # only where set: other recipes read as before
+            out["tensor_resize"] = f"{self.tensor_resize} bicubic antialias=False"
+        return out
+
+
+def tensor_resize(x: Any, size: int):
+    """torchvision ``Resize(size, BICUBIC, antialias=False)`` on a float [N, C, H, W] tensor
+    (the shorter side to `size`; no clamping of the float values)."""
+    import torchvision.transforms.functional as TF
+
+    return TF.resize(x, size, interpolation=TF.InterpolationMode.BICUBIC, antialias=False)
 
 
 def to_tensor(frames: np.ndarray | list[np.ndarray], normalize: str = "half"):
@@ -158,6 +239,10 @@ def to_tensor(frames: np.ndarray | list[np.ndarray], normalize: str = "half"):
 
     arr = torch.from_numpy(np.ascontiguousarray(np.stack(frames) if isinstance(frames, list)
                                                 else frames))
+    if normalize in NORMALIZATIONS_255:  # on the 0..255 values, one grey value per channel
+        m255, s255 = NORMALIZATIONS_255[normalize]
+        x = arr.float().sub_(m255).div_(s255)
+        return x.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
     x = arr.float().div_(255.0)
     mean, std = NORMALIZATIONS[normalize]
     if len(set(mean)) == 1 and len(set(std)) == 1:  # one grey value per channel: in place

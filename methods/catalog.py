@@ -64,18 +64,72 @@ _ROWS = (
                         "ones AFLoc's evaluation code makes from its modules (report embedding "
                         "x layer3 regions); --method-arg gloria.map=attention gives GLoRIA's "
                         "own word attention."),
-    MethodInfo("biovil", "BioViL", "#009E73", IMAGE_TEXT, "zero-shot image-text"),
-    MethodInfo("chexzero", "CheXzero", "#0072B2", IMAGE_TEXT, "zero-shot image-text"),
-    MethodInfo("medklip", "MedKLIP", "#E69F00", IMAGE_TEXT, "zero-shot image-text"),
+    MethodInfo("biovil", "BioViL", "#009E73", IMAGE_TEXT, "zero-shot image-text",
+               module="bench.methods.biovil.method",
+               capabilities=("localize", "classify", "free-text", "trainable"),
+               description="BioViL: ResNet-50 + CXR-BERT image-text model (hi-ml-multimodal); "
+                           "maps are the official inference engine's (patch x text cosine, "
+                           "Gaussian 1.5, NaN outside the crop)",
+               map_note="BioViL's maps are the official ImageTextInferenceEngine's: cosine of "
+                        "the normalised projected patch (15 x 15 at 480) and text embeddings, "
+                        "Gaussian sigma 1.5 in patch units, resized (nearest) to the centre "
+                        "crop's footprint and NaN outside it; protocols score only the pixels "
+                        "the crop saw."),
+    MethodInfo("chexzero", "CheXzero", "#0072B2", IMAGE_TEXT, "zero-shot image-text",
+               module="bench.methods.chexzero.method",
+               capabilities=("localize", "classify", "free-text", "trainable"),
+               description="CheXzero: OpenAI CLIP ViT-B/32 trained on MIMIC-CXR impressions "
+                           "(open_clip ViT-B-32-quickgelu; checkpoint ensembles averaged); maps "
+                           "are the harness's adaptation (patch tokens x text), not official",
+               map_note="CheXzero has no localization; its maps here are the harness's "
+                        "adaptation, not an official method: the cosine of the text embedding "
+                        "with each ViT-B/32 patch token taken through ln_post and proj (7 x 7 "
+                        "at 224); an ensemble's maps are averaged."),
+    MethodInfo("medklip", "MedKLIP", "#E69F00", IMAGE_TEXT, "zero-shot image-text",
+               module="bench.methods.medklip.method",
+               capabilities=("localize", "classify", "free-text", "trainable"),
+               description="MedKLIP: knowledge-enhanced entity queries decoded against image "
+                           "patches; grounding = mean decoder cross-attention (official)",
+               map_note="official RSNA grounding map: mean of the 4 decoder layers' "
+                        "cross-attention of the query, 14x14 blocks repeated 16x on "
+                        "Resize((224, 224)); free text and unseen classes go in as new queries "
+                        "through the text encoder (the paper's route)"),
     MethodInfo("afloc", "AFLoc", "#D55E00", IMAGE_TEXT, "zero-shot image-text",
                module="bench.methods.afloc.method",
                capabilities=("localize", "classify", "free-text", "trainable"),
                description="AFLoc: annotation-free localization (word/sentence/report "
                            "alignment)"),
     # CheXlocalize's saliency methods over a supervised classifier, RETFound (Tol muted)
-    MethodInfo("gradcam", "Grad-CAM", "#332288", SALIENCY, "supervised"),
-    MethodInfo("gradcampp", "Grad-CAM++", "#882255", SALIENCY, "supervised"),
-    MethodInfo("eigencam", "Eigen-CAM", "#117733", SALIENCY, "supervised"),
+    MethodInfo("gradcam", "Grad-CAM", "#332288", SALIENCY, "supervised",
+               module="bench.methods.cam.method", capabilities=("localize", "classify"),
+               description="Grad-CAM over a supervised classifier (pytorch-grad-cam; logit "
+                           "targets)",
+               map_note="targets are the classifier's logits (one per image and "
+                        "pathology); Grad-CAM is invariant to the sigmoid, Grad-CAM++ is not "
+                        "(its maps here are the logit's)."),
+    MethodInfo("gradcampp", "Grad-CAM++", "#882255", SALIENCY, "supervised",
+               module="bench.methods.cam.method", capabilities=("localize", "classify"),
+               description="Grad-CAM++ over a supervised classifier (pytorch-grad-cam; logit "
+                           "targets)",
+               map_note="targets are the classifier's logits (one per image and "
+                        "pathology); Grad-CAM is invariant to the sigmoid, Grad-CAM++ is not "
+                        "(its maps here are the logit's); the package's eq. 19 weights."),
+    MethodInfo("eigencam", "Eigen-CAM", "#117733", SALIENCY, "supervised",
+               module="bench.methods.cam.method", capabilities=("localize", "classify"),
+               query_agnostic=True,
+               description="Eigen-CAM over a supervised classifier (pytorch-grad-cam; ignores "
+                           "the target: one map per image)",
+               map_note="ignores the target: every pathology of an image gets the "
+                        "same map (the first principal component of the last features; its "
+                        "sign is arbitrary)."),
+    # the classifier the CAMs run over (bench train classifier); its own vivid violet, the one
+    # colour outside Tol's and Okabe-Ito's palettes, the farthest from all the others
+    MethodInfo("classifier", "Supervised classifier", "#9933FF", FINE_TUNED, "supervised",
+               module="bench.methods.classifier.method",
+               capabilities=("classify", "trainable"),
+               description="Supervised multi-label classifier (DenseNet-121 / ResNet-50 / "
+                           "ResNet-152, CheXpert uncertainty policies); probabilities = "
+                           "sigmoid(logits)"),
     MethodInfo("retfound", "RETFound", "#999933", FINE_TUNED, "supervised"),
     MethodInfo("human", "Human benchmark", "#FFFFFF", REFERENCES, "reference",
                module="bench.methods.human", capabilities=("localize",), hatch="////",

@@ -280,7 +280,7 @@ def test_afloc_rows_carry_sufficient_statistics():
 
 
 def test_unknown_protocol_and_option():
-    assert set(PROTOCOLS) == {"afloc", "chexlocalize"}
+    assert set(PROTOCOLS) == {"afloc", "chexlocalize", "medklip-rsna"}
     with pytest.raises(UsageError):
         get_protocol("nope")
     with pytest.raises(UsageError):

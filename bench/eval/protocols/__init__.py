@@ -8,10 +8,12 @@ from bench.errors import UsageError
 from bench.eval.protocols.afloc import AflocProtocol
 from bench.eval.protocols.base import Protocol
 from bench.eval.protocols.chexlocalize import ChexlocalizeProtocol
+from bench.eval.protocols.medklip import MedklipRsnaProtocol
 
 PROTOCOLS: dict[str, type[Protocol]] = {
     AflocProtocol.name: AflocProtocol,
     ChexlocalizeProtocol.name: ChexlocalizeProtocol,
+    MedklipRsnaProtocol.name: MedklipRsnaProtocol,
 }
 
 
@@ -26,4 +28,5 @@ def get_protocol(name: str, **options: Any) -> Protocol:
     return cls(**options)
 
 
-__all__ = ["PROTOCOLS", "AflocProtocol", "ChexlocalizeProtocol", "Protocol", "get_protocol"]
+__all__ = ["PROTOCOLS", "AflocProtocol", "ChexlocalizeProtocol", "MedklipRsnaProtocol", "Protocol",
+           "get_protocol"]

@@ -21,6 +21,7 @@ COMMANDS = {
     "list": "bench.cli.list_cmd:list_cmd",
     "run": "bench.cli.run_cmd:run_cmd",
     "score": "bench.cli.score_cmd:score_cmd",
+    "export-maps": "bench.cli.export_cmd:export_cmd",
     "synth": "bench.cli.synth_cmd:synth_cmd",
     "data": "bench.cli.data_cmd:data_cmd",
     "train": "bench.cli.train_cmd:train_cmd",

@@ -23,7 +23,7 @@ from bench.types import CLASSIFICATION, LOCALIZATION
 @click.option("--datasets", help="Comma-separated dataset names (default: the synthetic world).")
 @click.option("--split", default=None, help="Dataset split (default: each dataset's own).")
 @click.option("--protocol", default="afloc", show_default=True,
-              help="Localization protocol: afloc or chexlocalize.")
+              help="Localization protocol: afloc, chexlocalize or medklip-rsna.")
 @click.option("--prompt", type=click.Choice(["simple", "precise"]), default="simple",
               show_default=True, help="Category prompt, or the dataset's own phrase.")
 @click.option("--task", type=click.Choice(["all", LOCALIZATION, CLASSIFICATION]), default="all",
@@ -70,8 +70,9 @@ def run_cmd(methods, datasets, split, protocol, prompt, task, n_boot, seed, devi
                                 method_names, {m: c.option_specs for m, c in classes.items()})
     all_synthetic = all(getattr(get_dataset(d), "synthetic", False) for d in dataset_names)
     for m, cls in classes.items():
-        if not cls.capabilities.trainable or "checkpoint" in m_opts[m]:
-            continue
+        if "checkpoint" in m_opts[m] or not (cls.capabilities.trainable
+                                             or cls.default_checkpoint() is not None):
+            continue  # (CAMs are not trainable but default to the trained classifier)
         # The default checkpoint is a tiny model pretrained on the synthetic MIMIC set: it is
         # meant for the synthetic world only, never silently for real data.
         default_ckpt = cls.default_checkpoint()
@@ -79,8 +80,9 @@ def run_cmd(methods, datasets, split, protocol, prompt, task, n_boot, seed, devi
             m_opts[m]["checkpoint"] = default_ckpt
             notes.append(f"{m} uses the default synthetic-world checkpoint {default_ckpt}")
         else:
+            trainer = m if cls.capabilities.trainable else "classifier"  # a CAM's classifier
             notes.append(f"{m} has no checkpoint: its weights are random (pass --method-arg "
-                         f"{m}.checkpoint=PATH or train one with bench train {m})")
+                         f"{m}.checkpoint=PATH or train one with bench train {trainer})")
     if root and len(dataset_names) != 1:
         raise UsageError("--root names one dataset's folder; pass a single --datasets name")
     d_opts = distribute_options(parse_kv(dataset_arg, dataset_names, "--dataset-arg"),

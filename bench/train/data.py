@@ -10,7 +10,8 @@ method then applies its own crop, text cleaning and augmentation.
   where the adapter gives them (``meta["findings"]``, ``meta["impression"]``: a method may
   order or pick sections its own way) (image-text pretraining; MIMIC-CXR's MS-CXR studies held
   out, see `with_ms_cxr_held_out`);
-- `LabelledImages`: images with their definite labels (supervised classifiers);
+- `LabelledImages`: images with their definite labels and which labels are uncertain (CheXpert's
+  -1, from ``meta["chexpert"]`` or ``meta["uncertain"]``) (supervised classifiers);
 - `NormalImages`: images without any positive finding (one-class anomaly detection).
 
 With a cache folder, the frames are an ``images.npy`` memory map and the records a JSON file,
@@ -38,7 +39,7 @@ from bench.store import atomic_write, atomic_write_json
 FRONTAL = {"PA", "AP", "FRONTAL"}
 VIEWS = ("frontal", "all")
 SECTIONS = ("findings", "impression")  # report sections kept where the adapter gives them
-RECORDS_VERSION = 2  # 2: records hold the sections (a cache without them is rebuilt)
+RECORDS_VERSION = 3  # 2: records hold the sections; 3: and the uncertain labels (else rebuilt)
 
 
 @dataclass
@@ -52,6 +53,7 @@ class Prepared:
     views: list[str]
     skipped: dict[str, int] = field(default_factory=dict)
     sections: list[dict[str, str] | None] | None = None  # per frame; None: not recorded
+    uncertain: list[list[str]] | None = None  # per frame: labels given as uncertain (-1)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -87,7 +89,7 @@ def prepare(dataset: Any, recipe: Recipe, views: str = "frontal",
         if meta.get("identity") == identity:  # else rebuilt: other data, options or recipe
             frames = np.load(cache / "images.npy", mmap_mode="r")
             return Prepared(frames, meta["ids"], meta["reports"], meta["labels"], meta["views"],
-                            meta["skipped"], meta.get("sections"))
+                            meta["skipped"], meta.get("sections"), meta.get("uncertain"))
     read = READERS[recipe.reader]
     n = len(dataset) if limit is None else min(limit, len(dataset))
     skipped: Counter[str] = Counter()
@@ -96,6 +98,7 @@ def prepare(dataset: Any, recipe: Recipe, views: str = "frontal",
     reports: list[str | None] = []
     sections: list[dict[str, str] | None] = []
     labels: list[dict[str, int]] = []
+    uncertain: list[list[str]] = []
     kept_views: list[str] = []
     it: Any = range(n)
     if progress:
@@ -116,6 +119,7 @@ def prepare(dataset: Any, recipe: Recipe, views: str = "frontal",
         reports.append(s.report)
         sections.append(report_sections(s.meta))
         labels.append({k: int(v) for k, v in s.labels.items()})
+        uncertain.append(uncertain_labels(s.meta))
         kept_views.append(view)
     size = recipe.frame.size if recipe.frame.kind != "original" else 0
     stack = np.stack(frames) if frames else np.zeros((0, size, size), np.uint8)
@@ -128,9 +132,20 @@ def prepare(dataset: Any, recipe: Recipe, views: str = "frontal",
             del mm
         atomic_write_json(cache / "records.json", {
             "identity": identity, "ids": ids, "reports": reports, "sections": sections,
-            "labels": labels,
+            "labels": labels, "uncertain": uncertain,
             "views": kept_views, "skipped": dict(skipped)})
-    return Prepared(stack, ids, reports, labels, kept_views, dict(skipped), sections)
+    return Prepared(stack, ids, reports, labels, kept_views, dict(skipped), sections, uncertain)
+
+
+def uncertain_labels(meta: dict[str, Any]) -> list[str]:
+    """The labels a sample gives as uncertain: ``meta["uncertain"]`` (names), or the -1 values
+    of ``meta["chexpert"]`` (the raw CheXpert row MIMIC-CXR's adapter keeps)."""
+    if meta.get("uncertain") is not None:
+        return sorted(str(k) for k in meta["uncertain"])
+    raw = meta.get("chexpert")
+    if not isinstance(raw, dict):
+        return []
+    return sorted(str(k) for k, v in raw.items() if isinstance(v, (int, float)) and v == -1)
 
 
 def report_sections(meta: dict[str, Any]) -> dict[str, str] | None:
@@ -155,13 +170,15 @@ class ImagePairs:
 
 @dataclass
 class LabelledImages:
-    """Images and a label matrix [N, P] over `pathologies` (NaN where a label is not given)."""
+    """Images and a label matrix [N, P] over `pathologies` (NaN where a label is not given);
+    `uncertain` [N, P] is True where the label was given as uncertain (its entry is NaN)."""
 
     frames: np.ndarray
     labels: np.ndarray
     pathologies: tuple[str, ...]
     ids: list[str]
     skipped: dict[str, int]
+    uncertain: np.ndarray | None = None
 
 
 @dataclass
@@ -200,7 +217,11 @@ def labelled_of(p: Prepared, pathologies: tuple[str, ...]) -> LabelledImages:
         for j, name in enumerate(pathologies):
             if name in lab:
                 matrix[i, j] = lab[name]
-    return LabelledImages(p.frames, matrix, tuple(pathologies), p.ids, p.skipped)
+    unsure = np.zeros(matrix.shape, dtype=bool)
+    for i, names in enumerate(p.uncertain or []):
+        for j, name in enumerate(pathologies):
+            unsure[i, j] = name in names and np.isnan(matrix[i, j])
+    return LabelledImages(p.frames, matrix, tuple(pathologies), p.ids, p.skipped, unsure)
 
 
 def normals_of(p: Prepared) -> NormalImages:

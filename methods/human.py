@@ -43,7 +43,7 @@ class HumanBenchmark(Method):
     def _masks(self, sample: Sample) -> dict[str, np.ndarray]:
         if self._source is None:
             raise UsageError("the human benchmark needs its CheXlocalize dataset bound first")
-        return self._source.hb_masks(sample.id)
+        return self._source.hb_masks(cxr_id(sample))
 
     def localize(self, samples: list[Sample], queries: list[list[Query]]) -> list[list[np.ndarray]]:
         out = []
@@ -60,9 +60,15 @@ class HumanBenchmark(Method):
             raise UsageError("the human benchmark needs its CheXlocalize dataset bound first")
         out = []
         for s, qs in zip(samples, queries):
-            pts = self._source.hb_points(s.id)
+            pts = self._source.hb_points(cxr_id(s))
             out.append([_as_points(pts.get(q.pathology)) for q in qs])
         return out
+
+
+def cxr_id(sample: Sample) -> str:
+    """The benchmark files' key of a sample: its CheXlocalize ``cxr_id`` (the synthetic world's
+    ids carry a ``synthetic-`` prefix its files do not)."""
+    return str(sample.meta.get("cxr_id", sample.id))
 
 
 def _as_points(value) -> list[list[float]]:

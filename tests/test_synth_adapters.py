@@ -294,3 +294,27 @@ def test_a_synthetic_set_is_identified_by_its_world_not_its_files(tmp_path):
     want = replace(spec, split=ds.split, data_stamp=ds.data_stamp)
     assert "inputs" not in result.info["identity"]
     assert result.info["fingerprint"] == want.fingerprint()
+
+
+def test_human_benchmark_reads_the_synthetic_worlds_files():
+    """The synthetic samples' ids carry a prefix; the benchmark is keyed by cxr_id."""
+    from bench.registry import get_method
+    from bench.types import Query
+
+    ds = open_set("synthetic-chexlocalize", split="test")
+    hb = json.loads((tiny_world() / "chexlocalize" / "CheXlocalize" /
+                     "hb_segmentations_test.json").read_text())
+    pts = json.loads((tiny_world() / "chexlocalize" / "CheXlocalize" /
+                      "hb_salient_pt_test.json").read_text())
+    human = get_method("human")()
+    human.bind(ds, "chexlocalize")
+    s = ds.load(0)
+    tasks = sorted(hb[s.meta["cxr_id"]])
+    maps = human.localize([s], [[Query(t, t, t) for t in tasks]])[0]
+    for task, m in zip(tasks, maps):
+        rle = hb[s.meta["cxr_id"]][task]
+        want = mask_util.decode({"size": rle["size"], "counts": rle["counts"].encode()})
+        assert ((m > 0) == (want > 0)).all()
+    got = human.points([s], [[Query(t, t, t) for t in tasks]])[0]
+    assert got == [[list(map(float, p)) for p in pts[s.meta["cxr_id"]].get(t, [])]
+                   for t in tasks]

@@ -287,7 +287,9 @@ class TrainingData:
             raise ValueError(f"split must be 'train' or 'val', not {which!r}")
         return self.splits[which]
 
-    def _prepare(self, which: str, recipe: Recipe, views: str) -> Prepared | None:
+    def prepared(self, which: str, recipe: Recipe, views: str = "frontal") -> Prepared | None:
+        """Every record of the split's frames (reports, sections, labels, uncertain labels), for
+        a task that needs more of a pair than `pairs` keeps (MedKLIP's triplets: the labels)."""
         split = self.split(which)
         if split is None:
             return None
@@ -302,7 +304,7 @@ class TrainingData:
         return prepare(ds, recipe, views, where, self.progress and self.rank == 0, self.limit)
 
     def pairs(self, which: str, recipe: Recipe) -> ImagePairs | None:
-        p = self._prepare(which, recipe, "frontal")
+        p = self.prepared(which, recipe, "frontal")
         if p is None:
             return None
         if which == "train" and not any(r for r in p.reports):
@@ -312,14 +314,14 @@ class TrainingData:
 
     def labelled(self, which: str, recipe: Recipe,
                  pathologies: tuple[str, ...] | None = None) -> LabelledImages | None:
-        p = self._prepare(which, recipe, "all")
+        p = self.prepared(which, recipe, "all")
         if p is None:
             return None
         names = tuple(pathologies or self.dataset_class.pathologies)
         return labelled_of(p, names)
 
     def normals(self, which: str, recipe: Recipe) -> NormalImages | None:
-        p = self._prepare(which, recipe, "all")
+        p = self.prepared(which, recipe, "all")
         return None if p is None else normals_of(p)
 
     def describe(self) -> dict[str, Any]:

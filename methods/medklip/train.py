@@ -218,7 +218,7 @@ class MedKLIPTask(TrainTask):
 
 def _pairs(data: TrainingData, which: str, recipe: Any, files: list[str] | None
            ) -> TripletPairs | None:
-    prepared = data._prepare(which, recipe, "frontal")  # the pairs with their labels
+    prepared = data.prepared(which, recipe, "frontal")  # the pairs with their labels
     if prepared is None:
         return None
     if files is None:
@@ -246,7 +246,7 @@ def make_task(req: Any, data: TrainingData) -> tuple[MedKLIPTask, dict[str, Any]
     if req.preset == "tiny":
         from transformers import BertConfig, BertModel
 
-        corpus = [r for r in data._prepare("train", TRAIN_PREFRAME, "frontal").reports if r]
+        corpus = [r for r in data.prepared("train", TRAIN_PREFRAME, "frontal").reports if r]
         tokenizer = build_wordpiece(corpus + texts + queries.position_texts(),
                                     vocab_size=req.option("vocab_size"))
         cfg.text_config["vocab_size"] = int(tokenizer.vocab_size)

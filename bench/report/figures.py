@@ -256,7 +256,10 @@ def draw_fig3(view: StoreView) -> Drawn:
         ax.set_ylabel("IoU")
         ax.set_xlim(-0.6, len(table.spec.columns) - 0.4)
         title, color = _synth_title(f"{letter}. {label}", table.synthetic_datasets)
-        ax.set_title(title.replace("\n", "  "), loc="left", color=color, fontweight="bold")
+        # the legend takes the line above the axes; the title sits above it (a long synthetic
+        # title and five methods' legend overlapped on one line)
+        ax.set_title(title.replace("\n", "  "), loc="left", color=color, fontweight="bold",
+                     pad=16)
         handles = [Rectangle((0, 0), 1, 1, facecolor=METHOD_COLORS.get(m, "#777777"),
                              edgecolor="black", linewidth=0.4,
                              hatch=METHOD_HATCHES.get(m)) for m in methods]

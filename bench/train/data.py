@@ -347,3 +347,28 @@ def seeded_loader(ds: Any, batch_size: int, *, shuffle: bool, drop_last: bool, e
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle and sampler is None,
                       sampler=sampler, drop_last=drop_last, num_workers=workers,
                       collate_fn=collate_fn, generator=g)
+
+
+class SplitLoaders:
+    """`train_loader` and `val_loader` of a task that has `train_set` (with an `epoch`
+    attribute: its augmentation draws), `val_set` (None, or fewer than 2 items: no validation),
+    `bs`, `seed`, `workers` and a `collate_fn()`; both through `seeded_loader`."""
+
+    def collate_fn(self) -> Any:
+        raise NotImplementedError
+
+    def _loader(self, ds: Any, shuffle: bool, epoch: int, rank: int, world: int,
+                drop_last: bool) -> Any:
+        return seeded_loader(ds, self.bs, shuffle=shuffle, drop_last=drop_last, epoch=epoch,
+                             seed=self.seed, rank=rank, world=world, workers=self.workers,
+                             collate_fn=self.collate_fn())
+
+    def train_loader(self, epoch: int, rank: int, world: int) -> Any:
+        self.train_set.epoch = epoch
+        return self._loader(self.train_set, True, epoch, rank, world, drop_last=True)
+
+    def val_loader(self, epoch: int, rank: int, world: int) -> Any:
+        if self.val_set is None or len(self.val_set) < 2:
+            return []
+        return self._loader(self.val_set, False, 0, rank, world,
+                            drop_last=len(self.val_set) >= self.bs * world)

@@ -40,13 +40,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from bench.errors import UsageError
 from bench.imaging.recipes import to_tensor
 from bench.methods._shared.contrastive import contrastive, local_similarity
 from bench.methods._shared.encoders import build_wordpiece, tokenizer_to_json
-from bench.train.data import ImagePairs, TrainingData, seeded_loader
+from bench.train.data import ImagePairs, SplitLoaders, TrainingData
 from bench.train.loop import Optimization, Scheduled, TrainTask, seed_everything
 from bench.train.run import preset_settings
 
@@ -170,7 +170,7 @@ def biovil_loss(img_patch: torch.Tensor, txt_cls: torch.Tensor, txt_tokens: torc
     return out
 
 
-class BioViLTask(TrainTask):
+class BioViLTask(SplitLoaders, TrainTask):
     def __init__(self, model: BioViLModel, tokenizer: Any, train: ReportPairs,
                  val: ReportPairs | None, batch_size: int, lr: float, epochs: int,
                  seed: int = 1, num_workers: int = 0, info: dict[str, Any] | None = None):
@@ -189,21 +189,8 @@ class BioViLTask(TrainTask):
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=max(self.epochs, 1))
         return Optimization([optim], [Scheduled(sched, "epoch")])
 
-    def _loader(self, ds: Any, shuffle: bool, epoch: int, rank: int, world: int,
-                drop_last: bool) -> DataLoader:
-        return seeded_loader(ds, self.bs, shuffle=shuffle, drop_last=drop_last, epoch=epoch,
-                             seed=self.seed, rank=rank, world=world, workers=self.workers,
-                             collate_fn=Collate(self.tokenize))
-
-    def train_loader(self, epoch: int, rank: int, world: int) -> DataLoader:
-        self.train_set.epoch = epoch
-        return self._loader(self.train_set, True, epoch, rank, world, drop_last=True)
-
-    def val_loader(self, epoch: int, rank: int, world: int) -> Any:
-        if self.val_set is None or len(self.val_set) < 2:
-            return []
-        return self._loader(self.val_set, False, 0, rank, world,
-                            drop_last=len(self.val_set) >= self.bs * world)
+    def collate_fn(self) -> Any:
+        return Collate(self.tokenize)
 
     def loss(self, model: torch.nn.Module, batch: Any, gather: Any) -> dict[str, torch.Tensor]:
         images, text = batch

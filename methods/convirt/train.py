@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from bench.errors import UsageError
 from bench.imaging.recipes import to_tensor
@@ -36,7 +36,7 @@ from bench.methods._shared.encoders import (
     load_pretrained_text,
     tokenizer_to_json,
 )
-from bench.train.data import ImagePairs, TrainingData, seeded_loader
+from bench.train.data import ImagePairs, SplitLoaders, TrainingData
 from bench.train.loop import Optimization, Scheduled, TrainTask, seed_everything
 from bench.train.run import preset_settings
 
@@ -119,7 +119,7 @@ class Collate:
         return to_tensor(frames, "imagenet"), self.tokenize([c for _, c in items], cleaned=True)
 
 
-class ConVIRTTask(TrainTask):
+class ConVIRTTask(SplitLoaders, TrainTask):
     """What the shared loop needs to train ConVIRT: ViLMedic's optimisation (RAdam, plateau
     decay on the validation loss) and the ConVIRT loss."""
 
@@ -142,21 +142,8 @@ class ConVIRTTask(TrainTask):
             "train_loss"
         return Optimization([optim], [Scheduled(sched, "epoch", monitor=monitor)])
 
-    def _loader(self, ds: Any, shuffle: bool, epoch: int, rank: int, world: int,
-                drop_last: bool) -> DataLoader:
-        return seeded_loader(ds, self.bs, shuffle=shuffle, drop_last=drop_last, epoch=epoch,
-                             seed=self.seed, rank=rank, world=world, workers=self.workers,
-                             collate_fn=Collate(self.tokenize))
-
-    def train_loader(self, epoch: int, rank: int, world: int) -> DataLoader:
-        self.train_set.epoch = epoch
-        return self._loader(self.train_set, True, epoch, rank, world, drop_last=True)
-
-    def val_loader(self, epoch: int, rank: int, world: int) -> Any:
-        if self.val_set is None or len(self.val_set) < 2:
-            return []
-        return self._loader(self.val_set, False, 0, rank, world,
-                            drop_last=len(self.val_set) >= self.bs * world)
+    def collate_fn(self) -> Any:
+        return Collate(self.tokenize)
 
     def loss(self, model: torch.nn.Module, batch: Any, gather: Any) -> dict[str, torch.Tensor]:
         images, text = batch

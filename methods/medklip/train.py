@@ -34,12 +34,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from bench.errors import UsageError
 from bench.imaging.recipes import to_tensor
 from bench.methods._shared.encoders import build_wordpiece, load_pretrained_text, tokenizer_to_json
-from bench.train.data import TrainingData, seeded_loader
+from bench.train.data import SplitLoaders, TrainingData
 from bench.train.loop import Optimization, Scheduled, TrainTask, seed_everything
 from bench.train.run import preset_settings
 
@@ -153,7 +153,7 @@ def official_lr_factor(step: int, steps_per_epoch: int, epochs: int, lr: float) 
     return value / lr
 
 
-class MedKLIPTask(TrainTask):
+class MedKLIPTask(SplitLoaders, TrainTask):
     def __init__(self, model: MedKLIPModel, tokenizer: Any, text_model: Any | None,
                  book: torch.Tensor, position_book: torch.Tensor, train: TripletPairs,
                  val: TripletPairs | None, settings: dict[str, Any], seed: int = 1,
@@ -180,21 +180,8 @@ class MedKLIPTask(TrainTask):
         sched = torch.optim.lr_scheduler.LambdaLR(optim, lam)
         return Optimization([optim], [Scheduled(sched, "step")])
 
-    def _loader(self, ds: Any, shuffle: bool, epoch: int, rank: int, world: int,
-                drop_last: bool) -> DataLoader:
-        return seeded_loader(ds, self.bs, shuffle=shuffle, drop_last=drop_last, epoch=epoch,
-                             seed=self.seed, rank=rank, world=world, workers=self.workers,
-                             collate_fn=collate)
-
-    def train_loader(self, epoch: int, rank: int, world: int) -> DataLoader:
-        self.train_set.epoch = epoch
-        return self._loader(self.train_set, True, epoch, rank, world, drop_last=True)
-
-    def val_loader(self, epoch: int, rank: int, world: int) -> Any:
-        if self.val_set is None or len(self.val_set) < 2:
-            return []
-        return self._loader(self.val_set, False, 0, rank, world,
-                            drop_last=len(self.val_set) >= self.bs * world)
+    def collate_fn(self) -> Any:
+        return collate
 
     def loss(self, model: torch.nn.Module, batch: Any, gather: Any) -> dict[str, torch.Tensor]:
         images, labels, index = batch

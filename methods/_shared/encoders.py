@@ -324,3 +324,22 @@ def source_identity(source: str | None) -> dict[str, Any] | None:
         return {"source": source, "snapshot": Path(folder).name}
     except Exception:
         return {"source": source, "snapshot": None}  # not available offline: loading fails
+
+
+class WidthsConfig:
+    """JSON round trip of a method's config dataclass (its ``small_widths`` tuple becomes a list
+    and back; keys the dataclass does not know, from newer or older files, are dropped)."""
+
+    def to_json(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        d = asdict(self)  # type: ignore[call-overload]
+        d["small_widths"] = list(self.small_widths)  # type: ignore[attr-defined]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Any:
+        kw = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}  # type: ignore
+        if "small_widths" in kw:
+            kw["small_widths"] = tuple(kw["small_widths"])
+        return cls(**kw)

@@ -21,7 +21,7 @@ The tiny preset keeps both layouts with the small ResNet (one BasicBlock per sta
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from bench.methods._shared.encoders import (
     SMALL_WIDTHS,
     NHWCBackbone,
+    WidthsConfig,
     build_cnn,
     feature_taps,
     stage_channels,
@@ -44,7 +45,7 @@ _CONFIG_NOISE = ("architectures", "auto_map", "transformers_version", "model_typ
 
 
 @dataclass
-class BioViLConfig:
+class BioViLConfig(WidthsConfig):
     """Everything that defines a BioViL model (stored as JSON in the harness's checkpoints)."""
 
     arch: str = "resnet50"  # "resnet50" | "small"
@@ -60,18 +61,6 @@ class BioViLConfig:
     local_weight: float = 1.0  # training: weight of the local loss
     preset: str = "official"
 
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["small_widths"] = list(self.small_widths)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> BioViLConfig:
-        known = set(cls.__dataclass_fields__)
-        kw = {k: v for k, v in d.items() if k in known}
-        if "small_widths" in kw:
-            kw["small_widths"] = tuple(kw["small_widths"])
-        return cls(**kw)
 
 
 def bert_config(text_config: dict[str, Any]) -> Any:

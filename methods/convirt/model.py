@@ -17,13 +17,19 @@ small BERT.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from bench.methods._shared.encoders import SMALL_WIDTHS, NHWCBackbone, build_cnn, stage_channels
+from bench.methods._shared.encoders import (
+    SMALL_WIDTHS,
+    NHWCBackbone,
+    WidthsConfig,
+    build_cnn,
+    stage_channels,
+)
 
 from .loss import LAMBDA, TAU, convirt_loss, unit
 from .text import MAX_LENGTH, TextBatch
@@ -32,7 +38,7 @@ TEXT_KINDS = ("roberta", "bert")
 
 
 @dataclass
-class ConVIRTConfig:
+class ConVIRTConfig(WidthsConfig):
     """Everything that defines a ConVIRT model (stored as JSON in the harness's checkpoints)."""
 
     arch: str = "resnet50"  # "resnet50" | "small"
@@ -49,18 +55,6 @@ class ConVIRTConfig:
     special_tokens: bool = False  # ViLMedic tokenizes reports without <s> </s>
     preset: str = "official"
 
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["small_widths"] = list(self.small_widths)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> ConVIRTConfig:
-        known = set(cls.__dataclass_fields__)
-        kw = {k: v for k, v in d.items() if k in known}
-        if "small_widths" in kw:
-            kw["small_widths"] = tuple(kw["small_widths"])
-        return cls(**kw)
 
 
 def text_classes(kind: str) -> tuple[type, type]:

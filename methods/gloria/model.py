@@ -20,7 +20,7 @@ Zero-shot (``get_similarities``) and word attention (``get_attn_maps``) are here
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -32,6 +32,7 @@ from bench.methods._shared.bert_text import TextBatch, TextEncoder
 from bench.methods._shared.encoders import (
     SMALL_WIDTHS,
     NHWCBackbone,
+    WidthsConfig,
     build_cnn,
     feature_taps,
     stage_channels,
@@ -44,7 +45,7 @@ ZERO_SHOT_TAU1, ZERO_SHOT_TAU2 = 4.0, 5.0  # hard-coded in get_local_similaritie
 
 
 @dataclass
-class GLoRIAConfig:
+class GLoRIAConfig(WidthsConfig):
     """Everything that defines a GLoRIA model (stored as JSON in our checkpoints)."""
 
     arch: str = "resnet50"  # "resnet50" | "resnet18" | "small"
@@ -65,17 +66,6 @@ class GLoRIAConfig:
     preset: str = "paper"
     local_init_scale: float = 1.0  # < 1: the tiny preset's start (see AFLoc's presets)
 
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["small_widths"] = list(self.small_widths)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> GLoRIAConfig:
-        kw = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        if "small_widths" in kw:
-            kw["small_widths"] = tuple(kw["small_widths"])
-        return cls(**kw)
 
 
 class ImageEncoder(NHWCBackbone):

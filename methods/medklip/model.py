@@ -26,20 +26,20 @@ one query as a 76th would give, whatever other queries share the batch.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.methods._shared.encoders import SMALL_WIDTHS, build_cnn, stage_channels
+from bench.methods._shared.encoders import SMALL_WIDTHS, WidthsConfig, build_cnn, stage_channels
 
 from .names import OBSERVATIONS
 
 
 @dataclass
-class MedKLIPConfig:
+class MedKLIPConfig(WidthsConfig):
     """Everything that defines a MedKLIP model (stored as JSON in the harness's checkpoints)."""
 
     arch: str = "resnet50"  # "resnet50" | "resnet18" | "small"
@@ -59,17 +59,6 @@ class MedKLIPConfig:
     descriptions: str = "official"  # "official" (the user's JSON) | "synthetic" (the harness's)
     preset: str = "official"
 
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["small_widths"] = list(self.small_widths)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> MedKLIPConfig:
-        kw = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        if "small_widths" in kw:
-            kw["small_widths"] = tuple(kw["small_widths"])
-        return cls(**kw)
 
 
 class DecoderLayer(nn.Module):

@@ -83,3 +83,19 @@ def test_resize_map_is_torch_bilinear_align_corners_false():
                                           mode="bilinear", align_corners=False)[0, 0].numpy()
     np.testing.assert_array_equal(resize_map(m, (224, 224)), ref)
     assert pytest.approx(float(resize_map(m, (19, 19)).sum())) == float(m.sum())
+
+
+def test_square_linear_is_cv2_linear_and_maps_stretch_back():
+    """RD++'s frame: ``cv2.resize(img, (S, S))`` with its default INTER_LINEAR (not the
+    INTER_AREA of `square`), and a map on it covers the whole image like `square`'s."""
+    import cv2
+
+    from bench.imaging.geometry import SQUARE_LINEAR, map_to_original, to_frame
+
+    img = np.random.default_rng(0).integers(0, 256, (300, 200), dtype=np.uint8)
+    got = to_frame(img, Frame(SQUARE_LINEAR, 96))
+    assert np.array_equal(got, cv2.resize(img, (96, 96), interpolation=cv2.INTER_LINEAR))
+    assert not np.array_equal(got, to_frame(img, Frame("square", 96)))
+    m = np.random.default_rng(1).random((96, 96)).astype(np.float32)
+    assert np.array_equal(map_to_original(m, Frame(SQUARE_LINEAR, 96), (300, 200)),
+                          map_to_original(m, Frame("square", 96), (300, 200)))

@@ -264,3 +264,38 @@ def test_early_stopping_after_patience_epochs_without_a_better_score(tmp_path):
                                    progress=False, early_stopping_patience=2), log=logs.append)
     assert [e["best"] for e in hist["epochs"]] == [True, False, False]
     assert logs[-1] == "early stop: no better val_auroc in 2 epochs"
+
+
+def test_gradient_accumulation_steps_on_the_sum_of_two_batches(tmp_path):
+    """With `accumulate = 2` (RD++'s), the optimizer steps after every second batch on the sum
+    of the two batches' gradients, and a trailing odd batch is dropped: plain SGD on a linear
+    model makes the expected weights a hand computation."""
+    from bench.train.loop import TrainConfig, train
+
+    xs = [torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0, -1.0]]), torch.tensor([[0.5, 0.5]])]
+
+    class Acc(TrainTask):
+        accumulate = 2
+        selection = ("train_loss", "min")
+
+        def __init__(self):
+            self.model = torch.nn.Linear(2, 1, bias=False)
+            torch.nn.init.zeros_(self.model.weight)
+
+        def configure_optimizers(self):
+            return Optimization([torch.optim.SGD(self.model.parameters(), lr=0.1)])
+
+        def train_loader(self, epoch, rank, world):
+            return xs
+
+        def loss(self, model, batch, gather):
+            return {"loss": model(batch).sum()}  # gradient w.r.t. the weight: the input
+
+        def export(self, path):
+            save_weights(path, self.model.state_dict(), {}, method="test-acc")
+
+    task = Acc()
+    train(task, TrainConfig(epochs=1, precision="fp32", device="cpu", out=str(tmp_path),
+                            progress=False), log=lambda *_: None)
+    want = -0.1 * (xs[0] + xs[1])  # one step on the summed gradient; the third batch dropped
+    assert torch.allclose(task.model.weight.detach(), want)

@@ -35,8 +35,7 @@ import numpy as np
 from bench.imaging.geometry import (
     LETTERBOX,
     ORIGINAL,
-    RESIZE,
-    SQUARE,
+    STRETCHED,
     Frame,
     letterbox_placement,
     map_to_original,
@@ -61,7 +60,7 @@ def whole_image_map(heatmap: np.ndarray, frame: Frame, hw: tuple[int, int]) -> n
     m = np.asarray(heatmap, dtype=np.float32)
     if frame.kind == ORIGINAL:
         return m
-    if frame.kind in (SQUARE, RESIZE):
+    if frame.kind in STRETCHED:
         return resize_map(m, (frame.size, frame.size))
     if frame.kind == LETTERBOX and frame.pre is None:
         m = resize_map(m, (frame.size, frame.size))

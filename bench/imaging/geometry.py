@@ -24,7 +24,9 @@ SQUARE = "square"  # plain resize to size x size, aspect ignored (CheXlocalize G
 SHORT_SIDE_CROP = "short_side_crop"  # Resize(short side) + CenterCrop (torchvision, AFLoc cls)
 RESIZE = "resize"  # torchvision Resize((size, size)) on a PIL image, aspect ignored (ConVIRT)
 PIL_LETTERBOX = "pil_letterbox"  # long side to `size`, PIL Lanczos, zero pad (CheXzero)
+SQUARE_LINEAR = "square_linear"  # cv2 INTER_LINEAR to size x size, aspect ignored (RD++)
 ORIGINAL = "original"  # map is already at original resolution
+STRETCHED = (SQUARE, RESIZE, SQUARE_LINEAR)  # the whole image stretched to the square
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,8 @@ def to_frame(image: np.ndarray, frame: Frame, interpolation: int = cv2.INTER_ARE
         return center_crop(out, frame.size) if frame.pre else out
     if frame.kind == SQUARE:
         return cv2.resize(image, (frame.size, frame.size), interpolation=interpolation)
+    if frame.kind == SQUARE_LINEAR:  # RD++'s cv2.resize default, whatever the caller's choice
+        return cv2.resize(image, (frame.size, frame.size), interpolation=cv2.INTER_LINEAR)
     if frame.kind == SHORT_SIDE_CROP:
         return short_side_crop(image, frame.pre or frame.size, frame.size)
     if frame.kind == RESIZE:
@@ -170,7 +174,7 @@ def map_to_original(heatmap: np.ndarray, frame: Frame, hw: tuple[int, int]) -> n
     if frame.kind == ORIGINAL:
         return resize_map(heatmap, (h, w))
     m = resize_map(heatmap, (frame.size, frame.size))
-    if frame.kind in (SQUARE, RESIZE):  # the whole image, stretched to the square
+    if frame.kind in STRETCHED:  # the whole image, stretched to the square
         return resize_map(m, (h, w))
     if frame.kind == PIL_LETTERBOX:
         p = pil_letterbox_placement(h, w, frame.size)

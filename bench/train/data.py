@@ -61,6 +61,8 @@ class Prepared:
 
 def cache_identity(dataset: Any, recipe: Recipe, views: str, limit: int | None) -> dict[str, Any]:
     """What a cache was built from: a cache of other data is never reused."""
+    if isinstance(dataset, NoTestSamples):
+        dataset = dataset.dataset
     cls = type(dataset)
     config = dataset.config() if hasattr(dataset, "config") else None
     return json.loads(json.dumps({
@@ -293,7 +295,8 @@ class TrainingData:
         split = self.split(which)
         if split is None:
             return None
-        ds = self.dataset_class(root=self.root, split=split, **self.options)
+        ds = NoTestSamples(self.dataset_class(root=self.root, split=split, **self.options),
+                           self.dataset_name)
         where = cache_folder(self.cache, split, recipe, views) if self.cache else None
         if where is not None and self.world > 1:  # rank 0 writes the cache, the others read it
             import torch.distributed as dist
@@ -327,6 +330,38 @@ class TrainingData:
     def describe(self) -> dict[str, Any]:
         return {"dataset": self.dataset_name, "root": self.root, "options": self.options,
                 "splits": self.splits, "limit": self.limit}
+
+
+def is_test_split(name: str | None) -> bool:
+    """A split that holds evaluation images: "test", or a name with "test" as one of its parts
+    (RSNA's "gloria-test", SIIM's "image-test")."""
+    return name is not None and "test" in str(name).lower().replace("_", "-").split("-")
+
+
+class NoTestSamples:
+    """A training adapter that refuses test images: `bench train` never reads a test split, for
+    training or for checkpoint selection. Raises on a test split, and on any sample whose own
+    ``meta["split"]`` says test (an adapter whose training split leaks test images)."""
+
+    def __init__(self, dataset: Any, name: str):
+        self.dataset, self.name = dataset, name
+        split = getattr(dataset, "split", None)
+        if is_test_split(split):
+            raise UsageError(f"bench train never reads a test split ({name}, split {split})")
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, attr: str) -> Any:  # root, split, config() ... of the adapter
+        return getattr(self.dataset, attr)
+
+    def load(self, index: int) -> Any:
+        s = self.dataset.load(index)
+        if s is not None and is_test_split(s.meta.get("split")):
+            raise UsageError(f"{self.name} ({self.dataset.split}) row {index}: sample {s.id} "
+                             f"belongs to the test split {s.meta['split']!r}; bench train never "
+                             f"reads test images")
+        return s
 
 
 def seeded_loader(ds: Any, batch_size: int, *, shuffle: bool, drop_last: bool, epoch: int,

@@ -101,6 +101,9 @@ class TrainTask:
     # (metric, "min" | "max") that picks best.safetensors: "val_loss" or a key of
     # `validation_scores`; the training loss when there is no validation data
     selection: tuple[str, str] = ("val_loss", "min")
+    # optimizer steps every `accumulate` batches, on the sum of their gradients (RD++'s 2); a
+    # trailing partial group of an epoch is dropped
+    accumulate: int = 1
 
     def train_loader(self, epoch: int, rank: int, world: int) -> Any:
         raise NotImplementedError
@@ -317,6 +320,7 @@ def train(task: TrainTask, cfg: TrainConfig, log: Any = print) -> dict[str, Any]
             find_unused_parameters=True)
     gather = make_gather(cfg.gather_negatives)
     params = list(model.parameters())
+    accumulate = max(1, int(getattr(task, "accumulate", 1)))
     t_start = time.time()
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
@@ -334,19 +338,21 @@ def train(task: TrainTask, cfg: TrainConfig, log: Any = print) -> dict[str, Any]
             batch = task.to_device(batch, device)
             with autocast_context(device, cfg.precision):
                 terms = task.loss(run_model, batch, gather)
-            for o in opt.optimizers:
-                o.zero_grad(set_to_none=True)
+            if step % accumulate == 0:
+                for o in opt.optimizers:
+                    o.zero_grad(set_to_none=True)
             scaler.scale(terms["loss"]).backward()
-            for o in opt.optimizers:
-                scaler.unscale_(o)
-            if task.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, task.grad_clip)
-            for o in opt.optimizers:
-                scaler.step(o)
-            scaler.update()
-            for s in opt.schedulers:
-                if s.interval == "step":
-                    s.scheduler.step()
+            if (step + 1) % accumulate == 0:
+                for o in opt.optimizers:
+                    scaler.unscale_(o)
+                if task.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(params, task.grad_clip)
+                for o in opt.optimizers:
+                    scaler.step(o)
+                scaler.update()
+                for s in opt.schedulers:
+                    if s.interval == "step":
+                        s.scheduler.step()
             global_step += 1
             b = task.batch_size(batch) * world
             loss = float(terms["loss"].detach())  # one device sync per step

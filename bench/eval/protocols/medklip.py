@@ -31,7 +31,7 @@ from bench.errors import UsageError
 from bench.eval.bootstrap import bootstrap_nanmeans, intervals, official_stream, quiet
 from bench.eval.protocols.base import Protocol, finite_number
 from bench.eval.summary import entry, interval_entry, require_columns, skeleton
-from bench.imaging.geometry import RESIZE, SQUARE, Frame, map_to_original
+from bench.imaging.geometry import STRETCHED, Frame, map_to_original
 
 SIZE = 224
 THRESHOLD = 0.008
@@ -62,7 +62,7 @@ def nearest_224(canvas: np.ndarray) -> np.ndarray:
 
 def map_224(heatmap: np.ndarray, frame: Frame, hw: tuple[int, int]) -> np.ndarray:
     m = np.asarray(heatmap, dtype=np.float64)
-    if frame.kind in (RESIZE, SQUARE) and m.shape == (SIZE, SIZE):
+    if frame.kind in STRETCHED and m.shape == (SIZE, SIZE):
         return m
     full = map_to_original(m.astype(np.float32), frame, hw)
     t = torch.from_numpy(np.ascontiguousarray(full, dtype=np.float64))[None, None]

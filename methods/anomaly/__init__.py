@@ -1,0 +1,1 @@
+"""One-class anomaly detectors by reverse distillation (RD++, ReContrast): networks, checkpoints."""

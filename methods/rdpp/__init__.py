@@ -1,0 +1,1 @@
+"""RD++ (Revisiting Reverse Distillation, CVPR 2023): projection layer, losses, pseudo-anomalies."""

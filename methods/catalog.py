@@ -44,8 +44,29 @@ class MethodInfo:
 
 _ROWS = (
     # the paper's chest-X-ray rows (Okabe-Ito; ReContrast in Tol's dark red)
-    MethodInfo("recontrast", "ReContrast", "#663333", ANOMALY, "one-class"),
-    MethodInfo("rdpp", "RD++", "#CC79A7", ANOMALY, "one-class"),
+    MethodInfo("recontrast", "ReContrast", "#663333", ANOMALY, "one-class",
+               module="bench.methods.recontrast.method",
+               capabilities=("localize", "classify", "trainable"), query_agnostic=True,
+               description="ReContrast: one-class anomaly detection (trainable + frozen WRN50-2, "
+                           "cross-reconstruction); trained on normal images; one anomaly map "
+                           "per image (query-agnostic), score = map max",
+               map_note="ReContrast sees no query: every pathology of an image gets the same "
+                        "anomaly map (sum over 6 feature pairs of 1 - cosine, Gaussian sigma 4, "
+                        "as the official test code), and its diagnosis score is the map's "
+                        "maximum for every pathology; trained on normal images, checkpoint "
+                        "chosen on validation images (the official code picks it on test)."),
+    MethodInfo("rdpp", "RD++", "#CC79A7", ANOMALY, "one-class",
+               module="bench.methods.rdpp.method",
+               capabilities=("localize", "classify", "trainable"), query_agnostic=True,
+               description="RD++: one-class anomaly detection (frozen WRN50-2 teacher, "
+                           "multi-projection, OCBE, reverse-distillation student); trained on "
+                           "normal images; one anomaly map per image (query-agnostic), score "
+                           "= map max",
+               map_note="RD++ sees no query: every pathology of an image gets the same anomaly "
+                        "map (sum over 3 scales of 1 - cosine, Gaussian sigma 4, as the official "
+                        "test code), and its diagnosis score is the map's maximum for every "
+                        "pathology; trained on normal images, checkpoint chosen on validation "
+                        "images (the official code picks it on test)."),
     MethodInfo("convirt", "ConVIRT", "#F0E442", IMAGE_TEXT, "zero-shot image-text",
                module="bench.methods.convirt.method",
                capabilities=("localize", "classify", "free-text", "trainable"),

@@ -202,6 +202,20 @@ def test_projection_and_total_weights():
     torch.testing.assert_close(out5["loss"], distill + 0.5 * expect)
 
 
+def test_ssot_zero_is_the_geomloss_value_to_rounding_and_draws_the_same_shuffle():
+    noised, noised_proj, normal = _maps(seed=2)
+    torch.manual_seed(5)
+    exact = L.projection_terms(noised, noised_proj, normal)
+    after_exact = torch.rand(3)
+    torch.manual_seed(5)
+    zero = L.projection_terms(noised, noised_proj, normal, ssot="zero")
+    assert torch.equal(torch.rand(3), after_exact)  # the random stream moved the same way
+    assert float(zero["ssot"]) == 0.0 and abs(float(exact["ssot"])) < 1e-6
+    torch.testing.assert_close(zero["proj"], exact["proj"], atol=1e-6, rtol=0)
+    with pytest.raises(ValueError):
+        L.projection_terms(noised, noised_proj, normal, ssot="approx")
+
+
 # --- pseudo-anomalies -------------------------------------------------------------------------
 
 AMP_SUM = sum(0.6 ** k for k in range(6))  # octave amplitudes; simplex noise is in [-1, 1]

@@ -46,7 +46,8 @@ _ROWS = (
     # the paper's chest-X-ray rows (Okabe-Ito; ReContrast in Tol's dark red)
     MethodInfo("recontrast", "ReContrast", "#663333", ANOMALY, "one-class",
                module="bench.methods.recontrast.method",
-               capabilities=("localize", "classify", "trainable"), query_agnostic=True,
+               capabilities=("localize", "classify", "free-text", "trainable"),
+               query_agnostic=True,
                description="ReContrast: one-class anomaly detection (trainable + frozen WRN50-2, "
                            "cross-reconstruction); trained on normal images; one anomaly map "
                            "per image (query-agnostic), score = map max",
@@ -57,7 +58,8 @@ _ROWS = (
                         "chosen on validation images (the official code picks it on test)."),
     MethodInfo("rdpp", "RD++", "#CC79A7", ANOMALY, "one-class",
                module="bench.methods.rdpp.method",
-               capabilities=("localize", "classify", "trainable"), query_agnostic=True,
+               capabilities=("localize", "classify", "free-text", "trainable"),
+               query_agnostic=True,
                description="RD++: one-class anomaly detection (frozen WRN50-2 teacher, "
                            "multi-projection, OCBE, reverse-distillation student); trained on "
                            "normal images; one anomaly map per image (query-agnostic), score "

@@ -36,7 +36,9 @@ class AnomalyMethod(Method):
 
     learning = ONE_CLASS
     query_agnostic = True
-    capabilities = Capabilities(localize=True, classify=True, trainable=True)
+    # any query text is accepted (and ignored), as by `center` and `random`: MS-CXR's own
+    # phrases (--prompt precise) score these methods too
+    capabilities = Capabilities(localize=True, classify=True, free_text=True, trainable=True)
     frame_kind: ClassVar[str] = "resize"
     option_specs: ClassVar[dict[str, Option]] = {
         "checkpoint": Option(None, "weights: bench train's file or an official layout"),

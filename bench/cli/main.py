@@ -28,6 +28,7 @@ COMMANDS = {
     "table": "bench.cli.report_cmd:table_cmd",
     "figure": "bench.cli.report_cmd:figure_cmd",
     "report": "bench.cli.report_cmd:report_cmd",
+    "reproduce": "bench.cli.reproduce_cmd:reproduce_cmd",
 }
 
 

@@ -1,0 +1,94 @@
+"""`bench reproduce`: the paper's plan (`bench/data/paper_plan.toml`) as `bench` commands.
+
+``bench reproduce --dry-run`` lists every job of the plan at a scale (id, kind, the jobs it
+needs, whether it is done, its command); ``--shell FILE`` writes the commands as a script, one
+per job in dependency order, each under a comment naming the jobs it needs (for a cluster's
+scheduler). Running the jobs from here is not built yet.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from bench.errors import BenchError
+
+
+@click.command("reproduce")
+@click.option("--dry-run", is_flag=True, help="Print the jobs and their commands; run nothing.")
+@click.option("--scale", default="tiny", show_default=True,
+              help="micro (seconds per job), tiny (CPU, 3 seeds) or paper.")
+@click.option("--data", type=click.Choice(["synthetic", "real"]), default=None,
+              help="Synthetic twins or the real datasets (default: the scale's; paper: real).")
+@click.option("--only", default=None, metavar="NAMES",
+              help="Comma-separated tables / figures (e.g. table-2,extended-3): their "
+                   "evaluations and the training they need.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Root of every output (default: reproduce/<scale>-<data>).")
+@click.option("--shell", "shell", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Write the commands to this shell script.")
+@click.option("--plan", "plan_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Plan file (default: the package's paper_plan.toml).")
+def reproduce_cmd(dry_run: bool, scale: str, data: str | None, only: str | None,
+                  out: Path | None, shell: Path | None, plan_file: Path | None) -> None:
+    """Train and evaluate what fills the paper's tables and figures (the plan as commands)."""
+    from bench.reproduce.plan import default_out, load_plan, resolve
+
+    if not dry_run and shell is None:
+        raise BenchError("running the plan's jobs is not built yet: use `bench reproduce "
+                         "--dry-run` to list them with their commands, or `--shell FILE` to "
+                         "write them as a script")
+    plan = load_plan(plan_file)
+    names = [n.strip() for n in only.split(",") if n.strip()] if only else None
+    data = data or (plan.scales[scale].data if scale in plan.scales else None)
+    root = out if out is not None else default_out(scale, data or "synthetic")
+    jobs = resolve(scale, data, only=names, out=root, plan=plan)
+    selected = plan.expand(names) if names else None
+    header = (f"bench reproduce: scale {scale}, {data} data, {len(jobs)} jobs "
+              f"({sum(j.kind == 'train' for j in jobs)} train, "
+              f"{sum(j.kind == 'eval' for j in jobs)} eval), {sum(j.done for j in jobs)} done; "
+              f"outputs under {root}")
+    pending = plan.pending_for(selected)
+    if dry_run:
+        click.echo(header)
+        click.echo(f"plan: {plan.path}")
+        for j in jobs:
+            state = "done" if j.done else "todo"
+            click.echo(f"\n{j.id}  [{j.kind}, {state}]  needs: {', '.join(j.deps) or '-'}")
+            click.echo(f"  {j.command}")
+        if pending:
+            click.echo("\nNot in the plan yet (their cells stay empty):")
+            for p in pending:
+                part = ""
+                if p.rows or p.columns:
+                    part = " (" + "; ".join(x for x in (
+                        "rows " + ", ".join(p.rows) if p.rows else "",
+                        "columns " + ", ".join(p.columns) if p.columns else "") if x) + ")"
+                click.echo(f"  {p.table}{part}: {p.reason}")
+        results = root / "results"
+        click.echo(f"\nThen: bench table all --results-dir {results}; bench figure all "
+                   f"--results-dir {results}; bench report --results-dir {results}")
+    if shell is not None:
+        write_shell(shell, jobs, header)
+        click.echo(f"wrote {shell} ({len(jobs)} jobs)", err=dry_run)
+
+
+def write_shell(path: Path, jobs, header: str) -> None:
+    """One command per job in dependency order; each under a comment with its id and the jobs
+    it needs. Jobs already done are kept as comments."""
+    from bench.store import atomic_write_bytes
+
+    lines = ["#!/usr/bin/env bash",
+             f"# {header}",
+             "# Written by `bench reproduce --shell`: one command per job, in an order that runs",
+             "# each job after the jobs it needs (named in its comment), so the lines can also be",
+             "# submitted to a scheduler with those dependencies. Run it from the folder it was",
+             "# written from (relative paths start there), or write it with an absolute --out.",
+             "set -euo pipefail", ""]
+    for j in jobs:
+        lines.append(f"# {j.id} ({j.kind}); needs: {', '.join(j.deps) or 'nothing'}")
+        lines.append(f"# done already: {j.command}" if j.done else j.command)
+        lines.append("")
+    atomic_write_bytes(path, "\n".join(lines).encode("utf-8"))
+    path.chmod(0o755)

@@ -91,3 +91,18 @@ def test_options_are_checked():
         get_method("rdpp")(smoothing="box")
     m = get_method("rdpp")(smoothing="5x5", max_ratio=0.01)
     assert m.config()["smoothing"] == "5x5" and m.max_ratio == 0.01
+
+
+def test_the_map_cache_never_drops_what_a_call_asks_for(monkeypatch):
+    from bench.methods.anomaly import method as am
+
+    monkeypatch.setattr(am, "CACHE_SIZE", 2)
+    m = get_method("recontrast")()
+    data = [Shapes(split="test", n=4).load(i) for i in range(4)]
+    first = m.maps_and_scores(data[:2])
+    calls = []
+    real = m.model.pairs
+    monkeypatch.setattr(m.model, "pairs", lambda x: calls.append(len(x)) or real(x))
+    both = m.maps_and_scores([data[0], data[2], data[3]])  # one cached, two new: 3 > 2 kept
+    assert calls == [2] and both[0][1] == first[0][1]
+    assert len(m._cache) == 2

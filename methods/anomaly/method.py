@@ -78,7 +78,8 @@ class AnomalyMethod(Method):
     def maps_and_scores(self, samples: list[Sample]) -> list[tuple[np.ndarray, float]]:
         """Per sample: the anomaly map on the frame (float32) and the image score."""
         self._check_open()
-        todo = [s for s in samples if s.id not in self._cache]
+        found = {s.id: self._cache[s.id] for s in samples if s.id in self._cache}
+        todo = [s for s in samples if s.id not in found]
         for a in range(0, len(todo), self.batch_size):
             chunk = todo[a:a + self.batch_size]
             x = self.recipes["localize"].tensor(chunk).to(self.device)
@@ -86,10 +87,13 @@ class AnomalyMethod(Method):
             maps = anomaly_maps(t, s, self.size, self.smoothing)
             scores = image_scores(maps, self.max_ratio)
             for sample, m, v in zip(chunk, maps, scores):
-                self._cache[sample.id] = (m.astype(np.float32), float(v))
-                if len(self._cache) > max(CACHE_SIZE, len(samples)):
-                    self._cache.popitem(last=False)
-        return [self._cache[s.id] for s in samples]
+                found[sample.id] = (m.astype(np.float32), float(v))
+        for sid, value in found.items():  # the newest at the end; the oldest leave first
+            self._cache[sid] = value
+            self._cache.move_to_end(sid)
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return [found[s.id] for s in samples]
 
     def localize(self, samples: list[Sample], queries: list[list[Query]]) -> list[list[np.ndarray]]:
         out = self.maps_and_scores(samples)

@@ -298,9 +298,12 @@ def train(task: TrainTask, cfg: TrainConfig, log: Any = print) -> dict[str, Any]
     if cfg.resume and (out / STATE_FILE).is_file():
         state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
-        for o, st in zip(opt.optimizers, state.get("optims") or [state["optim"]]):
+        # (older states hold one "optim" / "sched"; an empty "scheds" list is no scheduler)
+        optims = state["optims"] if "optims" in state else [state["optim"]]
+        scheds = state["scheds"] if "scheds" in state else [state["sched"]]
+        for o, st in zip(opt.optimizers, optims):
             o.load_state_dict(st)
-        for s, st in zip(opt.schedulers, state.get("scheds") or [state["sched"]]):
+        for s, st in zip(opt.schedulers, scheds):
             s.scheduler.load_state_dict(st)
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])

@@ -307,10 +307,3 @@ def test_shell_writes_an_executable_script_in_dependency_order(tmp_path, capsys)
         line = f"# done already: {j.command}" if j.id == "train/classifier-default-s1" else (
             j.command)
         assert f"\n{line}\n" in body
-
-
-def test_without_dry_run_it_says_running_is_not_built(capsys):
-    code, out, err = _bench(capsys, "reproduce", "--scale", "micro")
-    assert code == 1 and out == ""
-    assert err.count("\n") == 1
-    assert "not built yet" in err and "--dry-run" in err and "--shell" in err

@@ -3,7 +3,9 @@
 ``bench reproduce --dry-run`` lists every job of the plan at a scale (id, kind, the jobs it
 needs, whether it is done, its command); ``--shell FILE`` writes the commands as a script, one
 per job in dependency order, each under a comment naming the jobs it needs (for a cluster's
-scheduler). Running the jobs from here is not built yet.
+scheduler). Without either, it runs the jobs that are not done (`bench.reproduce.runner`):
+``--jobs N`` side by side, each after the jobs it needs; then ``OUT/reproduce.json`` and, unless
+``--no-tables``, ``OUT/tables.md``.
 """
 
 from __future__ import annotations
@@ -30,15 +32,16 @@ from bench.errors import BenchError
               default=None, help="Write the commands to this shell script.")
 @click.option("--plan", "plan_file", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Plan file (default: the package's paper_plan.toml).")
+@click.option("--jobs", "workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Run up to N independent jobs side by side.")
+@click.option("--no-tables", is_flag=True, help="Do not write OUT/tables.md after the jobs.")
 def reproduce_cmd(dry_run: bool, scale: str, data: str | None, only: str | None,
-                  out: Path | None, shell: Path | None, plan_file: Path | None) -> None:
-    """Train and evaluate what fills the paper's tables and figures (the plan as commands)."""
+                  out: Path | None, shell: Path | None, plan_file: Path | None,
+                  workers: int, no_tables: bool) -> None:
+    """Train and evaluate what fills the paper's tables and figures: run the plan's jobs that
+    are not done (resuming what was cut off), or print them (--dry-run, --shell)."""
     from bench.reproduce.plan import default_out, load_plan, resolve
 
-    if not dry_run and shell is None:
-        raise BenchError("running the plan's jobs is not built yet: use `bench reproduce "
-                         "--dry-run` to list them with their commands, or `--shell FILE` to "
-                         "write them as a script")
     plan = load_plan(plan_file)
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
     data = data or (plan.scales[scale].data if scale in plan.scales else None)
@@ -72,6 +75,30 @@ def reproduce_cmd(dry_run: bool, scale: str, data: str | None, only: str | None,
     if shell is not None:
         write_shell(shell, jobs, header)
         click.echo(f"wrote {shell} ({len(jobs)} jobs)", err=dry_run)
+    if dry_run or shell is not None:
+        return
+    run_jobs(jobs, root, workers, not no_tables, header, {"scale": scale, "data": data,
+                                                          "plan": str(plan.path)})
+
+
+def run_jobs(jobs, root: Path, workers: int, tables: bool, header: str, extra: dict) -> None:
+    from bench.reproduce.runner import SUMMARY_FILE, run_plan
+
+    click.echo(header)
+    summary = run_plan(jobs, root, workers, tables,
+                       log=lambda line: click.echo(line), extra=extra)
+    counts = ", ".join(f"{summary.count(s)} {s}" for s in ("ok", "done", "failed", "skipped")
+                       if summary.count(s))
+    click.echo(f"\n{len(jobs)} jobs: {counts or 'none'} in {summary.seconds:.1f} s; summary "
+               f"{root / SUMMARY_FILE}")
+    if summary.tables is not None:
+        click.echo(f"tables: {summary.tables}")
+    elif tables:
+        click.echo(f"tables not written: {summary.tables_error}", err=True)
+    if summary.failed:
+        ids = ", ".join(o.job.id for o in summary.failed)
+        raise BenchError(f"{len(summary.failed)} job(s) failed: {ids} (their logs are under "
+                         f"{root / 'logs'})")
 
 
 def write_shell(path: Path, jobs, header: str) -> None:

@@ -522,11 +522,13 @@ def planned_runs(e: EvalEntry, datasets: list[str], tag: str | None) -> list[dic
 
 
 def runs_done(results: Path, runs: list[dict[str, Any]]) -> bool:
-    """Every run of `runs` is complete in `results` (its run.json fields equal)."""
+    """Every run of `runs` is complete in `results` (its run.json fields equal; a planned split
+    of None, the dataset's default, matches the split the run recorded)."""
     from bench.store import iter_runs
 
-    have = {tuple(info.get(k) for k in RUN_KEYS) for _, info, _ in iter_runs(results)}
-    return all(tuple(r[k] for k in RUN_KEYS) in have for r in runs)
+    have = [info for _, info, _ in iter_runs(results)]
+    return all(any(all(r[k] is None and k == "split" or info.get(k) == r[k] for k in RUN_KEYS)
+                   for info in have) for r in runs)
 
 
 # -- coverage of the table specs --------------------------------------------------------------

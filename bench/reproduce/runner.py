@@ -1,0 +1,299 @@
+"""Run the plan's jobs (`bench reproduce` without `--dry-run`).
+
+Each job is its `bench` command line run as ``python -m bench.cli.main ARGS`` (the same
+interpreter), its stdout and stderr kept in ``OUT/logs/<job-id>.log``. Jobs run in the plan's
+order, ``jobs`` of them side by side; a job starts once every job it needs has succeeded (or was
+done already). A job already done is skipped; a failed job is reported (exit code, the last
+lines of its stderr, its log) and the rest go on, except the jobs that need it, which are
+skipped because of it.
+
+Resume: a training job is finished when the runner wrote ``reproduce-done.json`` in its folder
+after the same command succeeded, or when the folder holds a checkpoint and nothing to resume
+from (no ``last.pt``: trained some other way). Otherwise, when the folder holds ``last.pt`` (a run
+cut off, or one finished by hand or with other arguments), the job runs with ``--resume`` and the
+training loop continues after the last epoch it saved (a finished one runs no further epoch).
+An evaluation resumes by itself: `bench run` keeps what its chunked store already holds.
+
+At the end ``OUT/reproduce.json`` lists every job (id, kind, status, seconds, command) and, unless
+told not to, ``bench table all --results-dir OUT/results`` is written to ``OUT/tables.md``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.reproduce.plan import CHECKPOINT_FILE, Job
+from bench.store import atomic_write_bytes, atomic_write_json
+
+STATE_FILE = "last.pt"            # bench.train.loop.STATE_FILE (not imported: no torch here)
+FINISHED_FILE = "reproduce-done.json"
+SUMMARY_FILE = "reproduce.json"
+TABLES_FILE = "tables.md"
+TAIL_LINES = 15
+
+# statuses: "done" (done before, not run), "ok", "failed", "skipped" (a job it needs failed or
+# was skipped), "interrupted" (not finished when the run was stopped)
+
+
+@dataclass
+class Outcome:
+    job: Job
+    status: str
+    argv: tuple[str, ...]
+    seconds: float = 0.0
+    exit_code: int | None = None
+    resumed: bool = False
+    log: Path | None = None
+    tail: str = ""
+    reason: str = ""
+
+    def record(self) -> dict[str, Any]:
+        rec: dict[str, Any] = {"id": self.job.id, "kind": self.job.kind, "status": self.status,
+                               "seconds": round(self.seconds, 3),
+                               "command": shlex.join(self.argv), "deps": list(self.job.deps),
+                               "out": str(self.job.out)}
+        if self.resumed:
+            rec["resumed"] = True
+        if self.exit_code is not None:
+            rec["exit_code"] = self.exit_code
+        if self.log is not None:
+            rec["log"] = str(self.log)
+        if self.tail:
+            rec["stderr_tail"] = self.tail
+        if self.reason:
+            rec["reason"] = self.reason
+        return rec
+
+
+@dataclass
+class RunSummary:
+    outcomes: list[Outcome]
+    seconds: float
+    tables: Path | None = None
+    tables_error: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+
+def training_state(job: Job) -> str:
+    """"done", "resume" or "todo" for a training job (see the module's text)."""
+    folder = job.out
+    marker = folder / FINISHED_FILE
+    if marker.is_file():
+        try:
+            same = json.loads(marker.read_text(encoding="utf-8")).get("command") == job.command
+        except (OSError, ValueError):
+            same = False
+        if same:
+            return "done"
+    if (folder / STATE_FILE).is_file():
+        return "resume"
+    if (folder / CHECKPOINT_FILE).is_file():
+        return "done"
+    return "todo"
+
+
+def job_argv(job: Job) -> tuple[tuple[str, ...], bool]:
+    """The command to run now (``--resume`` added to a training job that can continue), and
+    whether it resumes; None-like empty argv when the job is done."""
+    if job.kind == "train":
+        state = training_state(job)
+        if state == "done":
+            return (), False
+        if state == "resume" and "--resume" not in job.argv:
+            return (*job.argv, "--resume"), True
+        return job.argv, state == "resume"
+    return (() if job.done else job.argv), False
+
+
+def python_argv(argv: tuple[str, ...]) -> list[str]:
+    """``bench ARGS`` as this interpreter's ``-m bench.cli.main ARGS``."""
+    args = argv[1:] if argv and argv[0] == "bench" else argv
+    return [sys.executable, "-m", "bench.cli.main", *args]
+
+
+def log_path(out: Path, job: Job) -> Path:
+    return out / "logs" / f"{job.id}.log"
+
+
+class Runner:
+    def __init__(self, out: Path, jobs: int = 1, log: Callable[[str], None] = print):
+        self.out = Path(out)
+        self.workers = max(1, int(jobs))
+        self.log = log
+        self._procs: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
+        self._outcomes: list[Outcome] = []
+
+    # one job ----------------------------------------------------------------------------------
+    def execute(self, job: Job, argv: tuple[str, ...], resumed: bool) -> Outcome:
+        path = log_path(self.out, job)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.time()
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(f"$ {shlex.join(argv)}\n")
+            fh.flush()
+            proc = subprocess.Popen(python_argv(argv), stdout=fh, stderr=subprocess.PIPE,
+                                    stdin=subprocess.DEVNULL, text=True, errors="replace")
+            with self._lock:
+                self._procs.add(proc)
+            try:
+                _, err = proc.communicate()
+            finally:
+                with self._lock:
+                    self._procs.discard(proc)
+            fh.write(f"--- stderr ---\n{err}" if err else "")
+        seconds = time.time() - t0
+        code = proc.returncode
+        if code == 0:
+            if job.kind == "train":
+                atomic_write_json(job.out / FINISHED_FILE, {
+                    "command": job.command, "ran": shlex.join(argv), "seconds": seconds,
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            return Outcome(job, "ok", argv, seconds, code, resumed, path)
+        tail = "\n".join((err or "").rstrip().splitlines()[-TAIL_LINES:])
+        return Outcome(job, "failed", argv, seconds, code, resumed, path, tail)
+
+    def stop(self) -> None:
+        with self._lock:
+            procs = list(self._procs)
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+
+    # the plan ---------------------------------------------------------------------------------
+    def run(self, jobs: list[Job]) -> list[Outcome]:
+        ids = {j.id for j in jobs}
+        n = len(jobs)
+        index = {j.id: i + 1 for i, j in enumerate(jobs)}
+        outcomes: dict[str, Outcome] = {}
+        waiting = list(jobs)
+        running: dict[cf.Future, Job] = {}
+
+        def label(j: Job) -> str:
+            return f"[{index[j.id]}/{n}] {j.id}"
+
+        def settle() -> None:
+            """Mark done and blocked jobs without running them (plan order)."""
+            changed = True
+            while changed:
+                changed = False
+                for j in list(waiting):
+                    bad = [d for d in j.deps if d in outcomes
+                           and outcomes[d].status in ("failed", "skipped")]
+                    if bad:
+                        waiting.remove(j)
+                        why = f"needs {bad[0]}, which {outcomes[bad[0]].status}"
+                        outcomes[j.id] = Outcome(j, "skipped", j.argv, reason=why)
+                        self.log(f"{label(j)}: skipped ({why})")
+                        changed = True
+
+        with cf.ThreadPoolExecutor(max_workers=self.workers) as pool:
+            try:
+                while waiting or running:
+                    before = len(outcomes)
+                    settle()
+                    for j in list(waiting):
+                        if len(running) >= self.workers:
+                            break
+                        if any(d in ids and (d not in outcomes
+                                             or outcomes[d].status not in ("ok", "done"))
+                               for d in j.deps):
+                            continue
+                        waiting.remove(j)
+                        argv, resumed = job_argv(j)
+                        if not argv:
+                            outcomes[j.id] = Outcome(j, "done", j.argv)
+                            self.log(f"{label(j)}: done already, skipped")
+                            continue
+                        self.log(f"{label(j)}: start{' (resuming)' if resumed else ''}: "
+                                 f"{shlex.join(argv)}")
+                        running[pool.submit(self.execute, j, argv, resumed)] = j
+                    if not running:
+                        if waiting and len(outcomes) == before:  # nothing can start (a cycle)
+                            for j in waiting:
+                                outcomes[j.id] = Outcome(j, "skipped", j.argv,
+                                                         reason="its dependencies never ran")
+                            waiting.clear()
+                        continue
+                    finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                    for fut in finished:
+                        j = running.pop(fut)
+                        o = fut.result()
+                        outcomes[j.id] = o
+                        line = f"{label(j)}: {o.status} in {o.seconds:.1f} s"
+                        if o.status == "failed":
+                            line += f" (exit code {o.exit_code}; log {o.log})"
+                            if o.tail:
+                                line += "\n    " + "\n    ".join(o.tail.splitlines())
+                        self.log(line)
+            except BaseException:
+                self.stop()
+                for fut in running:
+                    fut.cancel()
+                raise
+            finally:
+                for j in jobs:
+                    if j.id not in outcomes:
+                        outcomes[j.id] = Outcome(j, "interrupted", j.argv)
+                self._outcomes = [outcomes[j.id] for j in jobs]
+        return self._outcomes
+
+
+def write_summary(out: Path, outcomes: list[Outcome], seconds: float,
+                  extra: dict[str, Any] | None = None) -> Path:
+    statuses = ("ok", "done", "failed", "skipped", "interrupted")
+    counts = {s: sum(o.status == s for o in outcomes) for s in statuses}
+    path = Path(out) / SUMMARY_FILE
+    atomic_write_json(path, {**(extra or {}), "seconds": round(seconds, 3), "counts": counts,
+                             "jobs": [o.record() for o in outcomes]})
+    return path
+
+
+def write_tables(out: Path) -> tuple[Path | None, str]:
+    """``bench table all --results-dir OUT/results`` into OUT/tables.md; (path, error)."""
+    argv = ("bench", "table", "all", "--results-dir", str(Path(out) / "results"))
+    proc = subprocess.run(python_argv(argv), capture_output=True, text=True, errors="replace",
+                          stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        return None, (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+    path = Path(out) / TABLES_FILE
+    atomic_write_bytes(path, proc.stdout.encode("utf-8"))
+    return path, ""
+
+
+def run_plan(jobs: list[Job], out: Path, workers: int = 1, tables: bool = True,
+             log: Callable[[str], None] = print,
+             extra: dict[str, Any] | None = None) -> RunSummary:
+    """Run `jobs` (resolved with `out` as their root), then write the summary and the tables.
+    The summary is written even when the run is interrupted."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    runner = Runner(out, workers, log)
+    try:
+        outcomes = runner.run(jobs)
+    finally:
+        outcomes = runner._outcomes
+        if outcomes:
+            write_summary(out, outcomes, time.time() - t0, extra)
+    summary = RunSummary(outcomes, time.time() - t0, extra=extra or {})
+    if tables:
+        summary.tables, summary.tables_error = write_tables(out)
+    return summary

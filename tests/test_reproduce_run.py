@@ -1,0 +1,194 @@
+"""`bench reproduce` runs its plan: every job once, done jobs skipped (no subprocess), a failed
+job reported with its dependents skipped while the rest go on, `--jobs 2` making the same files
+as `--jobs 1`, a cut-off training resumed with `--resume`, and `reproduce.json` / `tables.md`
+written at the end. A tiny plan on `shapes` keeps each job to seconds."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.cli.main import main as bench_main
+from bench.reproduce import runner as runner_mod
+from bench.reproduce.plan import CHECKPOINT_FILE, Job, load_plan, resolve
+from bench.reproduce.runner import FINISHED_FILE, run_plan, training_state
+
+PLAN = """\
+version = 1
+
+[scales.micro]
+preset = "tiny"
+seeds = [1]
+data = "synthetic"
+synthetic_args = ["n=40"]
+train_args = ["--size", "64", "--epochs", "1", "--block", "2", "--threads", "1"]
+eval_args = ["--bootstrap", "20"]
+
+[[train]]
+method = "recontrast"
+dataset = "shapes"
+
+[[eval]]
+name = "trained"
+fills = ["extended-2"]
+methods = ["recontrast"]
+datasets = ["shapes"]
+task = "localization"
+[eval.checkpoints]
+recontrast = "recontrast-default"
+
+[[eval]]
+name = "baselines"
+fills = ["table-2"]
+methods = ["center", "random"]
+datasets = ["shapes"]
+task = "localization"
+"""
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench.cli.main", *args], capture_output=True,
+                          text=True)
+
+
+def _bench(capsys, *args: str) -> tuple[int, str, str]:
+    code = 0
+    try:
+        bench_main(list(args))
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def _metrics(results: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text())["metrics"]
+            for p in results.glob("*/summary.json")}
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory):
+    """One `bench reproduce --jobs 1` of the tiny plan, as it left its folder."""
+    root = tmp_path_factory.mktemp("reproduce")
+    plan = root / "plan.toml"
+    plan.write_text(PLAN)
+    out = root / "out"
+    proc = _cli("reproduce", "--plan", str(plan), "--scale", "micro", "--out", str(out),
+                "--jobs", "1")
+    assert proc.returncode == 0, proc.stderr
+    return {"plan": plan, "out": out, "stdout": proc.stdout,
+            "summary": json.loads((out / "reproduce.json").read_text()),
+            "tables": (out / "tables.md").read_text(), "files": _files(out / "results"),
+            "train": _files(out / "train"), "metrics": _metrics(out / "results")}
+
+
+def test_every_job_runs_once_and_the_summary_and_tables_are_written(first):
+    jobs = resolve("micro", out=first["out"], plan=load_plan(first["plan"]), check_done=False)
+    summary = first["summary"]
+    assert [j["id"] for j in summary["jobs"]] == [j.id for j in jobs]
+    for rec, job in zip(summary["jobs"], jobs):
+        assert rec["status"] == "ok" and rec["kind"] == job.kind
+        assert rec["command"] == job.command and rec["seconds"] > 0
+        assert Path(rec["log"]).is_file()
+        assert f"{job.id}: start" in first["stdout"] and f"{job.id}: ok in" in first["stdout"]
+    assert summary["counts"]["ok"] == 3 and summary["scale"] == "micro"
+    assert len(first["metrics"]) == 3  # recontrast, center, random on shapes
+    assert "table-1" in first["tables"] and "table-2" in first["tables"]
+    assert FINISHED_FILE in " ".join(first["train"])
+
+
+def test_a_second_run_skips_every_done_job_without_a_subprocess(first, monkeypatch, capsys):
+    def refuse(*a, **k):
+        raise AssertionError(f"a subprocess was started: {a}")
+
+    monkeypatch.setattr(runner_mod.subprocess, "Popen", refuse)
+    monkeypatch.setattr(runner_mod.subprocess, "run", refuse)
+    code, out, err = _bench(capsys, "reproduce", "--plan", str(first["plan"]), "--scale",
+                            "micro", "--out", str(first["out"]), "--no-tables")
+    assert code == 0, err
+    assert "3 done" in out.splitlines()[0]
+    summary = json.loads((first["out"] / "reproduce.json").read_text())
+    assert [j["status"] for j in summary["jobs"]] == ["done"] * 3
+
+
+def test_two_jobs_side_by_side_make_the_same_files_as_one(first, tmp_path):
+    out = tmp_path / "out"
+    proc = _cli("reproduce", "--plan", str(first["plan"]), "--scale", "micro", "--out",
+                str(out), "--jobs", "2", "--no-tables")
+    assert proc.returncode == 0, proc.stderr
+    assert _files(out / "results") == first["files"]
+    assert _files(out / "train") == first["train"]
+    assert _metrics(out / "results") == first["metrics"]
+    assert not (out / "tables.md").exists()
+    summary = json.loads((out / "reproduce.json").read_text())
+    assert [j["status"] for j in summary["jobs"]] == ["ok"] * 3
+
+
+def test_a_failed_job_is_reported_its_dependents_skipped_and_the_rest_go_on(
+        tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    results = out / "results"
+    bad = Job("eval/bad", "eval", ("bench", "run", "--methods", "center", "--datasets",
+                                   "no-such-dataset", "--results-dir", str(results)), results)
+    after = Job("eval/after", "eval", ("bench", "list", "methods"), results, ("eval/bad",))
+    later = Job("eval/later", "eval", ("bench", "list", "methods"), results, ("eval/after",))
+    free = Job("eval/free", "eval", ("bench", "list", "datasets"), results)
+    monkeypatch.setattr("bench.reproduce.plan.resolve", lambda *a, **k: [bad, after, later, free])
+    code, text, err = _bench(capsys, "reproduce", "--out", str(out), "--jobs", "2",
+                             "--no-tables")
+    assert code == 1
+    assert "1 job(s) failed: eval/bad" in err
+    summary = json.loads((out / "reproduce.json").read_text())
+    recs = {j["id"]: j for j in summary["jobs"]}
+    assert [j["id"] for j in summary["jobs"]] == ["eval/bad", "eval/after", "eval/later",
+                                                  "eval/free"]
+    assert recs["eval/bad"]["status"] == "failed" and recs["eval/bad"]["exit_code"] != 0
+    assert "no-such-dataset" in recs["eval/bad"]["stderr_tail"]
+    log = Path(recs["eval/bad"]["log"])
+    assert log == out / "logs" / "eval" / "bad.log" and "no-such-dataset" in log.read_text()
+    assert "exit code" in text and str(log) in text
+    assert recs["eval/after"]["status"] == "skipped"
+    assert "eval/bad" in recs["eval/after"]["reason"]
+    assert recs["eval/later"]["status"] == "skipped"
+    assert recs["eval/free"]["status"] == "ok"
+    assert "shapes" in (out / "logs" / "eval" / "free.log").read_text()
+
+
+def test_a_cut_off_training_is_resumed(first, tmp_path):
+    folder = tmp_path / "train"
+    shutil.copytree(first["out"] / "train" / "recontrast-default-s1", folder)
+    argv = ("bench", "train", "recontrast", "--dataset", "shapes", "--dataset-arg", "n=40",
+            "--preset", "tiny", "--seed", "1", "--size", "64", "--epochs", "2", "--block", "2",
+            "--threads", "1", "--out", str(folder), "--quiet")
+    job = Job("train/recontrast-default-s1", "train", argv, folder)
+    assert training_state(job) == "resume"  # one epoch of two: its marker has another command
+    (folder / FINISHED_FILE).unlink()
+    assert training_state(job) == "resume"  # last.pt and no marker
+    summary = run_plan([job], tmp_path / "out", tables=False, log=lambda line: None)
+    (o,) = summary.outcomes
+    assert o.status == "ok" and o.resumed and o.argv == (*argv, "--resume")
+    assert "resumed from" in o.log.read_text()
+    history = json.loads((folder / "history.json").read_text())
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2]
+    assert training_state(job) == "done"
+    rec = json.loads((tmp_path / "out" / "reproduce.json").read_text())["jobs"][0]
+    assert rec["resumed"] and rec["command"].endswith("--resume")
+
+
+def test_training_state_without_the_runner(tmp_path):
+    job = Job("train/x", "train", ("bench", "train", "x"), tmp_path / "x")
+    assert training_state(job) == "todo"
+    job.out.mkdir()
+    (job.out / CHECKPOINT_FILE).write_bytes(b"")
+    assert training_state(job) == "done"  # trained elsewhere, nothing to resume from
+    (job.out / "last.pt").write_bytes(b"")
+    assert training_state(job) == "resume"

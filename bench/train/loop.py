@@ -399,7 +399,8 @@ def train(task: TrainTask, cfg: TrainConfig, log: Any = print) -> dict[str, Any]
         if rank == 0:
             extra = "".join(f"  {k} {v:.4f}" for k, v in rec.items()
                             if k not in _EPOCH_KEYS and isinstance(v, float))
-            log(f"epoch {epoch + 1}: train loss {train_loss:.4f}  val loss {val_loss:.4f}"
+            val = "" if math.isnan(val_loss) else f"  val loss {val_loss:.4f}"  # none: no line
+            log(f"epoch {epoch + 1}: train loss {train_loss:.4f}{val}"
                 f"{extra}{'  (best)' if improved else ''}  {rec['pairs_per_s']:.1f} pairs/s")
             if improved:
                 task.export(out / "best.safetensors")

@@ -91,7 +91,8 @@ class GroundTruthOracle(Method):
     the only losses left are the protocol's own (margin, thresholds on an empty map).
     """
 
-    capabilities = Capabilities(localize=True, classify=True)
+    # free text: the map is the ground truth of the query's finding, whatever its wording
+    capabilities = Capabilities(localize=True, classify=True, free_text=True)
     frame = Frame(LETTERBOX, 224)
     description = "ground-truth mask as heatmap, labels as scores"
 

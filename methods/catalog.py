@@ -168,7 +168,8 @@ _ROWS = (
                module="bench.methods.baselines", capabilities=("localize", "free-text"),
                query_agnostic=True, description="fixed centred Gaussian prior (sigma = size/4)"),
     MethodInfo("oracle", "Oracle (GT)", "#FFAABB", REFERENCES, "reference",
-               module="bench.methods.baselines", capabilities=("localize", "classify"),
+               module="bench.methods.baselines",
+               capabilities=("localize", "classify", "free-text"),
                description="ground-truth mask as heatmap, labels as scores"),
 )
 

@@ -122,13 +122,15 @@ def test_real_run_preferred_over_synthetic_twin(store: Path) -> None:
 
 
 def test_empty_store_footnote_lists_commands(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(build_module, "registered_methods", lambda: {"afloc", "gloria", "center"})
+    monkeypatch.setattr(build_module, "registered_methods",
+                        lambda: {"afloc", "gloria", "random", "center"})
     text = _table(tmp_path, "table-2")
     assert "| CheXzero | — | — |" in text
-    # commands only for methods `bench run` knows; the others are named, without a command
+    # commands only for methods `bench run` knows; the others are named, without a command;
+    # the centre prior cannot classify: its cells are n/a, with no command
     assert text.endswith(
         "— no result in the store. Commands that would fill the empty cells:\n"
-        "    bench run --methods gloria,afloc --datasets rsna,siim --task classification\n"
+        "    bench run --methods gloria,afloc,random --datasets rsna,siim --task classification\n"
         "— no adapter registered in this harness for recontrast, rdpp, convirt, biovil, "
         "chexzero, medklip: their cells stay empty (`bench list methods` shows what is "
         "registered).\n")
@@ -183,7 +185,9 @@ def test_ablation_rows_by_tag_and_row_mean(tmp_path: Path) -> None:
             "--protocol afloc --tag levels=sentence\n") in commands
     assert ("    bench run --methods afloc --datasets covid-rural,chexlocalize --split test "
             "--protocol afloc\n") not in commands  # split differs: covid has no --split
-    assert "    bench run --methods afloc --datasets covid-rural --protocol afloc\n" in commands
+    # the reference rows' runs join the untagged AFLoc's
+    assert ("    bench run --methods afloc,random,center,oracle --datasets covid-rural "
+            "--protocol afloc\n") in commands
 
 
 def test_category_aliases_and_protocol_per_row(tmp_path: Path) -> None:

@@ -71,8 +71,12 @@ def test_the_package_plan_loads_with_its_scales_and_pending_tables():
     assert {t.method for t in plan.train.values()} == trainable
     levels = {t.tag for t in plan.train.values() if t.method == "afloc"}
     assert len(levels) == 7  # Extended Data Table 3: six subsets, and None for all three
-    whole = {p.table for p in plan.pending if not p.rows and not p.columns}
-    assert whole == {"table-3", "extended-4", "extended-7"}  # fundus and text encoders
+    # fundus and text encoders: the paper's rows (their reference rows are planned)
+    assert {p.table for p in plan.pending} == {"table-3", "extended-4", "extended-7"}
+    for p in plan.pending:
+        paper_rows = {r.id for r in specs.TABLES[p.table].rows
+                      if not r.reference and not r.paper_only}
+        assert set(p.rows) == paper_rows and not p.columns
     assert all(p.reason for p in plan.pending)
 
 
@@ -160,9 +164,11 @@ def test_coverage_catches_a_column_and_a_table_no_job_fills(monkeypatch):
                         replace(spec, columns=spec.columns + (specs.dataset_col("chexlocalize"),)))
     monkeypatch.setitem(specs.TABLES, "table-x", replace(spec, name="table-x"))
     cells = _cells(coverage(load_plan(), "tiny"))
-    assert {("table-2", r.id, "chexlocalize") for r in spec.rows} <= cells
+    # the centre prior cannot classify: its cells are not measurable, not uncovered
+    assert {("table-2", r.id, "chexlocalize") for r in spec.rows if r.id != "center"} == {
+        (t, r, c) for t, r, c in cells if t == "table-2"}
     # a job fills a table's cells only when its entry names the table in `fills`
-    assert {(r.id, c.id) for r in spec.rows for c in spec.columns} <= {
+    assert {(r.id, c.id) for r in spec.rows if r.id != "center" for c in spec.columns} <= {
         (r, c) for t, r, c in cells if t == "table-x"}
 
 
@@ -233,7 +239,9 @@ def test_only_keeps_the_named_tables_and_the_training_they_need(tmp_path):
     assert {j.id for j in jobs if j.kind == "train"} == needed
     fig2 = {j.entry for j in resolve("tiny", only=["fig2"], out=tmp_path)}
     assert "chest-localization" in fig2  # Fig. 2 draws Extended Data Table 1's cells
-    assert resolve("tiny", only=["table-3"], out=tmp_path) == []  # pending: no job yet
+    # pending: no job yet for the paper's rows; only the reference rows' (no training)
+    fundus = resolve("tiny", only=["table-3"], out=tmp_path)
+    assert [j.id for j in fundus] == ["eval/references-fundus-classification"]
     with pytest.raises(UsageError, match="unknown table or figure 'table-9'"):
         resolve("tiny", only=["table-9"], out=tmp_path)
 

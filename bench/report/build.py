@@ -10,10 +10,11 @@ import math
 from dataclasses import dataclass, field
 
 from bench.report.paper_values import PaperCell, paper_values
-from bench.report.specs import Column, Row, Section, Sel, TableSpec
+from bench.report.specs import Column, Row, Section, Sel, TableSpec, not_applicable
 from bench.report.store_view import Run, Stat, StoreView
 
 MISSING = "—"
+NOT_APPLICABLE = "n/a"
 SYNTHETIC_MARK = "†"
 
 
@@ -25,6 +26,8 @@ class CellResult:
     run: Run | None = None
     text: str | None = None          # for "attr" cells
     missing_sel: Sel | None = None   # the query of a missing measured cell
+    na: str | None = None            # why the row's method cannot fill it (no command offered)
+    reference: bool = False          # a reference row's cell: no published value
 
     @property
     def synthetic(self) -> bool:
@@ -52,6 +55,8 @@ class TableResult:
     runs: list[Run] = field(default_factory=list)
     # methods with empty cells that no registered adapter can fill (no command to offer)
     unavailable: list[str] = field(default_factory=list)
+    # why cells are not applicable (a method's missing capability), once each
+    not_applicable: list[str] = field(default_factory=list)
 
     @property
     def n_measured(self) -> int:
@@ -83,7 +88,14 @@ class TableResult:
         return cap
 
     def footnotes(self) -> list[str]:
+        from bench.report.specs import REFERENCE_NOTE
+
         notes = list(self.spec.notes)
+        if any(r.reference for r in self.spec.rows):
+            notes.append(REFERENCE_NOTE)
+        if self.not_applicable:
+            notes.append(f"{NOT_APPLICABLE} not applicable: " + "; ".join(self.not_applicable)
+                         + ".")
         if self.synthetic:
             notes.append(f"{SYNTHETIC_MARK} synthetic data: "
                          + ", ".join(self.synthetic_datasets)
@@ -171,12 +183,15 @@ def build_table(spec: TableSpec, view: StoreView) -> TableResult:
     missing: list[Sel] = []
     synth: set[str] = set()
     runs: dict[str, Run] = {}
+    na: list[str] = []
     for section in spec.sections:
         rows = []
         for row in spec.rows:
             cells = [_cell(spec, view, paper, section, row, col) for col in spec.columns]
             _fill_derived(spec.columns, cells)
             for cell in cells:
+                if cell.na is not None and cell.na not in na:
+                    na.append(cell.na)
                 if cell.missing_sel is not None:
                     missing.append(cell.missing_sel)
                 if cell.run is not None:
@@ -190,7 +205,7 @@ def build_table(spec: TableSpec, view: StoreView) -> TableResult:
     unavailable = list(dict.fromkeys(s.method for s in missing
                                      if s.method is not None and s.method not in known))
     return TableResult(spec, sections, missing_commands(runnable), sorted(synth),
-                       [runs[k] for k in sorted(runs)], unavailable)
+                       [runs[k] for k in sorted(runs)], unavailable, na)
 
 
 def registered_methods() -> set[str]:
@@ -204,16 +219,20 @@ def _cell(spec: TableSpec, view: StoreView, paper: dict, section: Section, row: 
           col: Column) -> CellResult:
     if col.attr is not None:
         return CellResult("attr", text=row.attrs.get(col.attr, ""))
-    pub = paper.get((spec.name, section.id, row.id, col.id))
+    ref = row.reference
+    pub = None if ref else paper.get((spec.name, section.id, row.id, col.id))
     if col.derived is not None:
-        return CellResult("derived", paper=pub)
+        return CellResult("derived", paper=pub, reference=ref)
     if row.paper_only:
         return CellResult("value", paper=pub)
     sel = spec.query(section, row, col)
+    na = not_applicable(sel)
+    if na is not None:
+        return CellResult("value", paper=pub, na=na, reference=ref)
     found = view.find(sel)
     if found is None:
-        return CellResult("value", paper=pub, missing_sel=sel)
-    return CellResult("value", measured=found.stat, paper=pub, run=found.run)
+        return CellResult("value", paper=pub, missing_sel=sel, reference=ref)
+    return CellResult("value", measured=found.stat, paper=pub, run=found.run, reference=ref)
 
 
 def _fill_derived(columns: tuple[Column, ...], cells: list[CellResult]) -> None:
@@ -251,6 +270,8 @@ def fmt_ci(value: float, lower: float | None, upper: float | None, digits: int =
 def measured_text(cell: CellResult, digits: int = 3) -> str:
     if cell.kind == "attr":
         return cell.text or ""
+    if cell.na is not None:
+        return NOT_APPLICABLE
     if cell.measured is None:
         return MISSING
     m = cell.measured
@@ -259,8 +280,8 @@ def measured_text(cell: CellResult, digits: int = 3) -> str:
 
 
 def paper_text(cell: CellResult, digits: int = 3) -> str:
-    if cell.kind == "attr":
-        return cell.text or ""
+    if cell.kind == "attr" or cell.reference:
+        return cell.text or ""  # a reference row has no published value: nothing, not "—"
     if cell.paper is None:
         return MISSING
     p = cell.paper

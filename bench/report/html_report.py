@@ -25,7 +25,9 @@ caption{caption-side:top;text-align:left;padding:.4em 0;max-width:1100px}
 th,td{border:1px solid #ccc;padding:3px 6px;text-align:center;white-space:nowrap}
 tbody th{text-align:left}
 tr.section th{background:#f0f0f0;text-align:left}
-td.missing{color:#999}
+td.missing,td.na{color:#999}
+tr.reference th{font-style:italic}
+tr.reference.first th,tr.reference.first td{border-top:2px solid #888}
 span.paper{color:#555}
 .table-wrap{overflow-x:auto;max-width:100%}
 td.synthetic,.synthetic-label{color:#b2182b}

@@ -15,6 +15,8 @@ from typing import Any
 from bench.report.build import (
     MISSING,
     CellResult,
+    RowResult,
+    SectionResult,
     TableResult,
     measured_text,
     paper_text,
@@ -24,7 +26,7 @@ FORMATS = ("md", "csv", "tex", "html", "json")
 
 
 def cell_text(cell: CellResult, paper: bool, digits: int, sep: str = " | ") -> str:
-    if not paper or cell.kind == "attr":
+    if not paper or cell.kind == "attr" or cell.reference:  # references: no published value
         return measured_text(cell, digits)
     return measured_text(cell, digits) + sep + paper_text(cell, digits)
 
@@ -35,6 +37,11 @@ def _header(result: TableResult, paper: bool) -> list[str]:
     return [result.spec.row_header] + [
         lab + (suffix if col.attr is None else "") for lab, col in zip(labels,
                                                                         result.spec.columns)]
+
+
+def _first_reference(sec: SectionResult, r: RowResult) -> bool:
+    """`r` is the first reference row of its section (a rule goes above it)."""
+    return r.row.reference and next(x for x in sec.rows if x.row.reference) is r
 
 
 def _sectioned(result: TableResult) -> bool:
@@ -135,6 +142,8 @@ def to_latex(result: TableResult, paper: bool = False) -> str:
             out.append(rf"\multicolumn{{{n}}}{{l}}{{\textit{{{tex_escape(sec.section.label)}}}}}"
                        r" \\")
         for r in sec.rows:
+            if _first_reference(sec, r):
+                out.append(r"\cmidrule(lr){1-" + str(n) + "}")
             cells = [tex_escape(cell_text(c, paper, d)) for c in r.cells]
             out.append(" & ".join([tex_escape(r.row.label)] + cells) + r" \\")
     out += [r"\bottomrule", r"\end{tabular}"]
@@ -166,15 +175,21 @@ def to_html(result: TableResult, paper: bool = False) -> str:
             tds = []
             for c in r.cells:
                 attrs = ""
-                if c.kind != "attr" and c.measured is None:
+                if c.na is not None:
+                    attrs = ' class="na"'
+                elif c.kind != "attr" and c.measured is None:
                     attrs = ' class="missing"'
                 elif c.synthetic:
                     attrs = ' class="synthetic"'
                 text = e(measured_text(c, d))
-                if paper and c.kind != "attr":
+                if paper and c.kind != "attr" and not c.reference:
                     text += f' <span class="paper">| {e(paper_text(c, d))}</span>'
                 tds.append(f"<td{attrs}>{text}</td>")
-            out.append(f"<tr><th>{e(r.row.label)}</th>" + "".join(tds) + "</tr>")
+            tr = "<tr>"
+            if r.row.reference:
+                tr = '<tr class="reference first">' if _first_reference(sec, r) else (
+                    '<tr class="reference">')
+            out.append(f"{tr}<th>{e(r.row.label)}</th>" + "".join(tds) + "</tr>")
     out.append("</tbody></table></div>")
     notes = result.footnotes()
     if notes:
@@ -212,12 +227,13 @@ def to_dict(result: TableResult) -> dict[str, Any]:
                     "run_id": None if c.run is None else c.run.run_id,
                     "dataset": None if c.run is None else c.run.dataset,
                     "synthetic": c.synthetic,
-                    "missing": c.measured is None,
+                    "missing": c.measured is None and c.na is None,
+                    "not_applicable": c.na,
                     "query": None if c.missing_sel is None else {
                         k: v for k, v in vars(c.missing_sel).items() if v is not None},
                 }
             rows.append({"section": sec.section.id, "row": r.row.id, "label": r.row.label,
-                         "cells": cells})
+                         "reference": r.row.reference, "cells": cells})
     return {"name": spec.name, "title": spec.title, "source": spec.source,
             "caption": result.caption(), "synthetic": result.synthetic,
             "synthetic_datasets": result.synthetic_datasets,

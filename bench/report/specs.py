@@ -66,6 +66,7 @@ class Row:
     sel: Sel = Sel()
     paper_only: bool = False         # not measurable by this harness (e.g. fine-tuned RETFound)
     attrs: dict[str, str] = field(default_factory=dict, hash=False)
+    reference: bool = False          # a reference row (random / center / oracle): not the paper's
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,41 @@ def dataset_col(name: str, label: str | None = None, **sel) -> Column:
 
 def category_col(cid: str, label: str, *aliases: str) -> Column:
     return Column(cid, label, Sel(category=(label, *aliases)))
+
+
+# Reference rows, under the paper's rows of every method-row table: what no information
+# (`random`: noise maps, constant scores; `center`: a fixed centred prior) and perfect (`oracle`:
+# the ground truth as the map / the labels as scores) score under the table's protocol. They
+# have no published values.
+REFERENCE_LABELS = {"random": "Random (reference)", "center": "Centre prior (reference)",
+                    "oracle": "Oracle (reference)"}
+REFERENCE_NOTE = ("Reference rows: not in the paper; what no information (random, a fixed centre "
+                  "prior) and perfect (oracle) score under the same protocol.")
+
+
+def reference_rows(oracle: bool = True, **sel) -> tuple[Row, ...]:
+    """`random`, `center` and (`oracle`) rows, marked as references. The oracle is left out
+    where it says nothing: its labels-as-scores AUROC is 1 by construction."""
+    names = ("random", "center") + (("oracle",) if oracle else ())
+    return tuple(Row(n, REFERENCE_LABELS[n], Sel(method=n, **sel), reference=True)
+                 for n in names)
+
+
+def not_applicable(sel: Sel) -> str | None:
+    """Why the cell `sel` cannot be measured by its method (a capability it lacks, e.g. the
+    centre prior has no classification scores), or None. Such a cell stays empty, with no
+    command to fill it."""
+    info = CATALOG.get(sel.method or "")
+    if info is None or info.module is None:
+        return None
+    caps = info.capabilities
+    if sel.task == "classification" and "classify" not in caps:
+        return f"{info.display} has no classification scores"
+    if sel.task == "localization" and "localize" not in caps:
+        return f"{info.display} makes no maps"
+    if sel.task == "localization" and sel.prompt == "precise" and "free-text" not in caps:
+        return f"{info.display} takes no free-text queries"
+    return None
 
 
 METRIC_SECTIONS = (
@@ -190,6 +226,9 @@ def _level_row(levels: tuple[str, ...]) -> Row:
 
 
 TABLE_LIST = (
+    # Table 1 and Extended Data Table 6 get no reference rows: their rows are prompt sets and
+    # thresholds, not methods; random and centre maps ignore the query (both prompt rows would
+    # be equal) and the oracle reads the ground truth, so they say nothing about either axis.
     TableSpec(
         name="table-1",
         title="MS-CXR localization with simple vs precise descriptions (IoU, Dice, CNR)",
@@ -212,7 +251,9 @@ TABLE_LIST = (
                 "classification task.",
         base=Sel(task="classification", metric="auroc", tags=AFLOC_TAGS),
         rows=tuple(method_row(m) for m in ("recontrast", "rdpp", "convirt", "gloria", "biovil",
-                                            "chexzero", "medklip", "afloc")),
+                                            "chexzero", "medklip", "afloc"))
+        # no oracle row: its labels-as-scores AUROC is 1 by construction
+        + reference_rows(oracle=False),
         columns=(dataset_col("rsna"), dataset_col("siim")),
     ),
     TableSpec(
@@ -225,7 +266,8 @@ TABLE_LIST = (
         base=Sel(task="classification", metric="auroc", dataset="paired-folder", tags=AFLOC_TAGS),
         rows=tuple(method_row(m, attrs={"label-free": "✓"})
                    for m in ("recontrast", "rdpp", "convirt", "gloria", "afloc"))
-        + (method_row("retfound", paper_only=True, attrs={"label-free": "✗"}),),
+        + (method_row("retfound", paper_only=True, attrs={"label-free": "✗"}),)
+        + reference_rows(oracle=False),  # no oracle: AUROC 1 by construction
         columns=(Column("label-free", "Label free", attr="label-free"),) + FUNDUS_DISEASES
         + (Column("mean", "Mean"),),
         notes=("RETFound is fine-tuned with labels; its row is the paper's value only.",),
@@ -240,7 +282,7 @@ TABLE_LIST = (
         base=LOC.merge(Sel(tags=AFLOC_TAGS)),
         sections=METRIC_SECTIONS,
         rows=tuple(method_row(m) for m in ("recontrast", "rdpp", "gloria", "biovil", "medklip",
-                                            "afloc")),
+                                            "afloc")) + reference_rows(),
         columns=(dataset_col("rsna", split="test"), dataset_col("covid-rural"),
                  dataset_col("ms-cxr", prompt="precise")),
     ),
@@ -252,7 +294,7 @@ TABLE_LIST = (
                 "the MS-CXR dataset. Numbers within parentheses indicate 95% CI.",
         base=LOC.merge(Sel(dataset="ms-cxr", prompt="precise", metric="iou", tags=AFLOC_TAGS)),
         rows=tuple(method_row(m) for m in ("recontrast", "rdpp", "gloria", "biovil", "medklip",
-                                            "afloc")),
+                                            "afloc")) + reference_rows(),
         columns=MS_CXR_PATHOLOGIES,
     ),
     TableSpec(
@@ -267,7 +309,8 @@ TABLE_LIST = (
         rows=tuple(_level_row(lv) for lv in (("word",), ("sentence",), ("report",),
                                             ("word", "sentence"), ("word", "report"),
                                             ("sentence", "report"),
-                                            ("word", "sentence", "report"))),
+                                            ("word", "sentence", "report")))
+        + reference_rows(),
         columns=(Column("level-word", "Word – Shallow local", attr="level-word"),
                  Column("level-sentence", "Sentence – Deep local", attr="level-sentence"),
                  Column("level-report", "Report – Global", attr="level-report"),
@@ -285,7 +328,8 @@ TABLE_LIST = (
                 "Numbers within parentheses indicate 95% CI.",
         base=LOC.merge(Sel(dataset="paired-folder", tags=AFLOC_TAGS)),
         sections=METRIC_SECTIONS,
-        rows=tuple(method_row(m) for m in ("recontrast", "rdpp", "convirt", "gloria", "afloc")),
+        rows=tuple(method_row(m) for m in ("recontrast", "rdpp", "convirt", "gloria", "afloc"))
+        + reference_rows(),
         columns=FUNDUS_LESIONS + (Column("mean", "Mean"),),
     ),
     TableSpec(
@@ -301,7 +345,9 @@ TABLE_LIST = (
               Row("gradcampp", "Grad-CAM++*", Sel(method="gradcampp", protocol="chexlocalize")),
               Row("eigencam", "Eigen-CAM*", Sel(method="eigencam", protocol="chexlocalize")),
               Row("afloc", "AFLoc", Sel(method="afloc", protocol="afloc")),
-              Row("human", "Human benchmark*", Sel(method="human", protocol="chexlocalize"))),
+              Row("human", "Human benchmark*", Sel(method="human", protocol="chexlocalize")))
+        # the reference rows under AFLoc's protocol, the one this harness's own row uses
+        + reference_rows(protocol="afloc"),
         columns=CHEXLOCALIZE_PATHOLOGIES,
     ),
     TableSpec(
@@ -327,7 +373,8 @@ TABLE_LIST = (
         base=LOC.merge(Sel(method="afloc", dataset="ms-cxr", prompt="precise")),
         rows=(Row("llava-med", "llava-med-v1.5-mistral-7b",
                   Sel(tags=("text=llava-med", "text=llava-med-v1.5-mistral-7b"))),
-              Row("bio-clinicalbert", "BioClinicalBERT (default)", Sel(tags=AFLOC_TAGS))),
+              Row("bio-clinicalbert", "BioClinicalBERT (default)", Sel(tags=AFLOC_TAGS)))
+        + reference_rows(),
         columns=(Column("iou", "IoU", Sel(metric="iou")),
                  Column("dice", "Dice", Sel(metric="dice")),
                  Column("cnr", "CNR", Sel(metric="cnr"))),
@@ -355,8 +402,8 @@ def paper_tables(method: str) -> list[str]:
     """The paper's tables (their `source`) with a row or column for `method`."""
     out = []
     for t in TABLE_LIST:
-        names = {r.sel.method for r in t.rows} | {c.sel.method for c in t.columns} | {
-            t.base.method}
+        names = {r.sel.method for r in t.rows if not r.reference} | {
+            c.sel.method for c in t.columns} | {t.base.method}
         if method in names:
             out.append(t.source)
     return out

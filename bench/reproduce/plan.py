@@ -562,7 +562,8 @@ def run_matches(run: dict[str, Any], sel: Any) -> bool:
 def coverage(plan: Plan | None = None, scale: str = "tiny", data: str = "synthetic") -> Coverage:
     """Which measurable cells of the table specs no evaluation job of `scale` fills (a job
     fills a cell when one of its runs matches the cell's query and its entry names the table
-    in `fills`); paper-only rows and attribute / derived columns hold no measured value."""
+    in `fills`); paper-only rows, attribute / derived columns and cells the row's method cannot
+    measure (`specs.not_applicable`) hold no measured value; reference rows are measured cells."""
     from bench.report import specs
 
     plan = plan or load_plan()
@@ -580,6 +581,8 @@ def coverage(plan: Plan | None = None, scale: str = "tiny", data: str = "synthet
                     if col.attr is not None or col.derived is not None:
                         continue
                     sel = spec.query(section, row, col)
+                    if specs.not_applicable(sel) is not None:
+                        continue  # e.g. the centre prior's classification cells
                     filled = [j for j in jobs if spec.name in j.fills
                               and any(run_matches(r, sel) for r in j.runs)]
                     claimed.update((j.entry, spec.name) for j in filled)

@@ -58,6 +58,20 @@ def is_safetensors(path: str | Path) -> bool:
     return 0 < n < (1 << 30) and head[8:9] == b"{"
 
 
+def is_harness_file(path: str | Path) -> bool:
+    """A safetensors file with the harness's metadata (written by ``bench train``), as opposed
+    to a released checkpoint; an unreadable safetensors file is an error naming it."""
+    if file_format(path) != "safetensors":
+        return False
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("format") == FORMAT
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+
+
 def read_weights(path: str | Path, method: str
                  ) -> tuple[dict[str, torch.Tensor], dict[str, Any], str | None]:
     """(state_dict, config, tokenizer_json) of one of our checkpoints, written for `method`."""

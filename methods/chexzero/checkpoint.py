@@ -68,19 +68,6 @@ def save_weights(path: str | Path, state_dict: Mapping[str, torch.Tensor],
     shared.save_weights(path, state_dict, config, None, method=METHOD)
 
 
-def is_harness_file(path: str | Path) -> bool:
-    """A safetensors file with the harness's metadata (`bench train chexzero`'s)."""
-    if shared.file_format(path) != "safetensors":
-        return False
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return (f.metadata() or {}).get("format") == shared.FORMAT
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
-
-
 def read_harness(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     state, config, _ = shared.read_weights(path, METHOD)
     return state, config

@@ -62,7 +62,7 @@ TEMPLATES = ("{}", "no {}")
 def load_member(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """One model from our safetensors file or a released CheXzero state dict, loaded strictly."""
     path = Path(path)
-    if ck.is_harness_file(path):
+    if shared_ck.is_harness_file(path):
         state, cfg = ck.read_harness(path)
         arch, preset, fmt = cfg.get("arch"), cfg.get("preset"), "afloc-bench safetensors"
     else:

@@ -29,19 +29,9 @@ from .model import RDPP
 METHOD = "rdpp"
 
 
-def is_ours(path: str | Path) -> bool:
-    """A safetensors file carrying the harness's metadata."""
-    if shared.file_format(path) != "safetensors":
-        return False
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return (f.metadata() or {}).get("format") == shared.FORMAT
-
-
 def load_model(path: str | Path) -> tuple[RDPP, dict[str, Any]]:
     """(model, info for run.json) from any layout above."""
-    if is_ours(path):
+    if shared.is_harness_file(path):
         state, config, _ = shared.read_weights(path, METHOD)
         cfg = NetworkConfig.from_json(config)
         model = RDPP(cfg, projection=bool(config.get("projection", True)))

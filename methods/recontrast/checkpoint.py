@@ -17,7 +17,6 @@ from bench.errors import CheckpointError
 from bench.methods._shared import checkpoints as shared
 from bench.methods.anomaly import checkpoint as layouts
 from bench.methods.anomaly.networks import NetworkConfig
-from bench.methods.rdpp.checkpoint import is_ours
 
 from .model import ReContrastNet
 
@@ -25,7 +24,7 @@ METHOD = "recontrast"
 
 
 def load_model(path: str | Path) -> tuple[ReContrastNet, dict[str, Any]]:
-    if is_ours(path):
+    if shared.is_harness_file(path):
         state, config, _ = shared.read_weights(path, METHOD)
         model = ReContrastNet(NetworkConfig.from_json(config),
                               bool(config.get("encoder_bn_train", False)))

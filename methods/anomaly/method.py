@@ -22,12 +22,26 @@ import torch
 from bench.errors import UsageError
 from bench.imaging.geometry import Frame
 from bench.imaging.recipes import Recipe
-from bench.methods.base import ONE_CLASS, Method, Option
+from bench.methods.base import ONE_CLASS, Method, Option, parse_bool
 from bench.types import Capabilities, Query, Sample
 
 from .maps import SMOOTHINGS, anomaly_maps, image_scores
 
 CACHE_SIZE = 256
+
+
+def one_class_train_options(imagenet_help: str, block_unit: str) -> dict[str, Option]:
+    """The `bench train` options RD++ and ReContrast share (each adds its own)."""
+    return {
+        "network": Option(None, "paper (WRN50-2) or tiny (default: the preset's)",
+                          choices=("paper", "tiny")),
+        "size": Option(None, "input side (paper 256, tiny 128)", int),
+        "imagenet": Option(None, imagenet_help, parse_bool),
+        "block": Option(None, f"{block_unit} per epoch, i.e. between validations (default: "
+                        f"the preset's)", int),
+        "val_images": Option(1000, "at most this many validation images for checkpoint "
+                             "selection", int),
+    }
 
 
 class AnomalyMethod(Method):

@@ -25,7 +25,7 @@ exactly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,7 @@ from bench.train.data import Prepared, TrainingData, is_normal, normals_of
 from bench.train.loop import TrainTask
 
 from .maps import anomaly_maps, image_scores
+from .networks import PAPER, TINY, NetworkConfig
 
 VAL_FRACTION = 0.1
 
@@ -60,6 +61,23 @@ class OneClassData:
                 "val_normals": int((self.val_labels == 0).sum()),
                 "val_abnormals": int((self.val_labels == 1).sum()),
                 "val_source": self.val_source, "skipped": dict(self.skipped)}
+
+
+def preset_network(req: Any, preset: dict[str, Any], output_conv: int) -> tuple[NetworkConfig,
+                                                                                  bool]:
+    """(network config, start from ImageNet weights?) of a request: the preset's network
+    (`PAPER` or `TINY`, with the method's decoder heads), the request's `network`, `size` and
+    `imagenet` options where given."""
+    cfg = preset_config(req.option("network") or preset["network"], output_conv)
+    if req.option("size"):
+        cfg = replace(cfg, size=int(req.option("size")))
+    imagenet = preset["imagenet"] if req.option("imagenet") is None else req.option("imagenet")
+    return cfg, bool(imagenet)
+
+
+def preset_config(name: str, output_conv: int) -> NetworkConfig:
+    """The `paper` or `tiny` network with `output_conv` decoder heads (RD++ 0, ReContrast 2)."""
+    return replace({"paper": PAPER, "tiny": TINY}[name], output_conv=output_conv)
 
 
 def normal_labels(p: Prepared) -> np.ndarray:
@@ -181,8 +199,8 @@ def stack_uint8(items: list[np.ndarray]) -> torch.Tensor:
 
 class OneClassTask(TrainTask):
     """The shared half of a one-class task: the block loader of normals, validation AUROC
-    selection. Subclasses give `model`, `loss`, `configure_optimizers`, `export` and
-    `pairs(model, x)`: the (teacher, student) feature lists of a batch in eval mode."""
+    selection. Subclasses give `model` (with `pairs(x)`: the (teacher, student) feature lists
+    of a batch), `loss`, `configure_optimizers` and `export`."""
 
     normalize = "imagenet"
 
@@ -217,7 +235,8 @@ class OneClassTask(TrainTask):
         return normalized(frames.float().div_(255.0), self.normalize)
 
     def pairs(self, model: torch.nn.Module, x: torch.Tensor) -> tuple[list, list]:
-        raise NotImplementedError
+        """The (teacher, student) feature lists of a batch: the model's own `pairs`."""
+        return model.pairs(x)
 
     @torch.no_grad()
     def validation_scores(self, model: torch.nn.Module, device: torch.device,

@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 import torch
 
 from bench.imaging.geometry import SQUARE_LINEAR
-from bench.methods.anomaly.method import AnomalyMethod
-from bench.methods.base import Option, parse_bool
+from bench.methods.anomaly.method import AnomalyMethod, one_class_train_options
+from bench.methods.base import Option
 from bench.registry import register_method
 
 from .checkpoint import load_model
@@ -37,20 +37,13 @@ class RDPPMethod(AnomalyMethod):
     frame_kind = SQUARE_LINEAR
     train_presets = tuple(PRESETS)
     train_option_specs: ClassVar[dict[str, Option]] = {
-        "network": Option(None, "paper (WRN50-2) or tiny (default: the preset's)",
-                          choices=("paper", "tiny")),
-        "size": Option(None, "input side (paper 256, tiny 128)", int),
-        "imagenet": Option(None, "teacher from ImageNet weights (local torchvision cache; "
-                           "paper: true, tiny: false)", parse_bool),
+        **one_class_train_options("teacher from ImageNet weights (local torchvision cache; "
+                                  "paper: true, tiny: false)", "batches"),
         "proj_lr": Option(None, "learning rate of the projection layers (default 1e-3)", float),
         "weight_proj": Option(0.2, "weight of the projection loss (official 0.2)", float),
         "ssot": Option(None, "SSOT term: geomloss (official; paper preset) or zero (its exact "
                        "value, a divergence of the batch from itself; tiny preset)",
                        choices=("geomloss", "zero")),
-        "block": Option(None, "batches per epoch, i.e. between validations (default: the "
-                        "preset's)", int),
-        "val_images": Option(1000, "at most this many validation images for checkpoint "
-                             "selection", int),
     }
 
     def build(self, checkpoint: str | None, seed: int) -> tuple[torch.nn.Module, dict[str, Any]]:

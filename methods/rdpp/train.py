@@ -39,8 +39,14 @@ import torch
 from bench.imaging.geometry import SQUARE_LINEAR, Frame
 from bench.imaging.recipes import Recipe
 from bench.methods._shared import checkpoints as shared
-from bench.methods.anomaly.networks import PAPER, TINY, NetworkConfig, load_imagenet
-from bench.methods.anomaly.train import OneClassTask, normalized, one_class_data
+from bench.methods.anomaly.networks import NetworkConfig, load_imagenet
+from bench.methods.anomaly.train import (
+    OneClassTask,
+    normalized,
+    one_class_data,
+    preset_config,
+    preset_network,
+)
 from bench.train.loop import Optimization, seed_everything
 from bench.train.run import preset_settings
 
@@ -57,12 +63,11 @@ PRESETS: dict[str, dict[str, Any]] = {
              "accumulate": 2, "bn_recalibration": 0, "network": "tiny", "imagenet": False,
              "ssot": "zero"},
 }
-NETWORKS = {"paper": PAPER, "tiny": TINY}
 BETAS = (0.5, 0.999)
 
 
 def network_config(name: str) -> NetworkConfig:
-    return NetworkConfig(**{**NETWORKS[name].to_json(), "output_conv": 0})
+    return preset_config(name, output_conv=0)
 
 
 def recipe_of(cfg: NetworkConfig) -> Recipe:
@@ -104,19 +109,13 @@ class RDPPTask(OneClassTask):
         return rdpp_loss(teacher, student, teacher_noisy, proj_noisy, proj, self.weight_proj,
                          ssot=self.ssot)
 
-    def pairs(self, model: torch.nn.Module, x: torch.Tensor) -> tuple[list, list]:
-        return model.pairs(x)
-
     def export(self, path: Path) -> None:
         save_weights(path, self.model)
 
 
 def make_task(req: Any, data: Any) -> tuple[RDPPTask, dict[str, Any]]:
     preset = PRESETS[req.preset]
-    cfg = network_config(req.option("network") or preset["network"])
-    if req.option("size"):
-        cfg = NetworkConfig(**{**cfg.to_json(), "size": int(req.option("size"))})
-    imagenet = preset["imagenet"] if req.option("imagenet") is None else req.option("imagenet")
+    cfg, imagenet = preset_network(req, preset, output_conv=0)
     settings = {**preset_settings(req, preset), "block": req.option("block") or preset["block"],
                 "proj_lr": req.option("proj_lr") or preset["proj_lr"],
                 "accumulate": preset["accumulate"], "weight_proj": req.option("weight_proj"),

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 
 from bench.imaging.geometry import RESIZE
-from bench.methods.anomaly.method import AnomalyMethod
+from bench.methods.anomaly.method import AnomalyMethod, one_class_train_options
 from bench.methods.base import Option, parse_bool
 from bench.registry import register_method
 
@@ -35,19 +35,12 @@ class ReContrastMethod(AnomalyMethod):
     frame_kind = RESIZE
     train_presets = tuple(PRESETS)
     train_option_specs: ClassVar[dict[str, Option]] = {
-        "network": Option(None, "paper (WRN50-2) or tiny (default: the preset's)",
-                          choices=("paper", "tiny")),
-        "size": Option(None, "input side (paper 256, tiny 128)", int),
-        "imagenet": Option(None, "start from ImageNet weights (local torchvision cache; paper: "
-                           "true, tiny: false)", parse_bool),
+        **one_class_train_options("start from ImageNet weights (local torchvision cache; "
+                                  "paper: true, tiny: false)", "iterations"),
         "encoder_lr": Option(None, "learning rate of the trainable encoder (default 1e-5)",
                              float),
         "encoder_bn_train": Option(False, "train the encoder's BatchNorm (official: off for "
                                    "OCT, on for APTOS)", parse_bool),
-        "block": Option(None, "iterations per epoch, i.e. between validations (default: the "
-                        "preset's)", int),
-        "val_images": Option(1000, "at most this many validation images for checkpoint "
-                             "selection", int),
     }
 
     def build(self, checkpoint: str | None, seed: int) -> tuple[torch.nn.Module, dict[str, Any]]:

@@ -28,8 +28,8 @@ import torch
 from bench.imaging.geometry import RESIZE, Frame
 from bench.imaging.recipes import Recipe
 from bench.methods._shared import checkpoints as shared
-from bench.methods.anomaly.networks import PAPER, TINY, NetworkConfig, load_imagenet
-from bench.methods.anomaly.train import OneClassTask, one_class_data
+from bench.methods.anomaly.networks import NetworkConfig, load_imagenet
+from bench.methods.anomaly.train import OneClassTask, one_class_data, preset_config, preset_network
 from bench.train.loop import Optimization, seed_everything
 from bench.train.run import preset_settings
 
@@ -44,11 +44,9 @@ PRESETS: dict[str, dict[str, Any]] = {
              "weight_decay": 1e-5, "bn_recalibration": 0, "network": "tiny",
              "imagenet": False},
 }
-NETWORKS = {"paper": PAPER, "tiny": TINY}
-
 
 def network_config(name: str) -> NetworkConfig:
-    return NetworkConfig(**{**NETWORKS[name].to_json(), "output_conv": 2})
+    return preset_config(name, output_conv=2)
 
 
 def recipe_of(cfg: NetworkConfig) -> Recipe:
@@ -94,19 +92,13 @@ class ReContrastTask(OneClassTask):
             self.step_in_block += 1
         return {"loss": recontrast_loss(en, de, alpha)}
 
-    def pairs(self, model: torch.nn.Module, x: torch.Tensor) -> tuple[list, list]:
-        return model.pairs(x)
-
     def export(self, path: Path) -> None:
         save_weights(path, self.model)
 
 
 def make_task(req: Any, data: Any) -> tuple[ReContrastTask, dict[str, Any]]:
     preset = PRESETS[req.preset]
-    cfg = network_config(req.option("network") or preset["network"])
-    if req.option("size"):
-        cfg = NetworkConfig(**{**cfg.to_json(), "size": int(req.option("size"))})
-    imagenet = preset["imagenet"] if req.option("imagenet") is None else req.option("imagenet")
+    cfg, imagenet = preset_network(req, preset, output_conv=2)
     settings = {**preset_settings(req, preset), "block": req.option("block") or preset["block"],
                 "encoder_lr": req.option("encoder_lr") or preset["encoder_lr"],
                 "weight_decay": preset["weight_decay"], "network": cfg.to_json(),

@@ -69,3 +69,26 @@ def tiny_batch(tok, n=4, text_mode="faithful", word_num=32):
     frames = [TRAIN_PREFRAMES["corrected"].pixels(s) for s in samples]
     caps = [full_caption(clean_report(s.report, text_mode)) for s in samples]
     return to_tensor(frames), TextProcessor(tok, text_mode, word_num).encode(caps)
+
+
+def run_trained(method: str, checkpoint, tmp_path, capsys) -> dict:
+    """`bench run` of a trained checkpoint on a few `shapes` images (both tasks must run);
+    the localization run's run.json `method_info`."""
+    import json
+
+    from bench.cli.main import main as bench_main
+
+    code = 0
+    try:
+        bench_main(["run", "--methods", method, "--method-arg",
+                    f"{method}.checkpoint={checkpoint}", "--datasets", "shapes",
+                    "--dataset-arg", "n=6", "--bootstrap", "20", "--results-dir",
+                    str(tmp_path / "results"), "--json", "--quiet"])
+    except SystemExit as e:
+        code = int(e.code or 0)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    runs = {r["task"]: r for r in json.loads(captured.out)["runs"]}
+    assert set(runs) == {"localization", "classification"}
+    return json.loads((tmp_path / "results" / runs["localization"]["path"] / "run.json")
+                      .read_text())["method_info"]

@@ -9,12 +9,11 @@ import math
 
 import torch
 import torch.nn.functional as F
-from afloc_helpers import PairsDataset
+from afloc_helpers import PairsDataset, run_trained
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from bench.cli.main import cli
-from bench.cli.main import main as bench_main
 from bench.methods._shared.contrastive import local_similarity_loop
 from bench.methods.biovil.train import biovil_loss, report_text, token_mask
 from bench.registry import DATASETS
@@ -83,20 +82,7 @@ def test_train_tiny_and_run(tmp_path, capsys):
     assert "text.cls_projection_head.dense_to_output.weight" in weights
     assert "text.cls.predictions.decoder.weight" in weights
 
-    code = 0
-    try:
-        bench_main(["run", "--methods", "biovil", "--method-arg",
-                    f"biovil.checkpoint={out / 'best.safetensors'}", "--datasets", "shapes",
-                    "--dataset-arg", "n=6", "--bootstrap", "20", "--results-dir",
-                    str(tmp_path / "results"), "--json", "--quiet"])
-    except SystemExit as e:
-        code = int(e.code or 0)
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    runs = {r["task"]: r for r in json.loads(captured.out)["runs"]}
-    assert set(runs) == {"localization", "classification"}
-    info = json.loads((tmp_path / "results" / runs["localization"]["path"] / "run.json")
-                      .read_text())["method_info"]
+    info = run_trained("biovil", out / "best.safetensors", tmp_path, capsys)
     assert info["config"]["checkpoint_format"] == "afloc-bench safetensors"
     assert info["frame"] == "original"
     assert info["inputs"]["localize"]["reader"] == "himl-load-image"

@@ -9,12 +9,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from afloc_helpers import PairsDataset, synthetic_sample
+from afloc_helpers import PairsDataset, run_trained, synthetic_sample
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from bench.cli.main import cli
-from bench.cli.main import main as bench_main
 from bench.registry import DATASETS
 
 
@@ -47,20 +46,7 @@ def test_train_tiny_and_run(tmp_path, capsys):
     assert {"logit_scale", "visual.proj", "text_projection", "token_embedding.weight"} <= \
         set(weights)
 
-    code = 0
-    try:
-        bench_main(["run", "--methods", "chexzero", "--method-arg",
-                    f"chexzero.checkpoint={out / 'best.safetensors'}", "--datasets", "shapes",
-                    "--dataset-arg", "n=6", "--bootstrap", "20", "--results-dir",
-                    str(tmp_path / "results"), "--json", "--quiet"])
-    except SystemExit as e:
-        code = int(e.code or 0)
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    runs = {r["task"]: r for r in json.loads(captured.out)["runs"]}
-    assert set(runs) == {"localization", "classification"}
-    run = json.loads((tmp_path / "results" / runs["localization"]["path"] / "run.json")
-                     .read_text())["method_info"]
+    run = run_trained("chexzero", out / "best.safetensors", tmp_path, capsys)
     assert run["config"]["members"][0]["format"] == "afloc-bench safetensors"
     assert "adaptation" in run["config"]["heatmap"]
     assert run["frame"] == "pil_letterbox 320"

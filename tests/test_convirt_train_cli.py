@@ -7,12 +7,11 @@ import json
 
 import numpy as np
 import pytest
-from afloc_helpers import PairsDataset, synthetic_sample
+from afloc_helpers import PairsDataset, run_trained, synthetic_sample
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from bench.cli.main import cli
-from bench.cli.main import main as bench_main
 from bench.registry import DATASETS
 
 
@@ -57,20 +56,7 @@ def test_train_tiny_resume_and_run(tmp_path, capsys):
     assert [e["epoch"] for e in hist["epochs"]] == [1, 2]
     assert [e["lr"] for e in hist["epochs"]] == [1e-3, 1e-3]  # no plateau in two epochs
 
-    code = 0
-    try:
-        bench_main(["run", "--methods", "convirt", "--method-arg",
-                    f"convirt.checkpoint={out / 'best.safetensors'}", "--datasets", "shapes",
-                    "--dataset-arg", "n=6", "--bootstrap", "20", "--results-dir",
-                    str(tmp_path / "results"), "--json", "--quiet"])
-    except SystemExit as e:
-        code = int(e.code or 0)
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    runs = {r["task"]: r for r in json.loads(captured.out)["runs"]}
-    assert set(runs) == {"localization", "classification"}
-    info = json.loads((tmp_path / "results" / runs["localization"]["path"] / "run.json")
-                      .read_text())["method_info"]
+    info = run_trained("convirt", out / "best.safetensors", tmp_path, capsys)
     assert info["config"]["checkpoint_format"] == "afloc-bench safetensors"
     assert info["config"]["random_init"] is False
     assert "adaptation" in info["config"]["heatmap"]

@@ -415,6 +415,8 @@ def resolve(scale: str, data: str | None = None, only: list[str] | None = None,
     targets = plan.expand(only) if only else None
     synthetic = data == "synthetic"
 
+    stored: dict[Path, list[dict[str, Any]]] = {}  # results folder -> its complete runs, read once
+
     def ds(name: str) -> str:
         return synthetic_twin(name) if synthetic else name
 
@@ -460,7 +462,9 @@ def resolve(scale: str, data: str | None = None, only: list[str] | None = None,
         if not runs:
             raise PlanError(f"{plan.path}: [[eval]] '{e.name}': bench run would make no run "
                             "(no method serves these datasets with this task and prompt)")
-        done = check_done and runs_done(results, runs)
+        if check_done and results not in stored:
+            stored[results] = complete_runs(results)
+        done = check_done and runs_done(results, runs, stored.get(results))
         suffix = f"-s{seed}" if seed is not None else ""
         return Job(f"eval/{e.name}{label}{suffix}", "eval", tuple(argv), results, tuple(deps),
                    done, seed, e.fills, tuple(runs), e.name)
@@ -521,12 +525,19 @@ def planned_runs(e: EvalEntry, datasets: list[str], tag: str | None) -> list[dic
     return out
 
 
-def runs_done(results: Path, runs: list[dict[str, Any]]) -> bool:
-    """Every run of `runs` is complete in `results` (its run.json fields equal; a planned split
-    of None, the dataset's default, matches the split the run recorded)."""
+def complete_runs(results: Path) -> list[dict[str, Any]]:
+    """The run.json of every complete run in `results`."""
     from bench.store import iter_runs
 
-    have = [info for _, info, _ in iter_runs(results)]
+    return [info for _, info, _ in iter_runs(results)]
+
+
+def runs_done(results: Path, runs: list[dict[str, Any]],
+              have: list[dict[str, Any]] | None = None) -> bool:
+    """Every run of `runs` is complete in `results` (its run.json fields equal; a planned split
+    of None, the dataset's default, matches the split the run recorded); `have`: the folder's
+    `complete_runs`, when already read."""
+    have = complete_runs(results) if have is None else have
     return all(any(all(r[k] is None and k == "split" or info.get(k) == r[k] for k in RUN_KEYS)
                    for info in have) for r in runs)
 

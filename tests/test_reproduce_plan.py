@@ -123,6 +123,30 @@ def test_a_malformed_plan_is_one_line_naming_the_file_and_the_entry(tmp_path, ol
     assert message in text
 
 
+def test_an_entry_with_scales_exists_at_those_scales_only(tmp_path):
+    text = MINI.replace('[[train]]', '[scales.tiny]\npreset = "tiny"\nseeds = [1, 2]\n'
+                        'data = "synthetic"\n\n[[train]]', 1)
+    text += ('\n[[train]]\nmethod = "afloc"\nvariant = "wide"\ndataset = "mimic-cxr"\n'
+             'scales = ["tiny"]\n\n[[eval]]\nname = "wide"\nfills = ["table-1"]\n'
+             'methods = ["afloc"]\ndatasets = ["ms-cxr"]\ntask = "localization"\n'
+             'scales = ["tiny"]\n[eval.checkpoints]\nafloc = "afloc-wide"\n')
+    path = tmp_path / "plan.toml"
+    path.write_text(text)
+    plan = load_plan(path)
+    assert [j.id for j in resolve("micro", plan=plan, out=tmp_path)] == [
+        "train/afloc-default-s1", "eval/ms-cxr-s1"]
+    assert [j.id for j in resolve("tiny", plan=plan, out=tmp_path)] == [
+        "train/afloc-default-s1", "train/afloc-wide-s1", "eval/ms-cxr-s1", "eval/wide-s1",
+        "train/afloc-default-s2", "train/afloc-wide-s2", "eval/ms-cxr-s2", "eval/wide-s2"]
+    # an evaluation at every scale cannot read a model trained at one scale only
+    path.write_text(text.replace('scales = ["tiny"]\n[eval.checkpoints]', '[eval.checkpoints]'))
+    with pytest.raises(PlanError, match="checkpoint 'afloc-wide' is not trained at scale micro"):
+        load_plan(path)
+    path.write_text(text.replace('scales = ["tiny"]\n\n[[eval]]', 'scales = ["huge"]\n\n[[eval]]'))
+    with pytest.raises(PlanError, match="scales names 'huge', not a scale of the plan"):
+        load_plan(path)
+
+
 def test_a_malformed_plan_through_the_cli_is_one_line(tmp_path, capsys):
     path = tmp_path / "bad.toml"
     path.write_text(MINI.replace('methods = ["afloc"]', 'methods = ["afloc", "nosuch"]'))
@@ -133,8 +157,9 @@ def test_a_malformed_plan_through_the_cli_is_one_line(tmp_path, capsys):
 
 # -- (b) coverage of the table specs ----------------------------------------------------------
 
-def test_every_measurable_cell_of_every_table_is_filled_by_a_tiny_job():
-    cov = coverage(load_plan(), "tiny")
+@pytest.mark.parametrize("scale", ["micro", "tiny", "paper"])
+def test_every_measurable_cell_of_every_table_is_filled_by_a_job_of_each_scale(scale):
+    cov = coverage(load_plan(), scale)
     assert not cov.uncovered, "cells no job fills:\n" + "\n".join(map(str, cov.uncovered))
     assert not cov.idle_claims, f"entries name tables they fill no cell of: {cov.idle_claims}"
     assert not cov.stale_pending, f"pending entries a job now fills: {cov.stale_pending}"

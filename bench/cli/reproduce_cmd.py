@@ -52,7 +52,7 @@ def reproduce_cmd(dry_run: bool, scale: str, data: str | None, only: str | None,
               f"({sum(j.kind == 'train' for j in jobs)} train, "
               f"{sum(j.kind == 'eval' for j in jobs)} eval), {sum(j.done for j in jobs)} done; "
               f"outputs under {root}")
-    pending = plan.pending_for(selected)
+    pending = plan.pending_for(selected, scale)
     if dry_run:
         click.echo(header)
         click.echo(f"plan: {plan.path}")

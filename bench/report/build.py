@@ -10,12 +10,14 @@ import math
 from dataclasses import dataclass, field
 
 from bench.report.paper_values import PaperCell, paper_values
+from bench.report.seeds import SeedSpread
 from bench.report.specs import Column, Row, Section, Sel, TableSpec, not_applicable
 from bench.report.store_view import Run, Stat, StoreView
 
 MISSING = "—"
 NOT_APPLICABLE = "n/a"
 SYNTHETIC_MARK = "†"
+SEED_MARK = "±"
 
 
 @dataclass
@@ -28,6 +30,7 @@ class CellResult:
     missing_sel: Sel | None = None   # the query of a missing measured cell
     na: str | None = None            # why the row's method cannot fill it (no command offered)
     reference: bool = False          # a reference row's cell: no published value
+    spread: SeedSpread | None = None  # several training seeds: each one's value
 
     @property
     def synthetic(self) -> bool:
@@ -57,6 +60,13 @@ class TableResult:
     unavailable: list[str] = field(default_factory=list)
     # why cells are not applicable (a method's missing capability), once each
     not_applicable: list[str] = field(default_factory=list)
+    # the results folders of the training seeds (the folder itself first), when several
+    seed_labels: list[str] = field(default_factory=list)
+
+    @property
+    def seeded(self) -> bool:
+        return any(c.spread is not None for s in self.sections for r in s.rows
+                   for c in r.cells)
 
     @property
     def n_measured(self) -> int:
@@ -93,6 +103,17 @@ class TableResult:
         notes = list(self.spec.notes)
         if any(r.reference for r in self.spec.rows):
             notes.append(REFERENCE_NOTE)
+        if self.seeded:
+            counts = sorted({c.spread.n for s in self.sections for r in s.rows for c in r.cells
+                             if c.spread is not None})
+            notes.append(
+                f"{SEED_MARK} training seeds: a trained row's value is the mean over "
+                f"{'/'.join(map(str, counts))} training seeds (results folders: "
+                f"{', '.join(self.seed_labels)}) of each seed's own value, ± their standard "
+                "deviation (the spread from retraining); its CI is pooled: the same bootstrap "
+                "resamples of the test units for every seed, the seed-mean of the statistic on "
+                "each (not an official protocol's CI: no official code trains several seeds). "
+                "Rows without ± have one run (no trained model, or one seed).")
         if self.not_applicable:
             notes.append(f"{NOT_APPLICABLE} not applicable: " + "; ".join(self.not_applicable)
                          + ".")
@@ -205,7 +226,8 @@ def build_table(spec: TableSpec, view: StoreView) -> TableResult:
     unavailable = list(dict.fromkeys(s.method for s in missing
                                      if s.method is not None and s.method not in known))
     return TableResult(spec, sections, missing_commands(runnable), sorted(synth),
-                       [runs[k] for k in sorted(runs)], unavailable, na)
+                       [runs[k] for k in sorted(runs)], unavailable, na,
+                       view.seed_labels if view.seed_views else [])
 
 
 def registered_methods() -> set[str]:
@@ -232,7 +254,8 @@ def _cell(spec: TableSpec, view: StoreView, paper: dict, section: Section, row: 
     found = view.find(sel)
     if found is None:
         return CellResult("value", paper=pub, missing_sel=sel, reference=ref)
-    return CellResult("value", measured=found.stat, paper=pub, run=found.run, reference=ref)
+    return CellResult("value", measured=found.stat, paper=pub, run=found.run, reference=ref,
+                      spread=found.spread)
 
 
 def _fill_derived(columns: tuple[Column, ...], cells: list[CellResult]) -> None:
@@ -275,7 +298,10 @@ def measured_text(cell: CellResult, digits: int = 3) -> str:
     if cell.measured is None:
         return MISSING
     m = cell.measured
-    text = fmt_ci(m.mean, m.lower, m.upper, digits)
+    text = fmt_number(m.mean, digits)
+    if cell.spread is not None and cell.spread.n > 1:
+        text += f" {SEED_MARK}{fmt_number(cell.spread.sd, digits)}"
+    text += fmt_ci(m.mean, m.lower, m.upper, digits)[len(fmt_number(m.mean, digits)):]
     return text + (SYNTHETIC_MARK if cell.synthetic else "")
 
 

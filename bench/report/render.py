@@ -205,8 +205,12 @@ def _stat(cell: CellResult) -> dict[str, Any] | None:
     m = cell.measured
     if m is None:
         return None
-    return {"mean": m.mean, "lower": m.lower, "upper": m.upper, "n": m.n,
-            "dataset_mean": m.dataset_mean}
+    out = {"mean": m.mean, "lower": m.lower, "upper": m.upper, "n": m.n,
+           "dataset_mean": m.dataset_mean}
+    if cell.spread is not None:
+        out["seeds"] = {"n": cell.spread.n, "sd": cell.spread.sd,
+                        "values": dict(cell.spread.values)}
+    return out
 
 
 def to_dict(result: TableResult) -> dict[str, Any]:

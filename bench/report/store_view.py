@@ -4,17 +4,29 @@ Runs are matched by their run.json fields, never by folder name. A cell asking f
 dataset is filled by a run on that dataset, else by one on its synthetic twin (labelled as
 such by the caller); among equal candidates the most recently finished run wins, then the
 folder name, so the same store always gives the same table.
+
+Training seeds: a results folder with ``seed-<n>/`` subfolders (what `bench reproduce` writes:
+the first seed's runs in the folder itself, every other seed's in its own subfolder) gives
+each cell that several seeds fill their mean, their spread and a pooled CI
+(`bench.report.seeds`); a cell only the folder itself fills (reference rows, the human
+benchmark) is that one run's.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from bench.report.seeds import SeedSpread
 from bench.report.specs import SYNTHETIC_TWIN, Sel
 from bench.store import RunDir, iter_runs
+
+SEED_FOLDER = re.compile(r"seed-(\d+)")
 
 
 @dataclass(frozen=True)
@@ -58,8 +70,10 @@ class Run:
 
 @dataclass(frozen=True)
 class Found:
-    run: Run
-    stat: Stat
+    run: Run                          # the first seed's run (the folder's own)
+    stat: Stat                        # with several seeds: their mean and the pooled CI
+    spread: SeedSpread | None = None  # several seeds: each one's value
+    seed_runs: tuple[Run, ...] = ()   # every seed's run, the first one first
 
 
 def normalize_name(s: str) -> str:
@@ -68,12 +82,20 @@ def normalize_name(s: str) -> str:
 
 
 class StoreView:
-    """All complete runs of one results folder, read once."""
+    """All complete runs of one results folder (and of its ``seed-<n>`` subfolders), read
+    once."""
 
-    def __init__(self, results_dir: str | Path):
+    def __init__(self, results_dir: str | Path, seeds: bool = True):
         self.results_dir = Path(results_dir)
         self.runs: list[Run] = [Run(rd.path.name, rd.path, info, summary)
                                 for rd, info, summary in iter_runs(self.results_dir)]
+        self.seed_views: list[tuple[str, StoreView]] = []
+        if seeds and self.results_dir.is_dir():
+            subs = [p for p in self.results_dir.iterdir()
+                    if p.is_dir() and SEED_FOLDER.fullmatch(p.name)]
+            subs.sort(key=lambda p: int(SEED_FOLDER.fullmatch(p.name).group(1)))  # type: ignore
+            self.seed_views = [(p.name, StoreView(p, seeds=False)) for p in subs]
+        self._cache: dict[tuple[str, str], Any] = {}
 
     def candidates(self, sel: Sel) -> list[Run]:
         """Runs that match `sel` on every run-level field, best first."""
@@ -82,11 +104,74 @@ class StoreView:
         return out
 
     def find(self, sel: Sel) -> Found | None:
+        """The cell's run and value; over every seed that fills it (see the module)."""
+        found = self.find_one(sel)
+        if found is None or not self.seed_views:
+            return found
+        more = [(label, f) for label, v in self.seed_views
+                if (f := v.find_one(sel)) is not None]
+        if not more:
+            return found
+        return self.pooled(sel, [(self.results_dir.name or ".", found)] + more)
+
+    def find_one(self, sel: Sel) -> Found | None:
+        """The cell's run in this folder alone."""
         for run in self.candidates(sel):
             stat = extract(run.summary, sel)
             if stat is not None:
                 return Found(run, stat)
         return None
+
+    @property
+    def seed_labels(self) -> list[str]:
+        """The folders of the seeds: this one (the first seed), then its seed-<n>."""
+        return [self.results_dir.name or "."] + [label for label, _ in self.seed_views]
+
+    def pooled(self, sel: Sel, founds: list[tuple[str, Found]]) -> Found:
+
+        runs = [f.run for _, f in founds]
+        spread = SeedSpread(tuple((label, f.stat.mean) for label, f in founds))
+        means = [f.stat.mean for _, f in founds]
+        mean = float(np.mean(means))
+        lower = upper = None
+        try:
+            lower, upper = self.pooled_ci(sel, runs)
+        except (KeyError, ValueError):  # rows without the columns the protocol needs
+            lower = upper = None
+        dms = [f.stat.dataset_mean for _, f in founds]
+        dm = float(np.mean(dms)) if all(d is not None for d in dms) else None
+        first = founds[0][1]
+        return Found(first.run, Stat(mean, lower, upper, first.stat.n, dm), spread,
+                     tuple(runs))
+
+    def pooled_ci(self, sel: Sel, runs: list[Run]) -> tuple[float | None, float | None]:
+        from bench.report import seeds
+
+        cats = (None if sel.category is None
+                else tuple(normalize_name(c) for c in sel.category))
+        n_boot, boot_seed = seeds.bootstrap_settings(runs[0])
+        rows = [self.rows(r) for r in runs]
+        if runs[0].info.get("task") == "classification":
+            _, lo, hi = seeds.pooled_auroc_ci(rows, cats, n_boot, boot_seed)
+        else:
+            key = seeds.metric_key(str(sel.metric), sel.threshold)
+            tables = [self.table(r, key, x) for r, x in zip(runs, rows)]
+            _, lo, hi = seeds.pooled_ci(tables, cats, n_boot, boot_seed)
+        return (None if math.isnan(lo) else lo), (None if math.isnan(hi) else hi)
+
+    def rows(self, run: Run):
+        key = (str(run.path), "")
+        if key not in self._cache:
+            self._cache[key] = RunDir(run.path).read_rows()
+        return self._cache[key]
+
+    def table(self, run: Run, metric: str, rows):
+        from bench.report import seeds
+
+        key = (str(run.path), metric)
+        if key not in self._cache:
+            self._cache[key] = seeds.unit_table(run, metric, rows)
+        return self._cache[key]
 
     def rundir(self, run: Run) -> RunDir:
         return RunDir(run.path)

@@ -65,10 +65,14 @@ class TrainEntry:
     variant: str = "default"
     args: tuple[str, ...] = ()
     tag: str | None = None
+    scales: tuple[str, ...] = ()  # the scales it belongs to (empty: every scale)
 
     @property
     def name(self) -> str:
         return f"{self.method}-{self.variant}"
+
+    def at(self, scale: str) -> bool:
+        return not self.scales or scale in self.scales
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,10 @@ class EvalEntry:
     prompt: str | None = None     # localization only
     keep_maps: int = 0
     checkpoints: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    scales: tuple[str, ...] = ()
+
+    def at(self, scale: str) -> bool:
+        return not self.scales or scale in self.scales
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,10 @@ class Pending:
     reason: str
     rows: tuple[str, ...] = ()
     columns: tuple[str, ...] = ()
+    scales: tuple[str, ...] = ()
+
+    def at(self, scale: str) -> bool:
+        return not self.scales or scale in self.scales
 
     def covers(self, table: str, row: str, column: str) -> bool:
         return (table == self.table and (not self.rows or row in self.rows)
@@ -123,8 +135,10 @@ class Plan:
             out.update(self.figure_tables.get(name, ()))
         return out
 
-    def pending_for(self, names: set[str] | None = None) -> list[Pending]:
-        return [p for p in self.pending if names is None or p.table in names]
+    def pending_for(self, names: set[str] | None = None,
+                    scale: str | None = None) -> list[Pending]:
+        return [p for p in self.pending if (names is None or p.table in names)
+                and (scale is None or p.at(scale))]
 
 
 def load_plan(path: str | Path | None = None) -> Plan:
@@ -187,6 +201,7 @@ class _Validator:
         if not isinstance(raw["scales"], dict) or not raw["scales"]:
             raise self.fail("[scales]", "expected at least one scale")
         scales = {n: self.scale(n, s) for n, s in raw["scales"].items()}
+        self.scale_names = tuple(scales)
         train: dict[str, TrainEntry] = {}
         for i, t in enumerate(self.array(raw, "train")):
             entry = self.train(i, t)
@@ -230,7 +245,7 @@ class _Validator:
 
         label = t.get("method", f"#{i + 1}") if isinstance(t, dict) else f"#{i + 1}"
         where = f"[[train]] '{label}'"
-        self.keys(where, t, {"method", "dataset"}, {"variant", "args", "tag"})
+        self.keys(where, t, {"method", "dataset"}, {"variant", "args", "tag", "scales"})
         method = self.string(where, t, "method")
         info = CATALOG.get(method)
         if info is None or "trainable" not in info.capabilities:
@@ -239,9 +254,20 @@ class _Validator:
                             f"{', '.join(trainable)})")
         entry = TrainEntry(method, self.string(where, t, "dataset"),
                            self.string(where, t, "variant", "default"),
-                           self.strings(where, t, "args"), self.string(where, t, "tag"))
+                           self.strings(where, t, "args"), self.string(where, t, "tag"),
+                           self.scales(where, t))
         self.dataset(f"[[train]] '{entry.name}'", entry.dataset)
         return entry
+
+    def scales(self, where: str, d: dict) -> tuple[str, ...]:
+        names = self.strings(where, d, "scales")
+        if "scales" in d and not names:
+            raise self.fail(where, "scales must not be empty (leave it out for every scale)")
+        for n in names:
+            if n not in self.scale_names:
+                raise self.fail(where, f"scales names '{n}', not a scale of the plan "
+                                f"({', '.join(self.scale_names)})")
+        return names
 
     def dataset(self, where: str, name: str) -> None:
         from bench.registry import DATASETS
@@ -259,7 +285,7 @@ class _Validator:
         label = e.get("name", f"#{i + 1}") if isinstance(e, dict) else f"#{i + 1}"
         where = f"[[eval]] '{label}'"
         self.keys(where, e, {"name", "fills", "methods", "datasets", "task"},
-                  {"split", "protocol", "prompt", "keep_maps", "checkpoints"})
+                  {"split", "protocol", "prompt", "keep_maps", "checkpoints", "scales"})
         task = self.string(where, e, "task", choices=TASKS)
         loc = task == "localization"
         if not loc and ("protocol" in e or "prompt" in e):
@@ -311,7 +337,12 @@ class _Validator:
                           self.string(where, e, "split"),
                           self.string(where, e, "protocol", "afloc" if loc else None, PROTOCOLS),
                           self.string(where, e, "prompt", "simple" if loc else None, PROMPTS),
-                          keep, checkpoints)
+                          keep, checkpoints, self.scales(where, e))
+        for n in {n for names in checkpoints.values() for n in names}:
+            missing = [sc for sc in (entry.scales or self.scale_names) if not train[n].at(sc)]
+            if missing:
+                raise self.fail(where, f"its checkpoint '{n}' is not trained at scale "
+                                f"{', '.join(missing)}")
         for choice in checkpoint_choices(entry):
             tags = {train[n].tag for n in choice.values()}
             if len(tags) > 1:
@@ -341,7 +372,7 @@ class _Validator:
 
         label = p.get("table", f"#{i + 1}") if isinstance(p, dict) else f"#{i + 1}"
         where = f"[[pending]] '{label}'"
-        self.keys(where, p, {"table", "reason"}, {"rows", "columns"})
+        self.keys(where, p, {"table", "reason"}, {"rows", "columns", "scales"})
         table = self.string(where, p, "table")
         spec = TABLES.get(table)
         if spec is None:
@@ -353,7 +384,7 @@ class _Validator:
         for c in cols:
             if c not in {x.id for x in spec.columns}:
                 raise self.fail(where, f"'{c}' is not a column of {table}")
-        return Pending(table, self.string(where, p, "reason"), rows, cols)
+        return Pending(table, self.string(where, p, "reason"), rows, cols, self.scales(where, p))
 
 
 def synthetic_twin(dataset: str) -> str:
@@ -469,7 +500,8 @@ def resolve(scale: str, data: str | None = None, only: list[str] | None = None,
         return Job(f"eval/{e.name}{label}{suffix}", "eval", tuple(argv), results, tuple(deps),
                    done, seed, e.fills, tuple(runs), e.name)
 
-    evals = [e for e in plan.evals if targets is None or targets & set(e.fills)]
+    evals = [e for e in plan.evals if e.at(scale)
+             and (targets is None or targets & set(e.fills))]
     jobs: list[Job] = []
     for i, seed in enumerate(sc.seeds):
         seeded: list[Job] = []
@@ -486,8 +518,8 @@ def resolve(scale: str, data: str | None = None, only: list[str] | None = None,
                          if many else "")
                 seeded.append(eval_job(e, choice, seed, label))
         needed = {d for j in seeded for d in j.deps}
-        train = [train_job(t, seed) for t in plan.train.values()
-                 if targets is None or f"train/{t.name}-s{seed}" in needed]
+        train = [train_job(t, seed) for t in plan.train.values() if t.at(scale)
+                 and (targets is None or f"train/{t.name}-s{seed}" in needed)]
         jobs += train + [j for j in seeded if j.seed is not None] + [
             j for j in seeded if j.seed is None]
     return jobs
@@ -598,12 +630,12 @@ def coverage(plan: Plan | None = None, scale: str = "tiny", data: str = "synthet
                               and any(run_matches(r, sel) for r in j.runs)]
                     claimed.update((j.entry, spec.name) for j in filled)
                     exempt = [i for i, p in enumerate(plan.pending)
-                              if p.covers(spec.name, row.id, col.id)]
+                              if p.at(scale) and p.covers(spec.name, row.id, col.id)]
                     for i in exempt:
                         pending_hit[i] = pending_hit.get(i, False) or not filled
                     if not filled and not exempt:
                         uncovered.append(Cell(spec.name, section.id, row.id, col.id))
-    idle = [(e.name, f) for e in plan.evals for f in e.fills
+    idle = [(e.name, f) for e in plan.evals if e.at(scale) for f in e.fills
             if f in specs.TABLES and (e.name, f) not in claimed]
     stale = [p for i, p in enumerate(plan.pending) if pending_hit.get(i) is False]
     return Coverage(uncovered, idle, stale)

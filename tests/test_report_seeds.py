@@ -1,0 +1,179 @@
+"""Tables over several training seeds: a results folder with ``seed-<n>/`` subfolders shows, per
+cell every seed fills, the mean of the seeds' own values, their standard deviation and a pooled
+CI over paired resamples of the test units; brute-force references below."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.cli.main import main as bench_main
+from bench.eval.summary import summarize_classification
+from bench.report.build import build_table
+from bench.report.render import render
+from bench.report.specs import Column, Row, Sel, TableSpec
+from bench.report.store_view import StoreView
+from bench.store import RunDir
+
+N_BOOT = 200
+LO, HI = 4, 194  # the official sorted positions for 200 replicates
+
+
+def _bench(*args: str) -> None:
+    try:
+        bench_main(list(args))
+    except SystemExit as e:
+        assert not e.code
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory) -> Path:
+    """results/ (sigma 0.2), results/seed-2 (0.3), results/seed-3 (0.4): the centre prior on
+    shapes as three "seeds" of one row; a random row only in results/ (a reference row)."""
+    root = tmp_path_factory.mktemp("seeded") / "results"
+    for folder, sigma in ((root, 0.2), (root / "seed-2", 0.3), (root / "seed-3", 0.4)):
+        _bench("run", "--methods", "center", "--datasets", "shapes", "--split", "test",
+               "--task", "localization", "--method-arg", f"center.sigma={sigma}",
+               "--bootstrap", str(N_BOOT), "--results-dir", str(folder), "--quiet")
+    _bench("run", "--methods", "random", "--datasets", "shapes", "--split", "test",
+           "--task", "localization", "--bootstrap", str(N_BOOT), "--results-dir", str(root),
+           "--quiet")
+    return root
+
+
+def _one(folder: Path, method: str) -> tuple[dict, dict, pd.DataFrame]:
+    for p in sorted(folder.iterdir()):
+        rd = RunDir(p)
+        info = rd.read_run()
+        if info and info.get("method") == method:
+            return info, rd.read_summary(), rd.read_rows()
+    raise AssertionError(f"no {method} run in {folder}")
+
+
+def _brute_ci(tables: list[pd.DataFrame], n_boot: int, seed: int) -> tuple[float, float]:
+    units = tables[0].index.sort_values()
+    idx = np.random.RandomState(seed).randint(0, len(units), size=(n_boot, len(units)))
+    stats = []
+    for rep in idx:
+        per_seed = []
+        for t in tables:
+            a = t.reindex(index=units).to_numpy(np.float64)[rep]
+            cat_means = [np.nanmean(a[:, j]) for j in range(a.shape[1])
+                         if not np.all(np.isnan(a[:, j]))]
+            per_seed.append(np.mean(cat_means))
+        stats.append(np.mean(per_seed))
+    s = np.sort(stats)
+    return float(s[LO]), float(s[HI])
+
+
+def test_a_cell_every_seed_fills_is_their_mean_sd_and_pooled_ci(seeded: Path):
+    from bench.eval.protocols import get_protocol
+
+    folders = (seeded, seeded / "seed-2", seeded / "seed-3")
+    runs = [_one(f, "center") for f in folders]
+    values = [s["metrics"]["iou"]["overall"]["mean"] for _, s, _ in runs]
+    assert len(set(values)) == 3  # three different "seeds"
+
+    view = StoreView(seeded)
+    assert view.seed_labels == ["results", "seed-2", "seed-3"]
+    found = view.find(Sel(method="center", dataset="shapes", task="localization",
+                          metric="iou"))
+    assert found is not None and found.spread is not None
+    assert found.stat.mean == pytest.approx(np.mean(values), abs=1e-12)
+    assert found.spread.sd == pytest.approx(np.std(values, ddof=1), abs=1e-12)
+    assert dict(found.spread.values) == pytest.approx(
+        {"results": values[0], "seed-2": values[1], "seed-3": values[2]})
+    proto = get_protocol("afloc", dataset="shapes", prompt="simple")
+    tables = [proto.unit_table(rows, "iou", decided=s) for _, s, rows in runs]
+    lo, hi = _brute_ci(tables, N_BOOT, runs[0][1]["bootstrap"]["seed"])
+    assert (found.stat.lower, found.stat.upper) == pytest.approx((lo, hi), abs=1e-12)
+
+
+def test_a_cell_only_the_first_folder_fills_is_that_run(seeded: Path):
+    view = StoreView(seeded)
+    sel = Sel(method="random", dataset="shapes", task="localization", metric="iou")
+    found = view.find(sel)
+    info, summary, _ = _one(seeded, "random")
+    entry = summary["metrics"]["iou"]["overall"]
+    assert found.spread is None
+    assert (found.stat.mean, found.stat.lower, found.stat.upper) == (
+        entry["mean"], entry["lower"], entry["upper"])
+
+
+def test_a_per_category_cell_pools_that_category(seeded: Path):
+    from bench.eval.protocols import get_protocol
+
+    runs = [_one(f, "center") for f in (seeded, seeded / "seed-2", seeded / "seed-3")]
+    cat = sorted(runs[0][1]["metrics"]["dice"]["per_category"])[0]
+    view = StoreView(seeded)
+    found = view.find(Sel(method="center", dataset="shapes", task="localization",
+                          metric="dice", category=(cat,)))
+    values = [s["metrics"]["dice"]["per_category"][cat]["mean"] for _, s, _ in runs]
+    assert found.stat.mean == pytest.approx(np.mean(values), abs=1e-12)
+    proto = get_protocol("afloc", dataset="shapes", prompt="simple")
+    tables = [proto.unit_table(rows, "dice", decided=s)[[cat]] for _, s, rows in runs]
+    lo, hi = _brute_ci(tables, N_BOOT, runs[0][1]["bootstrap"]["seed"])
+    assert (found.stat.lower, found.stat.upper) == pytest.approx((lo, hi), abs=1e-12)
+
+
+def test_the_table_shows_the_spread_and_says_how(seeded: Path):
+    spec = TableSpec(name="seeds", title="t", source="test", caption="c",
+                     base=Sel(task="localization", dataset="shapes", metric="iou"),
+                     rows=(Row("center", "Centre", Sel(method="center")),
+                           Row("random", "Random", Sel(method="random"), reference=True)),
+                     columns=(Column("iou", "IoU"),))
+    result = build_table(spec, StoreView(seeded))
+    md = render(result, "md")
+    center = result.sections[0].rows[0].cells[0]
+    sd = center.spread.sd
+    assert f"{center.measured.mean:.3f} ±{sd:.3f} ({center.measured.lower:.3f}, " \
+           f"{center.measured.upper:.3f})" in md
+    assert "±" not in render(result, "md").split("| Random")[1].split("\n")[0]
+    assert "mean over 3 training seeds (results folders: results, seed-2, seed-3)" in md
+    cells = json.loads(render(result, "json"))["rows"][0]["cells"]["iou"]["measured"]
+    assert cells["seeds"]["n"] == 3 and cells["seeds"]["sd"] == pytest.approx(sd)
+
+
+def test_classification_pools_auroc_over_shared_images(tmp_path: Path):
+    from bench.eval.metrics import auroc
+
+    rng = np.random.default_rng(0)
+    n = 40
+    labels = rng.integers(0, 2, size=(n, 2))
+    folders = [tmp_path / "results", tmp_path / "results" / "seed-2"]
+    tables = []
+    for i, folder in enumerate(folders):
+        scores = labels + rng.normal(0, 0.8 + 0.4 * i, size=(n, 2))
+        rows = pd.DataFrame([{"sample_id": f"s{j}", "pathology": p, "label": float(labels[j, k]),
+                              "score": float(scores[j, k])}
+                             for j in range(n) for k, p in enumerate(("A", "B"))])
+        tables.append(rows)
+        rd = RunDir(folder / "run-1")
+        rd.path.mkdir(parents=True)
+        rd.write_chunk(0, rows)
+        rd.write_summary(summarize_classification(rows, N_BOOT, 0))
+        rd.write_run({"run_id": "run-1", "status": "complete", "method": "m",
+                      "dataset": "shapes", "task": "classification",
+                      "protocol": "classification", "split": "test", "prompt": None})
+    found = StoreView(folders[0]).find(Sel(method="m", task="classification", metric="auroc"))
+    # brute force: replicate i resamples images with sklearn's resample(random_state=i)
+    from sklearn.utils import resample
+
+    stats = []
+    for i in range(N_BOOT):
+        idx = resample(np.arange(n), replace=True, random_state=i)
+        per = []
+        for rows in tables:
+            lab = rows.pivot(index="sample_id", columns="pathology", values="label")
+            sc = rows.pivot(index="sample_id", columns="pathology", values="score")
+            order = [f"s{j}" for j in range(n)]
+            lab, sc = lab.loc[order].to_numpy()[idx], sc.loc[order].to_numpy()[idx]
+            per.append(np.mean([auroc(lab[:, k], sc[:, k]) for k in range(2)]))
+        stats.append(np.mean(per))
+    s = np.sort(stats)
+    assert (found.stat.lower, found.stat.upper) == pytest.approx((s[LO], s[HI]), abs=1e-12)
+    assert found.spread.n == 2

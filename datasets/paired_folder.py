@@ -7,6 +7,8 @@ Layout::
                                     (train, val, validate, valid or test; default test)
     root/labels.csv                 optional: image + one 0/1 column per label (blank = unknown)
     root/masks/<image stem>/<finding name>.png   optional: nonzero pixels = the finding
+    root/paraphrases.json           optional: sentence paraphrases for AFLoc's fundus recipe,
+                                    read by `bench train afloc` (`methods/afloc/paraphrase.py`)
 
 Tasks follow what is present: pretraining (reports), classification (labels.csv),
 localization (masks/). Pathologies are the labels.csv columns and the mask names. A mask that

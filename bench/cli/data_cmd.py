@@ -4,6 +4,10 @@
 counts images and positives per split against the documented counts, decodes a sample of the
 images, and prints what is missing, extra or malformed (file and row). It exits 0 only when
 the copy is usable; otherwise it raises `BenchError` (exit 1) after printing the report.
+
+`bench data frequent-sentences --root DIR --top N --out FILE` starts a paraphrase table for
+AFLoc's fundus recipe: the N most frequent sentences of a paired folder's training reports,
+each with its count and five empty paraphrase slots to fill.
 """
 
 from __future__ import annotations
@@ -98,3 +102,59 @@ def check_cmd(name: str, root: str | None, split: str | None, on_error: str,
     if not report.usable:
         raise BenchError(f"dataset '{name}' at {report.root} is not usable as is (see "
                          f"'missing' and 'malformed' above)")
+
+
+@data_cmd.command("frequent-sentences")
+@click.option("--dataset", "name", default="paired-folder", show_default=True,
+              help="A paired-folder dataset (paired-folder, synthetic-fundus).")
+@click.option("--root", "--data-root", "root", type=click.Path(file_okay=False), default=None,
+              help="Dataset folder (else $BENCH_DATA/NAME or the data.toml mapping).")
+@click.option("--split", default="train", show_default=True, help="Reports of this split.")
+@click.option("--top", type=click.IntRange(min=1), default=50, show_default=True,
+              help="How many sentences.")
+@click.option("--text-mode", type=click.Choice(["faithful", "corrected"]), default="faithful",
+              show_default=True, help="AFLoc's sentence cleaning the counts follow (the "
+              "training run's --text-mode).")
+@click.option("--out", type=click.Path(dir_okay=False), required=True,
+              help="The template to write (JSON; the format of bench train afloc --paraphrases).")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
+              help="Adapter option, e.g. -o scale=tiny (repeatable).")
+def frequent_sentences_cmd(name: str, root: str | None, split: str, top: int, text_mode: str,
+                           out: str, force: bool, options: tuple[str, ...]) -> None:
+    """Write a paraphrase-table template from a paired folder's most frequent report sentences
+    (the paper's fundus recipe paraphrases "frequently occurring sentences")."""
+    import json
+    from pathlib import Path
+
+    from bench.data_paths import resolve_root
+    from bench.datasets.paired_folder import PairedFolder
+    from bench.errors import UsageError
+    from bench.methods.afloc.paraphrase import frequent_sentences, template
+    from bench.registry import get_dataset
+    from bench.store import atomic_write_bytes
+
+    cls = get_dataset(name)
+    if not issubclass(cls, PairedFolder):
+        raise UsageError(f"bench data frequent-sentences reads paired-folder datasets, not "
+                         f"'{name}'")
+    kwargs: dict[str, Any] = {}
+    for item in options:
+        if "=" not in item:
+            raise UsageError(f"--option expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        kwargs[k.strip()] = v
+    target = Path(out)
+    if target.exists() and not force:
+        raise UsageError(f"{target} exists (a filled-in table?); pass --force to overwrite it")
+    synthetic = getattr(cls, "synthetic", False)
+    folder = resolve_root(name, root) if root is not None or not synthetic else None
+    dataset = cls(root=folder, split=split, **kwargs)
+    reports = [r["report"] for r in dataset.records]
+    top_sentences = frequent_sentences(reports, text_mode, top)
+    table = template(top_sentences, f"{name} at {dataset.root} (split {split})", len(reports))
+    # most frequent first, as counted (not sorted by key)
+    atomic_write_bytes(target, (json.dumps(table, indent=1, ensure_ascii=False) + "\n").encode())
+    click.echo(f"{len(top_sentences)} sentences of {len(reports)} {split} reports written to "
+               f"{target}; fill in five paraphrases each, then: bench train afloc --dataset "
+               f"{name} --paraphrases {target}")

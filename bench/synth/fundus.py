@@ -7,6 +7,8 @@ hemorrhages, choroidal neovascularization (CNV). The paper's nine diseases get v
 MD (drusen/CNV), retinopathy (hemorrhages, exudates), myopia (tessellation, peripapillary
 atrophy), glaucoma (large cup), CODA (tilted disc with pit), RAS (narrow, bright arteries),
 cataract (global haze), MEM (cellophane macular sheen), ML (macular scar).
+Reports are drawn from fixed sentence templates; `PARAPHRASES` holds five hand-written
+paraphrases of each, for the SYNTHETIC paraphrase table the writer puts next to the pairs.
 """
 
 from __future__ import annotations
@@ -210,3 +212,154 @@ def fundus_report(f: Fundus, rng: np.random.Generator) -> str:
     if not f.diseases:
         parts.append("Normal fundus.")
     return " ".join(parts)
+
+
+# Five paraphrases of every sentence the report generator writes: the synthetic world's stand-in
+# for the paper's fundus text augmentation ("five semantically equivalent but differently
+# expressed sentences" for each frequent sentence). Written by hand for this world; the writer
+# keeps the sentences frequent in its training reports (`frequent_paraphrases`). Each stays one
+# sentence after AFLoc's cleaning (no inner full stops, no numbers).
+PARAPHRASES: dict[str, tuple[str, ...]] = {
+    "Color fundus photograph of the right eye.": (
+        "Colour fundus image of the right eye.", "Fundus photograph, right eye.",
+        "Right eye, color fundus photography.", "Color photograph of the right ocular fundus.",
+        "Colour fundus photo taken of the right eye."),
+    "Color fundus photograph of the left eye.": (
+        "Colour fundus image of the left eye.", "Fundus photograph, left eye.",
+        "Left eye, color fundus photography.", "Color photograph of the left ocular fundus.",
+        "Colour fundus photo taken of the left eye."),
+    "Multiple drusen in the macular region, consistent with age-related macular degeneration.": (
+        "Numerous macular drusen, in keeping with age-related macular degeneration.",
+        "Many drusen at the macula consistent with age related macular degeneration.",
+        "Drusen scattered across the macula, compatible with age-related macular degeneration.",
+        "Age-related macular degeneration with multiple drusen in the macular area.",
+        "Several drusen involving the macula, typical of age-related macular degeneration."),
+    "Findings of macular degeneration with drusen at the posterior pole.": (
+        "Macular degeneration with drusen at the posterior pole.",
+        "Posterior pole drusen indicating macular degeneration.",
+        "Drusen at the posterior pole, findings of macular degeneration.",
+        "Appearance of macular degeneration, with posterior pole drusen.",
+        "The posterior pole shows drusen consistent with macular degeneration."),
+    "Scattered retinal hemorrhages and hard exudates, consistent with retinopathy.": (
+        "Scattered intraretinal hemorrhages with hard exudates, in keeping with retinopathy.",
+        "Retinopathy with scattered retinal hemorrhages and hard exudates.",
+        "Hard exudates and scattered retinal haemorrhages compatible with retinopathy.",
+        "Retinal hemorrhages and hard exudates are scattered, consistent with retinopathy.",
+        "Scattered hemorrhages and hard exudates in the retina indicating retinopathy."),
+    "Dot and blot hemorrhages throughout the posterior pole suggesting retinopathy.": (
+        "Dot-blot hemorrhages across the posterior pole suggestive of retinopathy.",
+        "Posterior pole dot and blot haemorrhages, suggesting retinopathy.",
+        "Retinopathy suggested by dot and blot hemorrhages at the posterior pole.",
+        "Dot and blot hemorrhages over the posterior pole, likely retinopathy.",
+        "The posterior pole shows dot and blot hemorrhages suggestive of retinopathy."),
+    "Tessellated fundus with temporal peripapillary atrophy, consistent with high myopia.": (
+        "Tigroid fundus and temporal peripapillary atrophy, in keeping with high myopia.",
+        "High myopia with a tessellated fundus and temporal peripapillary atrophy.",
+        "Fundus tessellation with temporal atrophy around the disc, consistent with high myopia.",
+        "Temporal peripapillary atrophy and tessellation, compatible with high myopia.",
+        "A tessellated fundus with temporal peripapillary atrophy typical of high myopia."),
+    "Myopic fundus changes with a peripapillary crescent.": (
+        "Myopic changes of the fundus with a peripapillary crescent.",
+        "Peripapillary crescent with myopic fundus changes.",
+        "Fundus shows myopic changes and a crescent around the disc.",
+        "Myopic fundus with a crescent at the optic disc margin.",
+        "Changes of myopia in the fundus, with a peripapillary crescent."),
+    "Enlarged optic cup, suspicious for glaucoma.": (
+        "Large optic cup, suspicious of glaucoma.",
+        "Enlarged cup of the optic disc raising suspicion for glaucoma.",
+        "Increased optic cup size, glaucoma suspected.",
+        "The optic cup is enlarged, concerning for glaucoma.",
+        "Enlargement of the optic cup suggestive of glaucoma."),
+    "Glaucomatous optic disc cupping.": (
+        "Glaucomatous cupping of the optic disc.",
+        "Optic disc cupping of glaucomatous appearance.",
+        "Cupping of the optic nerve head consistent with glaucoma.",
+        "Optic disc shows glaucomatous cupping.",
+        "Glaucomatous excavation of the optic disc."),
+    "Tilted optic disc with an optic pit, a congenital optic disc anomaly.": (
+        "Tilted disc with an optic pit, a congenital anomaly of the optic disc.",
+        "Congenital optic disc anomaly with a tilted disc and an optic pit.",
+        "Optic pit in a tilted optic disc, consistent with a congenital disc anomaly.",
+        "A tilted optic disc and optic pit, indicating a congenital optic disc anomaly.",
+        "Tilted optic nerve head with a pit, a congenital optic disc anomaly."),
+    "Narrowed retinal arterioles with increased light reflex, consistent with retinal "
+    "arteriosclerosis.": (
+        "Narrow retinal arterioles with an increased light reflex, in keeping with retinal "
+        "arteriosclerosis.",
+        "Retinal arteriosclerosis with narrowed arterioles and increased light reflex.",
+        "Arteriolar narrowing with a prominent light reflex, consistent with retinal "
+        "arteriosclerosis.",
+        "Increased arteriolar light reflex and narrowing, compatible with retinal "
+        "arteriosclerosis.",
+        "Thin retinal arterioles with a bright reflex indicating retinal arteriosclerosis."),
+    "Hazy media obscuring fundus detail, consistent with cataract.": (
+        "Media opacity blurring fundus detail, in keeping with cataract.",
+        "Cataract with hazy media obscuring the fundus.",
+        "Fundus details obscured by hazy media, consistent with cataract.",
+        "Hazy ocular media obscuring fundus details, compatible with cataract.",
+        "Blurred view of the fundus through hazy media, suggesting cataract."),
+    "Cellophane reflex over the macula, consistent with an epiretinal membrane.": (
+        "Cellophane macular reflex, in keeping with an epiretinal membrane.",
+        "Epiretinal membrane with a cellophane reflex over the macula.",
+        "Macular cellophane sheen consistent with an epiretinal membrane.",
+        "A cellophane reflex at the macula, compatible with epiretinal membrane.",
+        "Glistening cellophane reflex over the macula indicating an epiretinal membrane."),
+    "Pigmented scar at the macula, a macular lesion.": (
+        "Pigmented macular scar, a macular lesion.",
+        "Macular lesion with a pigmented scar.",
+        "A pigmented scar in the macula, consistent with a macular lesion.",
+        "Scarring with pigment at the macula, a macular lesion.",
+        "Macular lesion in the form of a pigmented scar."),
+    "A greyish subretinal lesion at the fovea with surrounding hemorrhage, suggesting choroidal "
+    "neovascularization.": (
+        "A grey subretinal lesion at the fovea with surrounding haemorrhage, suggestive of "
+        "choroidal neovascularization.",
+        "Choroidal neovascularization suggested by a greyish subfoveal lesion with hemorrhage.",
+        "Greyish subretinal lesion at the fovea surrounded by hemorrhage, likely choroidal "
+        "neovascularization.",
+        "Subfoveal greyish lesion with surrounding hemorrhage, concerning for choroidal "
+        "neovascularization.",
+        "A grey foveal subretinal lesion and surrounding hemorrhage suggesting choroidal "
+        "neovascularization."),
+    "The optic disc is well defined with a normal cup.": (
+        "Well defined optic disc with a normal cup.",
+        "The optic disc has clear margins and a normal cup.",
+        "Optic disc well demarcated, cup normal.",
+        "Normal optic cup in a well defined disc.",
+        "The disc is well defined and the cup is normal."),
+    "No retinal hemorrhage or exudate.": (
+        "No retinal hemorrhages or exudates.",
+        "There is no retinal hemorrhage or exudate.",
+        "Retinal hemorrhage and exudate are absent.",
+        "No haemorrhage or exudate in the retina.",
+        "Without retinal hemorrhage or exudate."),
+    "No drusen in the macula.": (
+        "No macular drusen.",
+        "The macula is free of drusen.",
+        "There are no drusen at the macula.",
+        "Drusen are absent from the macula.",
+        "No drusen seen in the macular region."),
+    "Clear media.": (
+        "The media are clear.",
+        "Clear ocular media.",
+        "Media clear.",
+        "Ocular media are clear.",
+        "The optical media are clear."),
+    "Normal fundus.": (
+        "The fundus is normal.",
+        "Normal appearing fundus.",
+        "Fundus within normal limits.",
+        "Unremarkable fundus.",
+        "No abnormality of the fundus."),
+}
+
+
+def frequent_paraphrases(reports: list[str], min_count: int) -> dict[str, dict]:
+    """The `PARAPHRASES` entries whose sentence occurs in at least `min_count` of `reports`, as
+    the table format of `bench.methods.afloc.paraphrase` ({sentence: {count, paraphrases}})."""
+    out = {}
+    for sentence, alts in PARAPHRASES.items():
+        n = sum(sentence in r for r in reports)
+        if n >= min_count:
+            out[sentence] = {"count": n, "paraphrases": list(alts)}
+    return out

@@ -34,7 +34,7 @@ SCALES: dict[str, dict[str, int]] = {
              "mimic_train": 40, "mimic_validate": 6, "mimic_test": 6, "mscxr": 10,
              "rsna": 12, "siim": 12, "chexlocalize_val": 6, "chexlocalize_test": 8,
              "covid": 8, "det10_train": 6, "det10_test": 8,
-             "fundus_train": 12, "fundus_val": 4, "fundus_test": 8},
+             "fundus_train": 32, "fundus_val": 4, "fundus_test": 8},
     "small": {"chest": 512, "det10_size": 512, "fundus_size": 384,
               "mimic_train": 3000, "mimic_validate": 100, "mimic_test": 200, "mscxr": 300,
               "rsna": 300, "siim": 300, "chexlocalize_val": 100, "chexlocalize_test": 300,
@@ -77,8 +77,9 @@ def default_jobs(scale: str) -> int:
 
 
 # What the generator draws, bumped whenever a unit's files change for the same scale, seed and
-# anchors (2: the "suggesting" report templates), so a world of another version is regenerated
-WORLD_VERSION = 2
+# anchors (2: the "suggesting" report templates; 3: fundus/paraphrases.json, and 32 tiny fundus
+# training pairs, two batches of the tiny presets), so a world of another version is regenerated
+WORLD_VERSION = 3
 
 
 def world_marker(scale: str, seed: int, anchors_source: str) -> str:

@@ -8,7 +8,8 @@ removed (counted as "no report sentence"), and each item draws its caption with 
 augmentation (k of n sentences, shuffled, joined by ". ") from a generator seeded by (seed,
 epoch, index), so runs repeat exactly whatever the worker layout. Validation captions are drawn
 the same way in ``faithful`` mode (the official validation set is the training dataset class)
-and kept whole in ``corrected`` mode.
+and kept whole in ``corrected`` mode. The fundus recipe's sentence paraphrases (`paraphrase`)
+replace training sentences found in a table before that draw, from their own seeded generator.
 Images: ``faithful`` letterbox 256 + CenterCrop 224 (the config's ``imsize: 256``; the offline
 resize script that made "MIMIC-224-inter-area" is missing from the repository), ``corrected``
 letterbox 224 (the inference frame).
@@ -41,6 +42,7 @@ from bench.train.loop import Optimization, Scheduled, TrainTask
 from . import checkpoint as ck
 from .imaging import train_crop
 from .model import AFLocModel
+from .paraphrase import ParaphraseTable, paraphrase_rng
 
 
 @dataclass
@@ -77,17 +79,23 @@ def clean_pairs(pairs: ImagePairs, text_mode: str) -> PairSet:
 class PairDataset(Dataset):
     """(frame, caption) items, the caption augmented or full.
 
-    ``stream`` keeps the validation draws apart from the training draws of the same index."""
+    ``stream`` keeps the validation draws apart from the training draws of the same index;
+    ``paraphrases`` (the fundus recipe, `paraphrase`) replaces table sentences first."""
 
-    def __init__(self, pairs: PairSet, augment: bool, seed: int = 1, stream: tuple = ()):
+    def __init__(self, pairs: PairSet, augment: bool, seed: int = 1, stream: tuple = (),
+                 paraphrases: ParaphraseTable | None = None):
         self.pairs, self.augment, self.seed, self.epoch = pairs, augment, seed, 0
         self.stream = tuple(stream)
+        self.paraphrases = paraphrases
 
     def __len__(self) -> int:
         return len(self.pairs.sentences)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, str]:
         sents = self.pairs.sentences[i]
+        if self.paraphrases is not None:
+            sents = self.paraphrases.replace(
+                sents, paraphrase_rng(self.seed, self.epoch, i, self.stream))
         if self.augment:
             rng = np.random.default_rng((self.seed, self.epoch, i, *self.stream))
             caption = augment_caption(sents, rng)
@@ -105,10 +113,12 @@ class AFLocTask(TrainTask):
     def __init__(self, model: AFLocModel, tokenizer: Any, train: PairSet, val: PairSet | None,
                  batch_size: int, seed: int = 1, num_workers: int = 0,
                  max_elements: int | None = None, lr: float = 2e-5, gamma: float = 0.9,
-                 local_impl: str = "einsum", compile_losses: bool = False):
+                 local_impl: str = "einsum", compile_losses: bool = False,
+                 paraphrases: ParaphraseTable | None = None):
         self.model, self.tokenizer = model, tokenizer
         self.processor = TextProcessor(tokenizer, model.cfg.text_mode, model.cfg.word_num)
-        self.train_set = PairDataset(train, augment=True, seed=seed)
+        # the fundus recipe's sentence paraphrases: training captions only (`paraphrase`)
+        self.train_set = PairDataset(train, augment=True, seed=seed, paraphrases=paraphrases)
         # faithful: the official validation set is the training dataset class, so its captions
         # are augmented too (a new draw each epoch); corrected: full captions, so the validation
         # loss that picks the best checkpoint does not move with the draw

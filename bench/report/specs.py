@@ -67,6 +67,7 @@ class Row:
     paper_only: bool = False         # not measurable by this harness (e.g. fine-tuned RETFound)
     attrs: dict[str, str] = field(default_factory=dict, hash=False)
     reference: bool = False          # a reference row (random / center / oracle): not the paper's
+    harness: bool = False            # the harness's own configuration: not the paper's, no value
 
 
 @dataclass(frozen=True)
@@ -373,12 +374,25 @@ TABLE_LIST = (
         base=LOC.merge(Sel(method="afloc", dataset="ms-cxr", prompt="precise")),
         rows=(Row("llava-med", "llava-med-v1.5-mistral-7b",
                   Sel(tags=("text=llava-med", "text=llava-med-v1.5-mistral-7b"))),
-              Row("bio-clinicalbert", "BioClinicalBERT (default)", Sel(tags=AFLOC_TAGS)))
+              Row("bio-clinicalbert", "BioClinicalBERT (default; tiny preset: BERT 4x64 from "
+                  "scratch)", Sel(tags=AFLOC_TAGS)),
+              Row("second-text", "Harness: BERT 8x64 from scratch (tiny) / local folder "
+                  "(paper)", Sel(tags=("text=bert-8x64", "text=local")), harness=True))
         + reference_rows(),
         columns=(Column("iou", "IoU", Sel(metric="iou")),
                  Column("dice", "Dice", Sel(metric="dice")),
                  Column("cnr", "CNR", Sel(metric="cnr"))),
         row_header="Text encoder",
+        notes=("llava-med: the paper's published value only. LLaVA-Med's text side is a 7B "
+               "Mistral language model, not a BERT-family encoder: AFLoc's word units need "
+               "WordPiece pieces ('##') between [CLS] and [SEP], so --text-encoder takes bert, "
+               "distilbert and electra folders and refuses the rest.",
+               "BioClinicalBERT: the default AFLoc runs; the tiny preset's default text encoder "
+               "is a 4-layer, 64-wide BERT trained from scratch, not BioClinicalBERT.",
+               "Harness row (not in the paper; no published value): AFLoc with a second text "
+               "encoder, run tag text=bert-8x64 (the tiny preset's BERT at 8 layers of width "
+               "64, from scratch: --text-layers 8) or text=local (a local "
+               "BERT-family folder: --text-encoder DIR; README, Text encoders)."),
     ),
 )
 

@@ -333,17 +333,24 @@ def aggregate(hidden: torch.Tensor, batch: TextBatch) -> dict[str, torch.Tensor]
 
 class TextEncoder(nn.Module):
     """BERT (``.model``, so keys read ``text_encoder.model.*`` as in both releases), the sum of
-    its last `last_n_layers` hidden states, and the word, sentence and report units."""
+    its last `last_n_layers` hidden states, and the word, sentence and report units.
+
+    A config dict with another ``model_type`` (ELECTRA, DistilBERT: `encoders.WORDPIECE_ENCODERS`)
+    builds that type's base model; token type ids go only to models that take them (DistilBERT
+    has none, and BERT's are all zero for one caption, so nothing is lost)."""
 
     def __init__(self, bert_config: dict[str, Any], last_n_layers: int = 4,
                  bert: nn.Module | None = None):
         super().__init__()
-        from transformers import BertConfig, BertModel
+        import inspect
+
+        from .encoders import text_model_from_config
 
         if bert is None:
-            bert = BertModel(BertConfig(**bert_config))
+            bert = text_model_from_config(bert_config)
         self.model = bert
         self.last_n_layers = last_n_layers
+        self.token_types = "token_type_ids" in inspect.signature(bert.forward).parameters
 
     @property
     def dim(self) -> int:
@@ -355,9 +362,10 @@ class TextEncoder(nn.Module):
         # the pad positions' states (zero-filled back here) never reach an embedding
         t = batch.input_ids.shape[1]
         n = max(int(batch.attention_mask.sum(1).max()), 1)
+        types = {"token_type_ids": batch.token_type_ids[:, :n]} if self.token_types else {}
         out = self.model(input_ids=batch.input_ids[:, :n],
-                         attention_mask=batch.attention_mask[:, :n],
-                         token_type_ids=batch.token_type_ids[:, :n], output_hidden_states=True)
+                         attention_mask=batch.attention_mask[:, :n], output_hidden_states=True,
+                         **types)
         hidden = sum_last_layers(out.hidden_states, self.last_n_layers)
         if n < t:
             hidden = F.pad(hidden, (0, 0, 0, t - n))

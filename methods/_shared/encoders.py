@@ -158,6 +158,10 @@ TINY_BERT = {"vocab_size": 0, "hidden_size": 64, "num_hidden_layers": 4,
              "num_attention_heads": 2, "intermediate_size": 128,
              "max_position_embeddings": 128, "type_vocab_size": 2,
              "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+# the from-scratch BERT's attention head width and feed-forward ratio (TINY_BERT: 64 wide, 2 heads
+# of 32, feed-forward 128); `tiny_bert` keeps both for other sizes
+TINY_HEAD_WIDTH = 32
+TINY_FFN_RATIO = 2
 # BERT-base with Bio_ClinicalBERT's vocabulary size, for random-weight benchmarks
 BERT_BASE = {"vocab_size": 28996, "hidden_size": 768, "num_hidden_layers": 12,
              "num_attention_heads": 12, "intermediate_size": 3072,
@@ -231,6 +235,99 @@ def load_pretrained_text(source: str) -> tuple[Any, Any]:
     if getattr(model, "pooler", None) is None and hasattr(model, "base_model"):
         model = model.base_model
     return model, tok
+
+
+def tiny_bert(layers: int, width: int) -> dict[str, Any]:
+    """`TINY_BERT` with `layers` layers of width `width`: heads of 32 (width / 32 of them) and a
+    feed-forward of 2 x width, the proportions of the default 4 x 64, so only the size moves."""
+    if layers < 1 or width < TINY_HEAD_WIDTH or width % TINY_HEAD_WIDTH:
+        raise ValueError(f"a from-scratch BERT needs at least 1 layer and a width that is a "
+                         f"multiple of {TINY_HEAD_WIDTH}; got {layers} x {width}")
+    return {**TINY_BERT, "hidden_size": width, "num_hidden_layers": layers,
+            "num_attention_heads": width // TINY_HEAD_WIDTH,
+            "intermediate_size": TINY_FFN_RATIO * width}
+
+
+# Text encoders a local folder may hold for the GLoRIA-lineage text side (word units from
+# WordPiece pieces, "##" continuing a word, between [CLS] and [SEP]; the last layers' hidden
+# states summed): bidirectional encoders whose base model takes those ids and returns every
+# layer's states. RoBERTa, DeBERTa, ALBERT and XLM-R tokenizers mark word starts (BPE "Ġ",
+# SentencePiece "▁") and use <s>/</s>, which the official word aggregation does not read;
+# decoder language models (LLaVA-Med's Mistral) attend one way. Both are refused.
+WORDPIECE_ENCODERS = ("bert", "distilbert", "electra")
+WORDPIECE_SPECIALS = {"cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]",
+                      "unk_token": "[UNK]"}
+PROBE_TEXT = "Lung opacity in the right lower lobe. No pneumothorax. 1. stable since 2010."
+
+
+def wordpiece_problem(model: Any, tokenizer: Any, min_layers: int, max_tokens: int,
+                      texts: Iterable[str] = ()) -> str | None:
+    """Why `model` + `tokenizer` cannot serve as an AFLoc / GLoRIA text encoder exactly, or None.
+
+    Besides the model type and the WordPiece layout: at least `min_layers` layers (the official
+    sum of the last 4 hidden states, never reaching the embeddings), `max_tokens` positions (the
+    97-token captions), and a tokenizer that the checkpoint's ``tokenizer.json`` (what `bench
+    run` reloads it from) rebuilds to the same ids on `texts` and a probe."""
+    import json
+
+    cfg = model.config
+    kind = getattr(cfg, "model_type", None)
+    if kind not in WORDPIECE_ENCODERS:
+        return (f"not a BERT-family encoder AFLoc's text side reads (supported model types: "
+                f"{', '.join(WORDPIECE_ENCODERS)})")
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return "its tokenizer has no fast (tokenizers) backend to store in the checkpoint"
+    spec = json.loads(backend.to_str())["model"]
+    if spec.get("type") != "WordPiece" or spec.get("continuing_subword_prefix") != "##":
+        return (f"its tokenizer is {spec.get('type')}, not WordPiece with '##' continuations "
+                f"(the official word aggregation)")
+    for attr, name in WORDPIECE_SPECIALS.items():
+        if getattr(tokenizer, attr, None) != name:
+            return f"its tokenizer's {attr} is {getattr(tokenizer, attr, None)!r}, not {name!r}"
+    ids = tokenizer(PROBE_TEXT)["input_ids"]
+    ends = tokenizer.convert_ids_to_tokens([ids[0], ids[-1]])
+    if ends != ["[CLS]", "[SEP]"]:
+        return f"its tokenizer wraps a caption in {ends}, not [CLS] ... [SEP]"
+    layers = int(getattr(cfg, "num_hidden_layers", 0))
+    if layers < min_layers:
+        return f"{layers} hidden layers; AFLoc sums the last {min_layers}"
+    positions = int(getattr(cfg, "max_position_embeddings", 0))
+    if positions < max_tokens:
+        return f"{positions} positions; AFLoc's captions take {max_tokens} tokens"
+    rebuilt = tokenizer_from_json(tokenizer_to_json(tokenizer))
+    for text in [PROBE_TEXT, *texts]:
+        if rebuilt(text)["input_ids"] != tokenizer(text)["input_ids"]:
+            return f"its tokenizer does not survive the checkpoint's tokenizer.json ({text!r})"
+    return None
+
+
+def load_wordpiece_encoder(source: str, min_layers: int, max_tokens: int,
+                           texts: Iterable[str] = ()) -> tuple[Any, Any]:
+    """`load_pretrained_text`, refused in one line (naming the folder and its model type) unless
+    `wordpiece_problem` finds nothing; weights in float32 (autocast does the rest), whatever
+    dtype the folder stores."""
+    model, tok = load_pretrained_text(source)
+    problem = wordpiece_problem(model, tok, min_layers, max_tokens, texts)
+    if problem is not None:
+        kind = getattr(model.config, "model_type", "unknown")
+        raise CheckpointError(f"text encoder {source!r} (model type {kind}) cannot be used: "
+                              f"{problem}")
+    return model.float(), tok
+
+
+def text_model_from_config(config: dict[str, Any]) -> Any:
+    """The Hugging Face base model a stored config dict describes, randomly initialised (the
+    checkpoint's weights go in next): a `BertModel` (with its pooler) for a dict without
+    ``model_type``, as the releases and the tiny preset store it; the type's own class
+    otherwise, so an ELECTRA or DistilBERT reloads as itself."""
+    from transformers import AutoConfig, AutoModel, BertConfig, BertModel
+
+    kind = config.get("model_type", "bert")
+    if kind == "bert":
+        return BertModel(BertConfig(**config))
+    rest = {k: v for k, v in config.items() if k != "model_type"}
+    return AutoModel.from_config(AutoConfig.for_model(kind, **rest))
 
 
 def load_tokenizer(source: str) -> Any:

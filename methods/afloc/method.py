@@ -176,6 +176,7 @@ class AFLocMethod(VisionLanguageMethod):
         return {
             "preset": cfg.preset, "text_mode": cfg.text_mode, "levels": list(cfg.levels),
             "arch": cfg.arch, "input_size": cfg.input_size, "text_encoder": cfg.text_encoder,
+            "text_size": presets.text_size(self.model.text_encoder.model.config),
             "checkpoint_format": self.info.get("format"),
             "random_init": bool(self.info.get("random_init")),
             "notice": self.info.get("notice"), "heatmap": f"layer3 . {self.query}, gaussian "
@@ -197,8 +198,14 @@ class AFLocMethod(VisionLanguageMethod):
                          "non-empty subset of word,sentence,report)", _levels),
         "text_mode": Option("faithful", "reproduce the official text quirks, or fix them",
                             choices=TEXT_MODES),
-        "text_encoder": Option(None, "BERT id or local folder (paper preset; default "
-                               "Bio_ClinicalBERT, offline)"),
+        "text_encoder": Option(None, "BERT-family encoder (bert, distilbert, electra; WordPiece "
+                               "tokenizer): local folder or offline Hugging Face id; paper preset "
+                               "default Bio_ClinicalBERT; tiny preset: replaces the from-scratch "
+                               "BERT"),
+        "text_layers": Option(None, "tiny preset: layers of the from-scratch BERT (default 4, at "
+                              "least 4)", int),
+        "text_width": Option(None, "tiny preset: width of the from-scratch BERT (default 64, a "
+                             "multiple of 32: heads of 32, feed-forward 2 x width)", int),
         "gamma": Option(0.9, "StepLR decay of the learning rate per epoch (the official value)",
                         float),
         "local_impl": Option("einsum", "how the local losses are computed (same values): "
@@ -206,6 +213,10 @@ class AFLocMethod(VisionLanguageMethod):
                              "backward (meant for GPUs)", choices=("einsum", "gemm")),
         "vocab_size": Option(2000, "tiny preset: size of the WordPiece vocabulary built from "
                              "the training reports", int),
+        "paraphrases": Option(None, "sentence paraphrase table (JSON) of the fundus recipe: "
+                              "training sentences found in it are randomly replaced by an "
+                              "equivalent; default: the dataset folder's paraphrases.json "
+                              "where there is one; 'none' turns it off", str),
     }
 
     @classmethod

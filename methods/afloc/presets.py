@@ -19,18 +19,65 @@ reports underfit (validation loss tracks training loss), so the model needs no r
 and dropout's noise fell on the from-scratch text side, whose report embedding the official
 heatmap dots with the image. With it, 2 of 5 seeds' maps beat the ``center`` prior on the
 full-size synthetic MS-CXR after 10 CPU minutes; without it, 4 of 5 (README, learning check).
+
+Text side (Extended Data Table 7 swaps the text encoder): ``--text-encoder`` names a local folder
+(or offline Hugging Face id) of a BERT-family encoder, `encoders.WORDPIECE_ENCODERS` with a
+WordPiece tokenizer, anything else is refused in one line; with the ``tiny`` preset it replaces
+the from-scratch BERT and its built vocabulary (the small ResNet stays). ``--text-layers`` /
+``--text-width`` size the tiny preset's from-scratch BERT instead (`encoders.tiny_bert`: heads of
+32, feed-forward 2 x width); at least 4 layers, since the official text feature sums the last 4
+hidden states and fewer would sum in the embedding layer's.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from bench.methods._shared.encoders import BERT_BASE, TINY_BERT
+from bench.errors import UsageError
+from bench.methods._shared.encoders import BERT_BASE, TINY_BERT, tiny_bert
 
 from .model import LEVELS, AFLocConfig
 
 DEFAULT_TEXT_ENCODER = "emilyalsentzer/Bio_ClinicalBERT"
 PRESETS = ("paper", "tiny")
+# the tiny preset's from-scratch BERT: (layers, width)
+TINY_TEXT = (int(TINY_BERT["num_hidden_layers"]), int(TINY_BERT["hidden_size"]))
+
+
+def text_source(preset: str, text_encoder: str | None, text_layers: int | None,
+                text_width: int | None) -> str | None:
+    """The pretrained text encoder to load (a folder or Hugging Face id), or None for the tiny
+    preset's from-scratch BERT; refuses sizes where they size nothing."""
+    sized = text_layers is not None or text_width is not None
+    if sized and preset != "tiny":
+        raise UsageError(f"--text-layers / --text-width size the tiny preset's from-scratch "
+                         f"BERT; the {preset} preset loads --text-encoder")
+    if sized and text_encoder:
+        raise UsageError("--text-layers / --text-width size a from-scratch BERT; "
+                         "--text-encoder loads a pretrained one: give one or the other")
+    if preset == "tiny":
+        return text_encoder or None
+    return text_encoder or DEFAULT_TEXT_ENCODER
+
+
+def tiny_text_bert(text_layers: int | None, text_width: int | None,
+                   last_n_layers: int = 4) -> dict[str, Any]:
+    """The from-scratch BERT's config (vocabulary size 0 until the tokenizer is built)."""
+    layers = TINY_TEXT[0] if text_layers is None else int(text_layers)
+    width = TINY_TEXT[1] if text_width is None else int(text_width)
+    if layers < last_n_layers:
+        raise UsageError(f"--text-layers {layers}: AFLoc sums the last {last_n_layers} hidden "
+                         f"states, so the text encoder needs at least {last_n_layers} layers")
+    try:
+        return tiny_bert(layers, width)
+    except ValueError as exc:
+        raise UsageError(f"--text-layers / --text-width: {exc}") from exc
+
+
+def text_size(config: Any) -> str:
+    """"LxW": the layers and width of a Hugging Face text config (attribute names, which every
+    type maps: DistilBERT stores them as ``n_layers`` / ``dim``), for the run's settings."""
+    return f"{config.num_hidden_layers}x{config.hidden_size}"
 
 
 def preset_config(preset: str, levels: tuple[str, ...] = LEVELS, text_mode: str = "faithful",

@@ -177,3 +177,102 @@ def test_classification_pools_auroc_over_shared_images(tmp_path: Path):
     s = np.sort(stats)
     assert (found.stat.lower, found.stat.upper) == pytest.approx((s[LO], s[HI]), abs=1e-12)
     assert found.spread.n == 2
+
+
+# -- the orderings check pairs by seed --------------------------------------------------------
+
+CHECK_PLAN = """\
+version = 1
+
+[scales.micro]
+preset = "tiny"
+seeds = [1]
+data = "synthetic"
+
+[[train]]
+method = "afloc"
+dataset = "mimic-cxr"
+
+[[eval]]
+name = "ms-cxr"
+fills = ["table-1"]
+methods = ["afloc"]
+datasets = ["ms-cxr"]
+task = "localization"
+[eval.checkpoints]
+afloc = "afloc-default"
+
+[[claim]]
+id = "center-beats-random"
+sentence = "The centre prior beats noise."
+where = "test"
+table = "seeds"
+a = ["center"]
+b = ["random"]
+
+[[claim]]
+id = "random-beats-center"
+sentence = "Noise beats the centre prior."
+where = "test"
+table = "seeds"
+a = ["random"]
+b = ["center"]
+sections = ["dice"]
+"""
+
+
+@pytest.fixture()
+def check_spec(monkeypatch):
+    from bench.report import specs
+
+    spec = TableSpec(name="seeds", title="t", source="test", caption="c",
+                     base=Sel(task="localization", dataset="shapes"),
+                     sections=specs.METRIC_SECTIONS,
+                     rows=(Row("center", "Centre", Sel(method="center")),
+                           Row("random", "Random", Sel(method="random"), reference=True)),
+                     columns=(Column("all", "All"),))
+    monkeypatch.setitem(specs.TABLES, "seeds", spec)
+    return spec
+
+
+def test_check_pairs_seeds_against_a_single_reference_run(seeded: Path, tmp_path: Path,
+                                                          check_spec):
+    from bench.eval.protocols import get_protocol
+    from bench.reproduce.check import FAILS, check_claims, render_check
+    from bench.reproduce.plan import load_plan
+
+    path = tmp_path / "plan.toml"
+    path.write_text(CHECK_PLAN)
+    results = check_claims(load_plan(path), seeded)
+    first, second = results
+    assert [c.section for c in first.comparisons] == ["iou", "dice", "cnr"]
+    proto = get_protocol("afloc", dataset="shapes", prompt="simple")
+    centers = [_one(f, "center") for f in (seeded, seeded / "seed-2", seeded / "seed-3")]
+    rnd = _one(seeded, "random")
+    for comp in first.comparisons:
+        m = comp.section
+        want = np.mean([s["metrics"][m]["overall"]["mean"] for _, s, _ in centers]) \
+            - rnd[1]["metrics"][m]["overall"]["mean"]
+        assert comp.diff == pytest.approx(want, abs=1e-12)
+        assert comp.seeds == 3
+        # brute force: the same resamples for the three centre runs and the one random run
+        tables = [proto.unit_table(rows, m, decided=s) for _, s, rows in centers + [rnd]]
+        units = tables[0].index.sort_values()
+        idx = np.random.RandomState(rnd[1]["bootstrap"]["seed"]).randint(
+            0, len(units), size=(N_BOOT, len(units)))
+
+        def macro(t, rep, units=units):
+            a = t.reindex(index=units).to_numpy(np.float64)[rep]
+            return np.mean([np.nanmean(a[:, j]) for j in range(a.shape[1])
+                            if not np.all(np.isnan(a[:, j]))])
+
+        stats = np.sort([np.mean([macro(t, rep) for t in tables[:3]]) - macro(tables[3], rep)
+                         for rep in idx])
+        assert (comp.lower, comp.upper) == pytest.approx((stats[LO], stats[HI]), abs=1e-12)
+    assert [c.section for c in second.comparisons] == ["dice"]
+    assert second.comparisons[0].diff == pytest.approx(
+        -[c for c in first.comparisons if c.section == "dice"][0].diff, abs=1e-12)
+    assert second.verdict == FAILS
+    text = render_check(results, synthetic=["shapes"])
+    assert "SYNTHETIC DATA" in text and "## random-beats-center: FAILS" in text
+    assert "> Noise beats the centre prior. (test; seeds)" in text

@@ -26,11 +26,17 @@ def test_micro_table_1_end_to_end_then_all_done(tmp_path):
     cells = [c.strip() for line in block.splitlines()[2:] for c in line.strip("|").split("|")[1:]
              if not line.startswith("| **")]
     assert cells and all(c.endswith("†") for c in cells)  # measured, and marked synthetic
-    report = CliRunner().invoke(cli, ["report", "--results-dir", str(out / "results"),
-                                      "--out", str(tmp_path / "report")],
-                                catch_exceptions=False)
-    assert report.exit_code == 0, report.output
-    assert "SYNTHETIC" in (tmp_path / "report" / "report.md").read_text()
+    # the run wrote the report and the orderings check too
+    assert "SYNTHETIC" in (out / "report" / "report.md").read_text()
+    assert (out / "report" / "report.html").is_file()
+    check = (out / "check.md").read_text()
+    assert "SYNTHETIC DATA" in check
+    block = check.split("## ms-cxr-precise-beats-simple: ")[1].split("\n## ")[0]
+    assert [x.split(" ")[1] for x in block.splitlines() if x.startswith("- ")] == [
+        "iou", "dice", "cnr"]
+    assert "## rsna-afloc-beats-all: NOT MEASURED" in check  # Table 1 only was run
+    claims = json.loads((out / "check.json").read_text())["claims"]
+    assert {c["id"] for c in claims} >= {"ms-cxr-precise-beats-simple", "all-three-levels-best"}
     again = CliRunner().invoke(cli, ["reproduce", "--scale", "micro", "--only", "table-1",
                                      "--out", str(out), "--no-tables"], catch_exceptions=False)
     assert again.exit_code == 0, again.output

@@ -69,14 +69,17 @@ def test_the_package_plan_loads_with_its_scales_and_pending_tables():
     trainable = {"afloc", "gloria", "convirt", "biovil", "chexzero", "medklip", "classifier",
                  "rdpp", "recontrast"}
     assert {t.method for t in plan.train.values()} == trainable
-    levels = {t.tag for t in plan.train.values() if t.method == "afloc"}
+    levels = {t.tag for t in plan.train.values() if t.method == "afloc"
+              and not (t.tag or "").startswith("text=")}
     assert len(levels) == 7  # Extended Data Table 3: six subsets, and None for all three
-    # fundus and text encoders: the paper's rows (their reference rows are planned)
-    assert {p.table for p in plan.pending} == {"table-3", "extended-4", "extended-7"}
-    for p in plan.pending:
-        paper_rows = {r.id for r in specs.TABLES[p.table].rows
-                      if not r.reference and not r.paper_only}
-        assert set(p.rows) == paper_rows and not p.columns
+    # text encoders: llava-med at every scale (a 7B language model: its published value only),
+    # the harness's second text encoder at the paper scale (no from-scratch size there)
+    assert {p.table for p in plan.pending} == {"extended-7"}
+    assert {(p.rows, p.columns, p.scales) for p in plan.pending} == {
+        (("llava-med",), (), ()), (("second-text",), (), ("paper",))}
+    harness = {r.id for r in specs.TABLES["extended-7"].rows if r.harness}
+    assert harness == {"second-text"}
+    assert plan.train["afloc-text-8x64"].scales == ("micro", "tiny")
     assert all(p.reason for p in plan.pending)
 
 
@@ -110,6 +113,12 @@ def test_a_minimal_plan_loads_and_resolves(tmp_path):
      "[[train]] 'afloc-default': defined twice"),
     ('[eval.checkpoints]', '[[pending]]\ntable = "table-2"\nrows = ["nosuch"]\nreason = "x"\n\n'
      '[eval.checkpoints]', "[[pending]] 'table-2': 'nosuch' is not a row of table-2"),
+    ('[eval.checkpoints]', '[[claim]]\nid = "c"\nsentence = "s"\nwhere = "w"\n'
+     'table = "table-2"\na = ["afloc"]\nb = ["nosuch"]\n\n[eval.checkpoints]',
+     "[[claim]] 'c': 'nosuch' is not a row of table-2"),
+    ('[eval.checkpoints]', '[[claim]]\nid = "c"\nsentence = "s"\nwhere = "w"\n'
+     'table = "table-2"\na = ["afloc@mean"]\nb = ["gloria"]\n\n[eval.checkpoints]',
+     "[[claim]] 'c': 'mean' is not a measured column of table-2"),
 ])
 def test_a_malformed_plan_is_one_line_naming_the_file_and_the_entry(tmp_path, old, new, message):
     assert old in MINI
@@ -204,7 +213,25 @@ def test_pending_is_the_only_exemption():
     cells = _cells(coverage(bare, "tiny"))
     assert cells and {t for t, _, _ in cells} == {"extended-7"}
     none = _cells(coverage(replace(plan, pending=()), "tiny"))
-    assert {"table-3", "extended-4", "extended-7"} == {t for t, _, _ in none}
+    assert {"extended-7"} == {t for t, _, _ in none}
+
+
+def test_every_claim_of_the_plan_compares_cells_the_plan_fills():
+    """A claim about cells no job fills could never be checked: with every table cell filled
+    or pending (the coverage test), no claim may compare a pending cell."""
+    from bench.reproduce.check import comparisons_of
+
+    plan = load_plan()
+    assert len(plan.claims) >= 10
+    for claim in plan.claims:
+        assert claim.sentence and claim.where
+        comps = comparisons_of(claim)
+        assert comps, claim.id
+        pending = [p for p in plan.pending if p.at("tiny")]
+        for _, ra, ca, rb, cb in comps:
+            for row, col in ((ra, ca), (rb, cb)):
+                assert not any(p.covers(claim.table, row.id, col.id) for p in pending), (
+                    f"{claim.id}: {claim.table} {row.id}@{col.id} is pending")
 
 
 def test_every_figure_is_planned():
@@ -245,7 +272,10 @@ def test_the_tiny_scale_trains_every_model_per_seed_into_its_own_folders(tmp_pat
     ablation = [j for j in jobs if j.entry == "ablation-ms-cxr"]
     assert len(ablation) == 6 * 3
     tags = {a for j in ablation for k, a in zip(j.argv, j.argv[1:]) if k == "--tag"}
-    assert tags == {t.tag for t in plan.train.values() if t.tag}
+    assert tags == {t.tag for t in plan.train.values() if (t.tag or "").startswith("levels=")}
+    text = [j for j in jobs if j.entry == "text-encoders-ms-cxr"]
+    assert len(text) == 3 and {a for j in text for k, a in zip(j.argv, j.argv[1:])
+                               if k == "--tag"} == {"text=bert-8x64"}
 
 
 def test_every_command_parses_under_the_real_cli(tmp_path):
@@ -264,9 +294,13 @@ def test_only_keeps_the_named_tables_and_the_training_they_need(tmp_path):
     assert {j.id for j in jobs if j.kind == "train"} == needed
     fig2 = {j.entry for j in resolve("tiny", only=["fig2"], out=tmp_path)}
     assert "chest-localization" in fig2  # Fig. 2 draws Extended Data Table 1's cells
-    # pending: no job yet for the paper's rows; only the reference rows' (no training)
-    fundus = resolve("tiny", only=["table-3"], out=tmp_path)
-    assert [j.id for j in fundus] == ["eval/references-fundus-classification"]
+    # Table 3: the fundus-pretrained models and their evaluation per seed, and the reference
+    # row once (no training)
+    fundus = {j.id for j in resolve("tiny", only=["table-3"], out=tmp_path)}
+    peers = ("recontrast", "rdpp", "convirt", "gloria", "afloc")
+    assert fundus == ({f"train/{m}-fundus-s{s}" for m in peers for s in (1, 2, 3)}
+                      | {f"eval/fundus-classification-s{s}" for s in (1, 2, 3)}
+                      | {"eval/references-fundus-classification"})
     with pytest.raises(UsageError, match="unknown table or figure 'table-9'"):
         resolve("tiny", only=["table-9"], out=tmp_path)
 
@@ -318,6 +352,32 @@ def test_dry_run_prints_every_job_and_its_command(tmp_path, capsys):
     assert "needs: train/afloc-default-s1" in text
     assert "extended-7" in text  # the pending tables, with their reasons
     assert not out.exists()  # a dry run writes nothing
+
+
+def test_dry_run_estimates_each_job_from_the_plan_timings_or_this_folder(tmp_path, capsys):
+    path = tmp_path / "plan.toml"
+    path.write_text(MINI + '\n[timings.micro]\nmeasured = "a test machine"\neval_run = 30\n'
+                    '[timings.micro.train]\nafloc = 400\n')
+    out = tmp_path / "out"
+    code, text, err = _bench(capsys, "reproduce", "--dry-run", "--plan", str(path),
+                             "--scale", "micro", "--out", str(out))
+    assert code == 0, err
+    assert "train/afloc-default-s1  [train, todo, ~7 min]" in text
+    assert "eval/ms-cxr-s1  [eval, todo, ~30 s]" in text  # one run (afloc on ms-cxr)
+    assert ("estimated time of the 2 jobs to run: 7 min one after another (training 7 min, "
+            "evaluation 30 s). Rates: the plan's timings, measured on a test machine") in text
+    # a run here finished the training in 95 s: that time wins
+    out.mkdir()
+    (out / "reproduce.json").write_text(json.dumps({"jobs": [
+        {"id": "train/afloc-default-s1", "status": "ok", "seconds": 95.0}]}))
+    code, text, err = _bench(capsys, "reproduce", "--dry-run", "--plan", str(path),
+                             "--scale", "micro", "--out", str(out))
+    assert "train/afloc-default-s1  [train, todo, ~2 min]" in text
+    assert "jobs an earlier run here finished: their own times" in text
+    path.write_text(MINI + '\n[timings.micro]\nmeasured = "m"\n[timings.micro.train]\n'
+                    'afloc = -1\n')
+    code, text, err = _bench(capsys, "reproduce", "--dry-run", "--plan", str(path))
+    assert code == 1 and "[timings.micro]: train must be a table of name = seconds" in err
 
 
 def test_shell_writes_an_executable_script_in_dependency_order(tmp_path, capsys):

@@ -67,11 +67,12 @@ def metric_key(metric: str, threshold: float | None) -> str:
     return f"{metric}@{tlabel(threshold)}"
 
 
-def pooled_ci(tables: list[pd.DataFrame], categories: tuple[str, ...] | None, n_boot: int,
-              seed: int) -> tuple[float, float, float]:
-    """(replicate mean, lower, upper) of the seed-mean of the macro statistic over paired
-    resamples of the units every table has (AFLoc's legacy stream `RandomState(seed)`).
-    `categories`: the accepted names of one category column (normalized), else all."""
+def unit_replicates(tables: list[pd.DataFrame], categories: tuple[str, ...] | None,
+                    n_boot: int, seed: int) -> np.ndarray | None:
+    """(n_boot, len(tables)): each table's macro statistic on each of the same resamples of
+    the units every table has (AFLoc's legacy stream `RandomState(seed)`); None when nothing
+    can be resampled. `categories`: the accepted names of one category column (normalized),
+    else the mean over all of a table's categories."""
     from bench.report.store_view import normalize_name
 
     units = tables[0].index
@@ -79,7 +80,7 @@ def pooled_ci(tables: list[pd.DataFrame], categories: tuple[str, ...] | None, n_
         units = units.intersection(t.index)
     units = units.sort_values()
     if len(units) == 0 or n_boot <= 0:
-        return math.nan, math.nan, math.nan
+        return None
     blocks, widths = [], []
     for t in tables:
         cols = list(t.columns)
@@ -88,21 +89,19 @@ def pooled_ci(tables: list[pd.DataFrame], categories: tuple[str, ...] | None, n_
         blocks.append(t.reindex(index=units, columns=cols).to_numpy(np.float64))
         widths.append(len(cols))
     if min(widths) == 0:
-        return math.nan, math.nan, math.nan
+        return None
     reps = bootstrap_nanmeans(official_stream(seed), len(units), n_boot,
                               np.concatenate(blocks, axis=1))
-    per_seed, lo = [], 0
+    out, lo = np.empty((n_boot, len(tables))), 0
     with quiet():
-        for w in widths:
-            per_seed.append(np.nanmean(reps[:, lo:lo + w], axis=1))
+        for i, w in enumerate(widths):
+            out[:, i] = np.nanmean(reps[:, lo:lo + w], axis=1)
             lo += w
-        stat = np.mean(np.stack(per_seed, axis=1), axis=1)
-    iv = intervals(stat)[0]
-    return iv.mean, iv.lower, iv.upper
+    return out
 
 
-def pooled_auroc_ci(rows: list[pd.DataFrame], categories: tuple[str, ...] | None, n_boot: int,
-                    seed: int) -> tuple[float, float, float]:
+def auroc_replicates(rows: list[pd.DataFrame], categories: tuple[str, ...] | None,
+                     n_boot: int, seed: int) -> np.ndarray | None:
     """The same for classification: images every run scored, AFLoc's resampling scheme
     (replicate i uses `random_state = seed + i`), the mean AUROC over the pathologies."""
     from bench.eval.metrics import seeded_auroc_replicates
@@ -120,7 +119,7 @@ def pooled_auroc_ci(rows: list[pd.DataFrame], categories: tuple[str, ...] | None
         paths = [p for p in paths if normalize_name(p) in categories][:1]
     n, k = len(sids), len(paths)
     if n == 0 or k == 0 or n_boot <= 0:
-        return math.nan, math.nan, math.nan
+        return None
     labels, scores = [], []
     for r in rows:
         lab = np.full((n, k), np.nan)
@@ -135,8 +134,13 @@ def pooled_auroc_ci(rows: list[pd.DataFrame], categories: tuple[str, ...] | None
         scores.append(np.nan_to_num(sc))
     reps = seeded_auroc_replicates(np.concatenate(labels, axis=1),
                                    np.concatenate(scores, axis=1), seed + np.arange(n_boot))
-    with quiet():
-        stat = np.mean(reps.reshape(n_boot, len(rows), k).mean(axis=2), axis=1)
+    return reps.reshape(n_boot, len(rows), k).mean(axis=2)
+
+
+def interval(stat: np.ndarray | None) -> tuple[float, float, float]:
+    """(replicate mean, lower, upper) at the official positions; NaN without replicates."""
+    if stat is None:
+        return math.nan, math.nan, math.nan
     iv = intervals(stat)[0]
     return iv.mean, iv.lower, iv.upper
 

@@ -145,6 +145,18 @@ class StoreView:
                      tuple(runs))
 
     def pooled_ci(self, sel: Sel, runs: list[Run]) -> tuple[float | None, float | None]:
+        reps = self.replicates(sel, runs)
+        if reps is None:
+            return None, None
+        from bench.report import seeds
+
+        with np.errstate(invalid="ignore"):
+            _, lo, hi = seeds.interval(reps.mean(axis=1))
+        return (None if math.isnan(lo) else lo), (None if math.isnan(hi) else hi)
+
+    def replicates(self, sel: Sel, runs: list[Run]) -> np.ndarray | None:
+        """(n_boot, len(runs)): the cell's statistic of each run on the same resamples of the
+        units they share (`bench.report.seeds`), at the first run's bootstrap settings."""
         from bench.report import seeds
 
         cats = (None if sel.category is None
@@ -152,12 +164,10 @@ class StoreView:
         n_boot, boot_seed = seeds.bootstrap_settings(runs[0])
         rows = [self.rows(r) for r in runs]
         if runs[0].info.get("task") == "classification":
-            _, lo, hi = seeds.pooled_auroc_ci(rows, cats, n_boot, boot_seed)
-        else:
-            key = seeds.metric_key(str(sel.metric), sel.threshold)
-            tables = [self.table(r, key, x) for r, x in zip(runs, rows)]
-            _, lo, hi = seeds.pooled_ci(tables, cats, n_boot, boot_seed)
-        return (None if math.isnan(lo) else lo), (None if math.isnan(hi) else hi)
+            return seeds.auroc_replicates(rows, cats, n_boot, boot_seed)
+        key = seeds.metric_key(str(sel.metric), sel.threshold)
+        tables = [self.table(r, key, x) for r, x in zip(runs, rows)]
+        return seeds.unit_replicates(tables, cats, n_boot, boot_seed)
 
     def rows(self, run: Run):
         key = (str(run.path), "")

@@ -110,6 +110,22 @@ class Pending:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """An ordering the paper states, as data: on every chosen cell of `table`, each cell `a`
+    names is higher than each cell `b` names. A cell is "row" (taken in each of `columns`) or
+    "row@column" (that one cell); `sections` (e.g. iou, dice, cnr) default to all."""
+
+    id: str
+    sentence: str        # the paper's words
+    where: str           # where in the paper
+    table: str
+    a: tuple[str, ...]
+    b: tuple[str, ...]
+    columns: tuple[str, ...] = ()
+    sections: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Plan:
     path: Path
     scales: dict[str, Scale]
@@ -117,6 +133,8 @@ class Plan:
     evals: tuple[EvalEntry, ...]
     figure_tables: dict[str, tuple[str, ...]]
     pending: tuple[Pending, ...]
+    claims: tuple[Claim, ...] = ()
+    timings: dict[str, Any] = field(default_factory=dict, hash=False)  # scale -> Timings
 
     def targets(self) -> list[str]:
         """Names `--only` accepts: the tables and figures."""
@@ -195,7 +213,7 @@ class _Validator:
     # -- sections -----------------------------------------------------------------------------
     def plan(self, raw: dict) -> Plan:
         self.keys("top level", raw, {"version", "scales", "train", "eval"},
-                  {"figure_tables", "pending"})
+                  {"figure_tables", "pending", "claim", "timings"})
         if raw["version"] != 1:
             raise self.fail("top level", f"version {raw['version']!r} is not supported (1)")
         if not isinstance(raw["scales"], dict) or not raw["scales"]:
@@ -217,7 +235,21 @@ class _Validator:
             evals.append(entry)
         figure_tables = self.figure_tables(raw.get("figure_tables", {}))
         pending = tuple(self.pending(i, p) for i, p in enumerate(self.array(raw, "pending")))
-        return Plan(self.path, scales, train, tuple(evals), figure_tables, pending)
+        claims = tuple(self.claim(i, c) for i, c in enumerate(self.array(raw, "claim")))
+        if len({c.id for c in claims}) != len(claims):
+            raise self.fail("[[claim]]", "two claims share an id")
+        from bench.reproduce.estimate import parse_timings
+
+        raw_t = raw.get("timings", {})
+        if not isinstance(raw_t, dict):
+            raise self.fail("[timings]", "expected a table of scales")
+        timings = {}
+        for name, t in raw_t.items():
+            if name not in scales:
+                raise self.fail(f"[timings.{name}]", f"'{name}' is not a scale of the plan")
+            timings[name] = parse_timings(f"[timings.{name}]", t, self.fail)
+        return Plan(self.path, scales, train, tuple(evals), figure_tables, pending, claims,
+                    timings)
 
     def array(self, raw: dict, key: str) -> list:
         v = raw.get(key, [])
@@ -387,6 +419,39 @@ class _Validator:
         return Pending(table, self.string(where, p, "reason"), rows, cols, self.scales(where, p))
 
 
+    def claim(self, i: int, c: Any) -> Claim:
+        from bench.report.specs import TABLES
+
+        label = c.get("id", f"#{i + 1}") if isinstance(c, dict) else f"#{i + 1}"
+        where = f"[[claim]] '{label}'"
+        self.keys(where, c, {"id", "sentence", "where", "table", "a", "b"},
+                  {"columns", "sections"})
+        table = self.string(where, c, "table")
+        spec = TABLES.get(table)
+        if spec is None:
+            raise self.fail(where, f"'{table}' is not a table (known: {', '.join(TABLES)})")
+        rows = {r.id for r in spec.rows}
+        measured = {x.id for x in spec.columns if x.attr is None and x.derived is None}
+        sections = {x.id for x in spec.sections}
+        a, b = self.strings(where, c, "a", True), self.strings(where, c, "b", True)
+        for ref in a + b:
+            row, _, col = ref.partition("@")
+            if row not in rows:
+                raise self.fail(where, f"'{row}' is not a row of {table}")
+            if col and col not in measured:
+                raise self.fail(where, f"'{col}' is not a measured column of {table}")
+        columns, secs = self.strings(where, c, "columns"), self.strings(where, c, "sections")
+        for col in columns:
+            if col not in measured:
+                raise self.fail(where, f"'{col}' is not a measured column of {table}")
+        for sec in secs:
+            if sec not in sections:
+                raise self.fail(where, f"'{sec}' is not a section of {table} "
+                                f"({', '.join(sorted(sections))})")
+        return Claim(self.string(where, c, "id"), self.string(where, c, "sentence"),
+                     self.string(where, c, "where"), table, a, b, columns, secs)
+
+
 def synthetic_twin(dataset: str) -> str:
     """The synthetic dataset that stands for `dataset` (itself when already synthetic)."""
     from bench.report.specs import SYNTHETIC_TWIN
@@ -430,11 +495,12 @@ RUN_KEYS = ("method", "method_tag", "dataset", "split", "task", "protocol", "pro
 
 def resolve(scale: str, data: str | None = None, only: list[str] | None = None,
             out: str | Path | None = None, plan: Plan | None = None,
-            check_done: bool = True) -> list[Job]:
+            check_done: bool = True, seeds: list[int] | None = None) -> list[Job]:
     """The plan's jobs at `scale` on `data` ("synthetic" | "real"; default: the scale's), in an
     order that runs every training job before the evaluations that need it; `only` keeps the
     evaluations for these tables / figures and the training they need. `out` is the root of
-    every output (default `reproduce/<scale>-<data>`)."""
+    every output (default `reproduce/<scale>-<data>`). `seeds`: some of the scale's seeds only
+    (the folders stay those of the full plan: the scale's first seed writes to results/)."""
     plan = plan or load_plan()
     if scale not in plan.scales:
         raise UsageError(f"unknown scale '{scale}'; the plan has: {', '.join(plan.scales)}")
@@ -503,7 +569,14 @@ def resolve(scale: str, data: str | None = None, only: list[str] | None = None,
     evals = [e for e in plan.evals if e.at(scale)
              and (targets is None or targets & set(e.fills))]
     jobs: list[Job] = []
+    if seeds:
+        unknown = [s for s in seeds if s not in sc.seeds]
+        if unknown:
+            raise UsageError(f"seed {unknown[0]} is not a seed of scale '{scale}' "
+                             f"({', '.join(map(str, sc.seeds))})")
     for i, seed in enumerate(sc.seeds):
+        if seeds and seed not in seeds:
+            continue
         seeded: list[Job] = []
         for e in evals:
             choices = checkpoint_choices(e)

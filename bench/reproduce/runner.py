@@ -15,7 +15,9 @@ training loop continues after the last epoch it saved (a finished one runs no fu
 An evaluation resumes by itself: `bench run` keeps what its chunked store already holds.
 
 At the end ``OUT/reproduce.json`` lists every job (id, kind, status, seconds, command) and, unless
-told not to, ``bench table all --results-dir OUT/results`` is written to ``OUT/tables.md``.
+told not to, the outputs are written from ``OUT/results`` (each training seed's folder included):
+``bench table all`` to ``OUT/tables.md``, ``bench report`` (every table and figure, one HTML page
+and its Markdown twin) to ``OUT/report/``, and the orderings check to ``OUT/check.md``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ STATE_FILE = "last.pt"            # bench.train.loop.STATE_FILE (not imported: n
 FINISHED_FILE = "reproduce-done.json"
 SUMMARY_FILE = "reproduce.json"
 TABLES_FILE = "tables.md"
+CHECK_FILE = "check.md"
+REPORT_DIR = "report"
 TAIL_LINES = 15
 
 # statuses: "done" (done before, not run), "ok", "failed", "skipped" (a job it needs failed or
@@ -79,8 +83,7 @@ class Outcome:
 class RunSummary:
     outcomes: list[Outcome]
     seconds: float
-    tables: Path | None = None
-    tables_error: str = ""
+    outputs: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def count(self, status: str) -> int:
@@ -266,16 +269,41 @@ def write_summary(out: Path, outcomes: list[Outcome], seconds: float,
     return path
 
 
+def _bench(argv: tuple[str, ...]) -> subprocess.CompletedProcess:
+    return subprocess.run(python_argv(argv), capture_output=True, text=True, errors="replace",
+                          stdin=subprocess.DEVNULL)
+
+
+def _error(proc: subprocess.CompletedProcess) -> str:
+    return (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+
+
 def write_tables(out: Path) -> tuple[Path | None, str]:
     """``bench table all --results-dir OUT/results`` into OUT/tables.md; (path, error)."""
-    argv = ("bench", "table", "all", "--results-dir", str(Path(out) / "results"))
-    proc = subprocess.run(python_argv(argv), capture_output=True, text=True, errors="replace",
-                          stdin=subprocess.DEVNULL)
+    proc = _bench(("bench", "table", "all", "--results-dir", str(Path(out) / "results")))
     if proc.returncode != 0:
-        return None, (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        return None, _error(proc)
     path = Path(out) / TABLES_FILE
     atomic_write_bytes(path, proc.stdout.encode("utf-8"))
     return path, ""
+
+
+def write_outputs(out: Path, plan_file: str | None = None) -> dict[str, str]:
+    """Tables, the report (tables and figures) and the orderings check of OUT/results; what
+    was written (name -> path) or why not (name -> "error: ...")."""
+    out = Path(out)
+    done: dict[str, str] = {}
+    path, err = write_tables(out)
+    done["tables"] = str(path) if path else f"error: {err}"
+    proc = _bench(("bench", "report", "--results-dir", str(out / "results"),
+                   "--out", str(out / REPORT_DIR)))
+    done["report"] = (str(out / REPORT_DIR / "report.html") if proc.returncode == 0
+                      else f"error: {_error(proc)}")
+    argv = ("bench", "reproduce", "--check", "--out", str(out))
+    proc = _bench(argv + (("--plan", plan_file) if plan_file else ()))
+    done["check"] = (str(out / CHECK_FILE) if proc.returncode == 0
+                     else f"error: {_error(proc)}")
+    return done
 
 
 def run_plan(jobs: list[Job], out: Path, workers: int = 1, tables: bool = True,
@@ -295,5 +323,5 @@ def run_plan(jobs: list[Job], out: Path, workers: int = 1, tables: bool = True,
             write_summary(out, outcomes, time.time() - t0, extra)
     summary = RunSummary(outcomes, time.time() - t0, extra=extra or {})
     if tables:
-        summary.tables, summary.tables_error = write_tables(out)
+        summary.outputs = write_outputs(out, (extra or {}).get("plan"))
     return summary

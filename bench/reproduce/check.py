@@ -1,0 +1,205 @@
+"""`bench reproduce --check`: does each ordering the paper states hold in the measured results?
+
+The claims are data in the plan (`[[claim]]`: the paper's sentence, where it is, the table, the
+cells that should be higher and those they should beat). Each claim is a set of comparisons,
+one per (section, column, a, b): the difference a - b of the two cells' values, paired by
+training seed (seed s of a against seed s of b; a row with no trained model, e.g. the centre
+prior, is the same run for every seed), averaged over the seeds, with a pooled 95% CI: the same
+bootstrap resamples of the test units for every run of both cells, the seed-mean difference on
+each (`bench.report.seeds`). A comparison "holds" when that CI lies above 0, "leans" when the
+mean difference is positive but the CI reaches 0, and "fails" otherwise; a claim holds when all
+of its comparisons hold. With one seed the pairing is trivially that seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.reproduce.plan import Claim, Plan
+
+HOLDS, LEANS, FAILS, MISSING = "holds", "leans", "fails", "not measured"
+
+
+@dataclass
+class Comparison:
+    section: str
+    a: str                       # "row@column"
+    b: str
+    diff: float = math.nan       # mean over paired seeds of a - b (each seed's table values)
+    lower: float | None = None   # pooled paired-bootstrap CI of the difference
+    upper: float | None = None
+    seeds: int = 0               # pairs compared
+    seeds_positive: int = 0      # pairs with a > b
+    missing: str = ""            # which cell has no result
+
+    @property
+    def verdict(self) -> str:
+        if self.missing:
+            return MISSING
+        if self.diff > 0 and self.lower is not None and self.lower > 0:
+            return HOLDS
+        return LEANS if self.diff > 0 else FAILS
+
+    def record(self) -> dict[str, Any]:
+        return {"section": self.section, "a": self.a, "b": self.b, "diff": _num(self.diff),
+                "lower": self.lower, "upper": self.upper, "seeds": self.seeds,
+                "seeds_positive": self.seeds_positive, "verdict": self.verdict,
+                "missing": self.missing or None}
+
+
+@dataclass
+class ClaimResult:
+    claim: Claim
+    comparisons: list[Comparison] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        verdicts = {c.verdict for c in self.comparisons}
+        if not verdicts or verdicts == {MISSING}:
+            return MISSING
+        if FAILS in verdicts:
+            return FAILS
+        if MISSING in verdicts:
+            return "partly measured"
+        return HOLDS if verdicts == {HOLDS} else LEANS
+
+    def record(self) -> dict[str, Any]:
+        c = self.claim
+        return {"id": c.id, "sentence": c.sentence, "where": c.where, "table": c.table,
+                "verdict": self.verdict, "comparisons": [x.record() for x in self.comparisons]}
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or math.isnan(x) else float(x)
+
+
+def comparisons_of(claim: Claim) -> list[tuple[Any, Any, Any, Any, Any]]:
+    """(section, row a, column a, row b, column b) of every comparison the claim makes."""
+    from bench.report.specs import TABLES
+
+    spec = TABLES[claim.table]
+    rows = {r.id: r for r in spec.rows}
+    cols = {c.id: c for c in spec.columns}
+    sections = [s for s in spec.sections if not claim.sections or s.id in claim.sections]
+    columns = [c for c in spec.columns if c.attr is None and c.derived is None
+               and (not claim.columns or c.id in claim.columns)]
+    out: dict[tuple, tuple] = {}
+    for sec in sections:
+        for col in columns:
+            for ra in claim.a:
+                for rb in claim.b:
+                    a_row, _, a_col = ra.partition("@")
+                    b_row, _, b_col = rb.partition("@")
+                    ca, cb = cols[a_col] if a_col else col, cols[b_col] if b_col else col
+                    key = (sec.id, a_row, ca.id, b_row, cb.id)
+                    out.setdefault(key, (sec, rows[a_row], ca, rows[b_row], cb))
+    return list(out.values())
+
+
+def check_claims(plan: Plan, results_dir: str | Path,
+                 only: list[str] | None = None) -> list[ClaimResult]:
+    from bench.report.specs import TABLES, not_applicable
+    from bench.report.store_view import StoreView
+
+    view = StoreView(results_dir)
+    out = []
+    for claim in plan.claims:
+        if only and claim.table not in only:
+            continue
+        spec = TABLES[claim.table]
+        res = ClaimResult(claim)
+        for sec, ra, ca, rb, cb in comparisons_of(claim):
+            sa, sb = spec.query(sec, ra, ca), spec.query(sec, rb, cb)
+            if not_applicable(sa) or not_applicable(sb):
+                continue
+            comp = Comparison(sec.id, f"{ra.id}@{ca.id}", f"{rb.id}@{cb.id}")
+            compare(view, sa, sb, comp)
+            res.comparisons.append(comp)
+        out.append(res)
+    return out
+
+
+def by_seed(view: Any, sel: Any) -> dict[str, Any]:
+    """Folder label -> the cell's run in that folder (the first seed's folder, then seed-<n>)."""
+    out = {}
+    f = view.find_one(sel)
+    if f is not None:
+        out[view.seed_labels[0]] = f
+    for label, v in view.seed_views:
+        f = v.find_one(sel)
+        if f is not None:
+            out[label] = f
+    return out
+
+
+def compare(view: Any, sa: Any, sb: Any, comp: Comparison) -> None:
+    fa, fb = by_seed(view, sa), by_seed(view, sb)
+    if not fa or not fb:
+        comp.missing = comp.a if not fa else comp.b
+        return
+    if len(fa) == 1 or len(fb) == 1:  # a single run (no trained model) pairs with every seed
+        one_a, one_b = len(fa) == 1, len(fb) == 1
+        labels = list(fb) if one_a and not one_b else list(fa)
+        pairs = [(fa[lab] if not one_a else next(iter(fa.values())),
+                  fb[lab] if not one_b else next(iter(fb.values()))) for lab in labels]
+    else:
+        pairs = [(fa[lab], fb[lab]) for lab in fa if lab in fb]
+        if not pairs:
+            comp.missing = f"{comp.a} and {comp.b} share no seed"
+            return
+    diffs = [a.stat.mean - b.stat.mean for a, b in pairs]
+    comp.diff = float(np.mean(diffs))
+    comp.seeds = len(pairs)
+    comp.seeds_positive = sum(d > 0 for d in diffs)
+    runs = [a.run for a, _ in pairs] + [b.run for _, b in pairs]
+    try:
+        reps = view.replicates(sa, runs)
+    except (KeyError, ValueError):
+        reps = None
+    if reps is not None and sa.task == sb.task:
+        from bench.report.seeds import interval
+
+        k = len(pairs)
+        with np.errstate(invalid="ignore"):
+            _, lo, hi = interval(reps[:, :k].mean(axis=1) - reps[:, k:].mean(axis=1))
+        comp.lower, comp.upper = _num(lo), _num(hi)
+
+
+def render_check(results: list[ClaimResult], digits: int = 3,
+                 synthetic: list[str] | None = None) -> str:
+    """Markdown: one block per claim (its sentence and verdict), one line per comparison;
+    `synthetic`: the synthetic datasets measured (said first, loudly)."""
+    counts = {v: sum(r.verdict == v for r in results)
+              for v in (HOLDS, LEANS, FAILS, "partly measured", MISSING)}
+    head = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+    lines = [f"# The paper's orderings, checked ({len(results)} claims: {head})", "",
+             "Each comparison: the mean over paired training seeds of a - b, its pooled 95% "
+             "CI (the same bootstrap resamples of the test units for every run), and how many "
+             "seeds have a > b. holds: the CI is above 0; leans: the mean difference is "
+             "positive but the CI reaches 0; fails: it is not positive.", ""]
+    if synthetic:
+        lines[1:1] = ["", "SYNTHETIC DATA: measured on " + ", ".join(synthetic) + " "
+                      "(procedurally generated, not the paper's datasets). Whether an ordering "
+                      "holds here tests the harness and the methods on the synthetic world; it "
+                      "is not a reproduction of the paper's result."]
+    for r in results:
+        c = r.claim
+        lines.append(f"## {c.id}: {r.verdict.upper()}")
+        lines.append(f"> {c.sentence} ({c.where}; {c.table})")
+        lines.append("")
+        for x in r.comparisons:
+            sec = f"{x.section} " if x.section != "all" else ""
+            if x.missing:
+                lines.append(f"- {sec}{x.a} vs {x.b}: not measured ({x.missing} has no result)")
+                continue
+            ci = ("CI not estimable" if x.lower is None or x.upper is None
+                  else f"CI {x.lower:+.{digits}f}, {x.upper:+.{digits}f}")
+            lines.append(f"- {sec}{x.a} vs {x.b}: {x.diff:+.{digits}f} ({ci}); "
+                         f"{x.seeds_positive}/{x.seeds} seeds a > b: {x.verdict}")
+        lines.append("")
+    return "\n".join(lines)

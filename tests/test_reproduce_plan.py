@@ -356,6 +356,11 @@ def test_dry_run_prints_every_job_and_its_command(tmp_path, capsys):
 
 def test_dry_run_estimates_each_job_from_the_plan_timings_or_this_folder(tmp_path, capsys):
     path = tmp_path / "plan.toml"
+    path.write_text(MINI)
+    code, text, err = _bench(capsys, "reproduce", "--dry-run", "--plan", str(path),
+                             "--scale", "micro", "--out", str(tmp_path / "none"))
+    assert "no estimate for the 2 jobs to run: the plan has no timings" in text
+    assert "train/afloc-default-s1  [train, todo, no measured rate]" in text
     path.write_text(MINI + '\n[timings.micro]\nmeasured = "a test machine"\neval_run = 30\n'
                     '[timings.micro.train]\nafloc = 400\n')
     out = tmp_path / "out"

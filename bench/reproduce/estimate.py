@@ -92,6 +92,10 @@ def summary_line(jobs: list[Job], estimates: dict[str, Estimate],
         secs = [estimates[j.id].seconds for j in todo if j.kind == kind
                 and estimates[j.id].seconds is not None]
         by_kind[kind] = sum(secs)  # type: ignore[arg-type]
+    if not known:
+        return (f"no estimate for the {len(todo)} jobs to run: the plan has no timings for this "
+                "scale and this folder no earlier run (benchmarks/reproduce_timings.py makes "
+                "them from a run's reproduce.json)")
     text = (f"estimated time of the {len(todo)} jobs to run: {duration(sum(known))} one after "
             f"another (training {duration(by_kind['train'])}, evaluation "
             f"{duration(by_kind['eval'])})")

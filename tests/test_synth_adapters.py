@@ -232,10 +232,11 @@ def test_results_on_another_world_are_not_reused(tmp_path):
 
     from bench.errors import UsageError
     from bench.eval.runner import Evaluator, RunSpec
+    from bench.synth.world import WORLD_VERSION
 
     ds = get_dataset("synthetic-covid-rural")(world=str(tiny_world()), scale="tiny")
     assert ds.data_stamp.startswith("synthetic tiny seed 0, anchors ")
-    assert ds.data_stamp.endswith(", world version 2")
+    assert ds.data_stamp.endswith(f", world version {WORLD_VERSION}")
     spec = RunSpec(method="center", dataset="synthetic-covid-rural", n_boot=10,
                    dataset_options={"scale": "tiny"})
     ev = Evaluator(tmp_path, progress=False)

@@ -89,8 +89,17 @@ def test_a_cell_every_seed_fills_is_their_mean_sd_and_pooled_ci(seeded: Path):
         {"results": values[0], "seed-2": values[1], "seed-3": values[2]})
     proto = get_protocol("afloc", dataset="shapes", prompt="simple")
     tables = [proto.unit_table(rows, "iou", decided=s) for _, s, rows in runs]
-    lo, hi = _brute_ci(tables, N_BOOT, runs[0][1]["bootstrap"]["seed"])
+    # the overall row as the protocol makes it: each category's pooled interval, then the
+    # mean of the categories' bounds
+    cats = list(tables[0].columns)
+    assert len(cats) > 1
+    bounds = [_brute_ci([t[[c]] for t in tables], N_BOOT, runs[0][1]["bootstrap"]["seed"])
+              for c in cats]
+    lo, hi = np.mean([b[0] for b in bounds]), np.mean([b[1] for b in bounds])
     assert (found.stat.lower, found.stat.upper) == pytest.approx((lo, hi), abs=1e-12)
+    # wider than the CI of the mean over categories (what the paired comparisons use)
+    macro = _brute_ci(tables, N_BOOT, runs[0][1]["bootstrap"]["seed"])
+    assert hi - lo > macro[1] - macro[0]
 
 
 def test_a_cell_only_the_first_folder_fills_is_that_run(seeded: Path):
@@ -276,3 +285,17 @@ def test_check_pairs_seeds_against_a_single_reference_run(seeded: Path, tmp_path
     text = render_check(results, synthetic=["shapes"])
     assert "SYNTHETIC DATA" in text and "## random-beats-center: FAILS" in text
     assert "> Noise beats the centre prior. (test; seeds)" in text
+
+
+def test_a_seed_that_disagrees_keeps_a_comparison_from_holding():
+    from bench.reproduce.check import FAILS, HOLDS, LEANS, MISSING, Comparison
+
+    c = Comparison("iou", "a", "b", diff=0.1, lower=0.05, upper=0.15, seeds=3,
+                   seeds_positive=3)
+    assert c.verdict == HOLDS
+    c.seeds_positive = 2  # a narrow CI over test images does not outvote a retrained seed
+    assert c.verdict == LEANS
+    c.diff, c.seeds_positive = -0.01, 0
+    assert c.verdict == FAILS
+    c.missing = "b"
+    assert c.verdict == MISSING

@@ -112,7 +112,8 @@ class TableResult:
                 f"{', '.join(self.seed_labels)}) of each seed's own value, ± their standard "
                 "deviation (the spread from retraining); its CI is pooled: the same bootstrap "
                 "resamples of the test units for every seed, the seed-mean of the statistic on "
-                "each (not an official protocol's CI: no official code trains several seeds). "
+                "each, categories combined as the protocol combines them (not an official "
+                "protocol's CI: no official code trains several seeds). "
                 "Rows without ± have one run (no trained model, or one seed).")
         if self.not_applicable:
             notes.append(f"{NOT_APPLICABLE} not applicable: " + "; ".join(self.not_applicable)

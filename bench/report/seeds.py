@@ -13,10 +13,13 @@ fills shows:
   (the paired design `bench run` uses to compare two runs), the cell's statistic computed for
   each seed on each resample and averaged over seeds; percentile bounds at the official
   positions. Localization units are each protocol's own (`Protocol.unit_table`: AFLoc's
-  (image, query) rows, CheXlocalize's CXRs), the statistic the macro mean over categories of
-  per-category NaN-skipping means (one category for a per-pathology cell); classification
-  resamples images with AFLoc's ``random_state = seed + i`` scheme, the statistic the mean
-  AUROC over pathologies. Only units every seed scored are resampled.
+  (image, query) rows, CheXlocalize's CXRs) and the statistic a category's NaN-skipping mean;
+  an overall cell is combined as both protocols' summaries combine categories: the mean of the
+  per-category bounds (not the CI of the mean over categories, which is narrower).
+  Classification resamples images with AFLoc's ``random_state = seed + i`` scheme, the
+  statistic the mean AUROC over pathologies (the official overall column). Only units every
+  seed scored are resampled. The resamples are drawn afresh for the cell, so with one seed they
+  are not the draws of the run's own summary.
 
 The pooled CI is not an official protocol's number (no official code trains several seeds);
 with one seed nothing changes and the official CI is shown.
@@ -98,6 +101,35 @@ def unit_replicates(tables: list[pd.DataFrame], categories: tuple[str, ...] | No
             out[:, i] = np.nanmean(reps[:, lo:lo + w], axis=1)
             lo += w
     return out
+
+
+def category_replicates(tables: list[pd.DataFrame], n_boot: int,
+                        seed: int) -> np.ndarray | None:
+    """(n_boot, len(tables), categories): each table's per-category NaN-skipping mean on each
+    of the same resamples of the units every table has, categories aligned by name (the union;
+    NaN where a table lacks one)."""
+    units = tables[0].index
+    for t in tables[1:]:
+        units = units.intersection(t.index)
+    units = units.sort_values()
+    cats = list(dict.fromkeys(c for t in tables for c in t.columns))
+    if len(units) == 0 or n_boot <= 0 or not cats:
+        return None
+    values = np.concatenate([t.reindex(index=units, columns=cats).to_numpy(np.float64)
+                             for t in tables], axis=1)
+    reps = bootstrap_nanmeans(official_stream(seed), len(units), n_boot, values)
+    return reps.reshape(n_boot, len(tables), len(cats))
+
+
+def overall_interval(reps: np.ndarray) -> tuple[float, float]:
+    """The localization protocols' overall row from (n_boot, seeds, categories) replicates:
+    each category's interval of the seed-mean, then the mean of the categories' bounds (NaN
+    skipped), as their summaries average the per-category entries."""
+    with quiet():
+        ivs = intervals(np.nanmean(reps, axis=1))
+        lower = float(np.nanmean([iv.lower for iv in ivs]))
+        upper = float(np.nanmean([iv.upper for iv in ivs]))
+    return lower, upper
 
 
 def auroc_replicates(rows: list[pd.DataFrame], categories: tuple[str, ...] | None,

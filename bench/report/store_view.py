@@ -145,13 +145,22 @@ class StoreView:
                      tuple(runs))
 
     def pooled_ci(self, sel: Sel, runs: list[Run]) -> tuple[float | None, float | None]:
-        reps = self.replicates(sel, runs)
-        if reps is None:
-            return None, None
         from bench.report import seeds
 
-        with np.errstate(invalid="ignore"):
-            _, lo, hi = seeds.interval(reps.mean(axis=1))
+        if runs[0].info.get("task") != "classification" and sel.category is None:
+            n_boot, boot_seed = seeds.bootstrap_settings(runs[0])
+            key = seeds.metric_key(str(sel.metric), sel.threshold)
+            tables = [self.table(r, key, self.rows(r)) for r in runs]
+            reps = seeds.category_replicates(tables, n_boot, boot_seed)
+            if reps is None:
+                return None, None
+            lo, hi = seeds.overall_interval(reps)
+        else:
+            reps = self.replicates(sel, runs)
+            if reps is None:
+                return None, None
+            with np.errstate(invalid="ignore"):
+                _, lo, hi = seeds.interval(reps.mean(axis=1))
         return (None if math.isnan(lo) else lo), (None if math.isnan(hi) else hi)
 
     def replicates(self, sel: Sel, runs: list[Run]) -> np.ndarray | None:

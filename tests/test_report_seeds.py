@@ -299,3 +299,36 @@ def test_a_seed_that_disagrees_keeps_a_comparison_from_holding():
     assert c.verdict == FAILS
     c.missing = "b"
     assert c.verdict == MISSING
+
+
+def test_a_trained_model_with_one_seed_pairs_only_that_seed(tmp_path: Path, monkeypatch):
+    """AFLoc evaluated for the first seed only, GLoRIA for two: one pair (the first seed), not
+    AFLoc's seed 1 against each GLoRIA seed."""
+    from bench.reproduce.check import Comparison, compare
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, size=40)
+
+    def write(folder: Path, method: str, noise: float) -> float:
+        scores = labels + rng.normal(0, noise, size=40)
+        rows = pd.DataFrame({"sample_id": [f"s{j}" for j in range(40)], "pathology": "A",
+                             "label": labels.astype(float), "score": scores})
+        rd = RunDir(folder / f"run-{method}")
+        rd.path.mkdir(parents=True)
+        rd.write_chunk(0, rows)
+        summary = summarize_classification(rows, N_BOOT, 0)
+        rd.write_summary(summary)
+        rd.write_run({"run_id": rd.path.name, "status": "complete", "method": method,
+                      "dataset": "shapes", "task": "classification",
+                      "protocol": "classification", "split": "test", "prompt": None})
+        return summary["metrics"]["auroc"]["overall"]["mean"]
+
+    root = tmp_path / "results"
+    a1 = write(root, "afloc", 0.5)
+    g1 = write(root, "gloria", 1.0)
+    write(root / "seed-2", "gloria", 2.0)
+    view = StoreView(root)
+    comp = Comparison("all", "afloc", "gloria")
+    compare(view, Sel(method="afloc", task="classification", metric="auroc"),
+            Sel(method="gloria", task="classification", metric="auroc"), comp)
+    assert comp.seeds == 1 and comp.diff == pytest.approx(a1 - g1, abs=1e-12)

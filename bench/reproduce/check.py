@@ -140,13 +140,24 @@ def by_seed(view: Any, sel: Any) -> dict[str, Any]:
     return out
 
 
+def untrained(founds: dict[str, Any]) -> bool:
+    """One run of a method that trains nothing (random, center, oracle, human): the same for
+    every seed. A trained model's runs pair seed by seed, even when only one seed is there."""
+    from bench.methods.catalog import CATALOG, SALIENCY
+
+    if len(founds) != 1:
+        return False
+    info = CATALOG.get(str(next(iter(founds.values())).run.info.get("method")))
+    return info is not None and "trainable" not in info.capabilities and info.family != SALIENCY
+
+
 def compare(view: Any, sa: Any, sb: Any, comp: Comparison) -> None:
     fa, fb = by_seed(view, sa), by_seed(view, sb)
     if not fa or not fb:
         comp.missing = comp.a if not fa else comp.b
         return
-    if len(fa) == 1 or len(fb) == 1:  # a single run (no trained model) pairs with every seed
-        one_a, one_b = len(fa) == 1, len(fb) == 1
+    one_a, one_b = untrained(fa), untrained(fb)
+    if one_a or one_b:  # a run of no trained model (a reference row) pairs with every seed
         labels = list(fb) if one_a and not one_b else list(fa)
         pairs = [(fa[lab] if not one_a else next(iter(fa.values())),
                   fb[lab] if not one_b else next(iter(fb.values()))) for lab in labels]

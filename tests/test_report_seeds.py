@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from reproduce_helpers import MINI
 
 from bench.cli.main import main as bench_main
 from bench.eval.summary import summarize_classification
@@ -190,27 +191,7 @@ def test_classification_pools_auroc_over_shared_images(tmp_path: Path):
 
 # -- the orderings check pairs by seed --------------------------------------------------------
 
-CHECK_PLAN = """\
-version = 1
-
-[scales.micro]
-preset = "tiny"
-seeds = [1]
-data = "synthetic"
-
-[[train]]
-method = "afloc"
-dataset = "mimic-cxr"
-
-[[eval]]
-name = "ms-cxr"
-fills = ["table-1"]
-methods = ["afloc"]
-datasets = ["ms-cxr"]
-task = "localization"
-[eval.checkpoints]
-afloc = "afloc-default"
-
+CHECK_PLAN = MINI + """
 [[claim]]
 id = "center-beats-random"
 sentence = "The centre prior beats noise."

@@ -11,9 +11,9 @@ from dataclasses import replace
 
 import click
 import pytest
+from reproduce_helpers import MINI, bench_cli
 
 from bench.cli.main import cli
-from bench.cli.main import main as bench_main
 from bench.errors import UsageError
 from bench.report import specs
 from bench.reproduce.plan import (
@@ -24,39 +24,6 @@ from bench.reproduce.plan import (
     resolve,
 )
 from bench.store import RunDir
-
-MINI = """\
-version = 1
-
-[scales.micro]
-preset = "tiny"
-seeds = [1]
-data = "synthetic"
-
-[[train]]
-method = "afloc"
-dataset = "mimic-cxr"
-
-[[eval]]
-name = "ms-cxr"
-fills = ["table-1"]
-methods = ["afloc"]
-datasets = ["ms-cxr"]
-task = "localization"
-[eval.checkpoints]
-afloc = "afloc-default"
-"""
-
-
-def _bench(capsys, *args: str) -> tuple[int, str, str]:
-    code = 0
-    try:
-        bench_main(list(args))
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
 
 # -- (a) loading and validation ---------------------------------------------------------------
 
@@ -159,7 +126,7 @@ def test_an_entry_with_scales_exists_at_those_scales_only(tmp_path):
 def test_a_malformed_plan_through_the_cli_is_one_line(tmp_path, capsys):
     path = tmp_path / "bad.toml"
     path.write_text(MINI.replace('methods = ["afloc"]', 'methods = ["afloc", "nosuch"]'))
-    code, out, err = _bench(capsys, "reproduce", "--dry-run", "--plan", str(path))
+    code, out, err = bench_cli(capsys, "reproduce", "--dry-run", "--plan", str(path))
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and "unknown method 'nosuch'" in err and str(path) in err
 
@@ -342,7 +309,7 @@ def test_a_job_is_done_when_its_outputs_exist(tmp_path):
 
 def test_dry_run_prints_every_job_and_its_command(tmp_path, capsys):
     out = tmp_path / "out"
-    code, text, err = _bench(capsys, "reproduce", "--dry-run", "--scale", "micro",
+    code, text, err = bench_cli(capsys, "reproduce", "--dry-run", "--scale", "micro",
                              "--out", str(out))
     assert code == 0, err
     jobs = resolve("micro", out=out)
@@ -357,14 +324,14 @@ def test_dry_run_prints_every_job_and_its_command(tmp_path, capsys):
 def test_dry_run_estimates_each_job_from_the_plan_timings_or_this_folder(tmp_path, capsys):
     path = tmp_path / "plan.toml"
     path.write_text(MINI)
-    code, text, err = _bench(capsys, "reproduce", "--dry-run", "--plan", str(path),
+    code, text, err = bench_cli(capsys, "reproduce", "--dry-run", "--plan", str(path),
                              "--scale", "micro", "--out", str(tmp_path / "none"))
     assert "no estimate for the 2 jobs to run: the plan has no timings" in text
     assert "train/afloc-default-s1  [train, todo, no measured rate]" in text
     path.write_text(MINI + '\n[timings.micro]\nmeasured = "a test machine"\neval_run = 30\n'
                     '[timings.micro.train]\nafloc = 400\n')
     out = tmp_path / "out"
-    code, text, err = _bench(capsys, "reproduce", "--dry-run", "--plan", str(path),
+    code, text, err = bench_cli(capsys, "reproduce", "--dry-run", "--plan", str(path),
                              "--scale", "micro", "--out", str(out))
     assert code == 0, err
     assert "train/afloc-default-s1  [train, todo, ~7 min]" in text
@@ -375,13 +342,13 @@ def test_dry_run_estimates_each_job_from_the_plan_timings_or_this_folder(tmp_pat
     out.mkdir()
     (out / "reproduce.json").write_text(json.dumps({"jobs": [
         {"id": "train/afloc-default-s1", "status": "ok", "seconds": 95.0}]}))
-    code, text, err = _bench(capsys, "reproduce", "--dry-run", "--plan", str(path),
+    code, text, err = bench_cli(capsys, "reproduce", "--dry-run", "--plan", str(path),
                              "--scale", "micro", "--out", str(out))
     assert "train/afloc-default-s1  [train, todo, ~2 min]" in text
     assert "jobs an earlier run here finished: their own times" in text
     path.write_text(MINI + '\n[timings.micro]\nmeasured = "m"\n[timings.micro.train]\n'
                     'afloc = -1\n')
-    code, text, err = _bench(capsys, "reproduce", "--dry-run", "--plan", str(path))
+    code, text, err = bench_cli(capsys, "reproduce", "--dry-run", "--plan", str(path))
     assert code == 1 and "[timings.micro]: train must be a table of name = seconds" in err
 
 
@@ -390,7 +357,7 @@ def test_shell_writes_an_executable_script_in_dependency_order(tmp_path, capsys)
     jobs = resolve("tiny", only=["extended-5"], out=out)
     (out / "train" / "classifier-default-s1").mkdir(parents=True)
     (out / "train" / "classifier-default-s1" / CHECKPOINT_FILE).write_bytes(b"")
-    code, text, err = _bench(capsys, "reproduce", "--shell", str(script), "--only",
+    code, text, err = bench_cli(capsys, "reproduce", "--shell", str(script), "--only",
                              "extended-5", "--out", str(out))
     assert code == 0, err
     assert f"wrote {script}" in text

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from reproduce_helpers import bench_cli
 
-from bench.cli.main import main as bench_main
 from bench.reproduce import runner as runner_mod
 from bench.reproduce.plan import CHECKPOINT_FILE, Job, load_plan, resolve
 from bench.reproduce.runner import FINISHED_FILE, run_plan, training_state
@@ -54,16 +54,6 @@ task = "localization"
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bench.cli.main", *args], capture_output=True,
                           text=True)
-
-
-def _bench(capsys, *args: str) -> tuple[int, str, str]:
-    code = 0
-    try:
-        bench_main(list(args))
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _files(root: Path) -> list[str]:
@@ -112,7 +102,7 @@ def test_a_second_run_skips_every_done_job_without_a_subprocess(first, monkeypat
 
     monkeypatch.setattr(runner_mod.subprocess, "Popen", refuse)
     monkeypatch.setattr(runner_mod.subprocess, "run", refuse)
-    code, out, err = _bench(capsys, "reproduce", "--plan", str(first["plan"]), "--scale",
+    code, out, err = bench_cli(capsys, "reproduce", "--plan", str(first["plan"]), "--scale",
                             "micro", "--out", str(first["out"]), "--no-tables")
     assert code == 0, err
     assert "3 done" in out.splitlines()[0]
@@ -143,7 +133,7 @@ def test_a_failed_job_is_reported_its_dependents_skipped_and_the_rest_go_on(
     later = Job("eval/later", "eval", ("bench", "list", "methods"), results, ("eval/after",))
     free = Job("eval/free", "eval", ("bench", "list", "datasets"), results)
     monkeypatch.setattr("bench.reproduce.plan.resolve", lambda *a, **k: [bad, after, later, free])
-    code, text, err = _bench(capsys, "reproduce", "--out", str(out), "--jobs", "2",
+    code, text, err = bench_cli(capsys, "reproduce", "--out", str(out), "--jobs", "2",
                              "--no-tables")
     assert code == 1
     assert "1 job(s) failed: eval/bad" in err

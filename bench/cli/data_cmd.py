@@ -56,6 +56,29 @@ def data_cmd() -> None:
     """Inspect and validate local copies of the datasets."""
 
 
+def adapter_options(options: tuple[str, ...]) -> dict[str, Any]:
+    """`--option KEY=VALUE` items as adapter keyword arguments (values stay strings)."""
+    from bench.errors import UsageError
+
+    kwargs: dict[str, Any] = {}
+    for item in options:
+        if "=" not in item:
+            raise UsageError(f"--option expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        kwargs[k.strip()] = v
+    return kwargs
+
+
+def dataset_folder(name: str, cls: Any, root: str | None) -> Any:
+    """The folder to read: `--root`, else the configured one; none for a synthetic dataset
+    given no root (it generates its own)."""
+    from bench.data_paths import resolve_root
+
+    if root is None and getattr(cls, "synthetic", False):
+        return None
+    return resolve_root(name, root)
+
+
 @data_cmd.command("check")
 @click.argument("name")
 @click.option("--root", type=click.Path(file_okay=False), default=None,
@@ -69,19 +92,11 @@ def data_cmd() -> None:
 def check_cmd(name: str, root: str | None, split: str | None, on_error: str,
               options: tuple[str, ...]) -> None:
     """Validate the local copy of dataset NAME; exit 0 only when it is usable."""
-    from bench.data_paths import resolve_root
-    from bench.errors import UsageError
     from bench.registry import get_dataset
 
     cls = get_dataset(name)
-    kwargs: dict[str, Any] = {}
-    for item in options:
-        if "=" not in item:
-            raise UsageError(f"--option expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        kwargs[k.strip()] = v
-    synthetic = getattr(cls, "synthetic", False)
-    folder = resolve_root(name, root) if root is not None or not synthetic else None
+    kwargs = adapter_options(options)
+    folder = dataset_folder(name, cls, root)
     dataset = cls(root=folder, split=split, on_error=on_error, **kwargs)
     report = dataset.check()
     policy = set(getattr(dataset, "policy_skips", ()))  # drops the protocol asks for
@@ -127,7 +142,6 @@ def frequent_sentences_cmd(name: str, root: str | None, split: str, top: int, te
     import json
     from pathlib import Path
 
-    from bench.data_paths import resolve_root
     from bench.datasets.paired_folder import PairedFolder
     from bench.errors import UsageError
     from bench.methods.afloc.paraphrase import frequent_sentences, template
@@ -138,17 +152,11 @@ def frequent_sentences_cmd(name: str, root: str | None, split: str, top: int, te
     if not issubclass(cls, PairedFolder):
         raise UsageError(f"bench data frequent-sentences reads paired-folder datasets, not "
                          f"'{name}'")
-    kwargs: dict[str, Any] = {}
-    for item in options:
-        if "=" not in item:
-            raise UsageError(f"--option expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        kwargs[k.strip()] = v
+    kwargs = adapter_options(options)
     target = Path(out)
     if target.exists() and not force:
         raise UsageError(f"{target} exists (a filled-in table?); pass --force to overwrite it")
-    synthetic = getattr(cls, "synthetic", False)
-    folder = resolve_root(name, root) if root is not None or not synthetic else None
+    folder = dataset_folder(name, cls, root)
     dataset = cls(root=folder, split=split, **kwargs)
     reports = [r["report"] for r in dataset.records]
     top_sentences = frequent_sentences(reports, text_mode, top)

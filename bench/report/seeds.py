@@ -70,44 +70,12 @@ def metric_key(metric: str, threshold: float | None) -> str:
     return f"{metric}@{tlabel(threshold)}"
 
 
-def unit_replicates(tables: list[pd.DataFrame], categories: tuple[str, ...] | None,
-                    n_boot: int, seed: int) -> np.ndarray | None:
-    """(n_boot, len(tables)): each table's macro statistic on each of the same resamples of
-    the units every table has (AFLoc's legacy stream `RandomState(seed)`); None when nothing
-    can be resampled. `categories`: the accepted names of one category column (normalized),
-    else the mean over all of a table's categories."""
-    from bench.report.store_view import normalize_name
-
-    units = tables[0].index
-    for t in tables[1:]:
-        units = units.intersection(t.index)
-    units = units.sort_values()
-    if len(units) == 0 or n_boot <= 0:
-        return None
-    blocks, widths = [], []
-    for t in tables:
-        cols = list(t.columns)
-        if categories is not None:
-            cols = [c for c in cols if normalize_name(str(c)) in categories][:1]
-        blocks.append(t.reindex(index=units, columns=cols).to_numpy(np.float64))
-        widths.append(len(cols))
-    if min(widths) == 0:
-        return None
-    reps = bootstrap_nanmeans(official_stream(seed), len(units), n_boot,
-                              np.concatenate(blocks, axis=1))
-    out, lo = np.empty((n_boot, len(tables))), 0
-    with quiet():
-        for i, w in enumerate(widths):
-            out[:, i] = np.nanmean(reps[:, lo:lo + w], axis=1)
-            lo += w
-    return out
-
-
 def category_replicates(tables: list[pd.DataFrame], n_boot: int,
-                        seed: int) -> np.ndarray | None:
-    """(n_boot, len(tables), categories): each table's per-category NaN-skipping mean on each
-    of the same resamples of the units every table has, categories aligned by name (the union;
-    NaN where a table lacks one)."""
+                        seed: int) -> tuple[list[Any], np.ndarray] | None:
+    """(categories, (n_boot, len(tables), categories)): each table's per-category NaN-skipping
+    mean on each of the same resamples of the units every table has (AFLoc's legacy stream
+    `RandomState(seed)`), categories aligned by name (the union; NaN where a table lacks one);
+    None when nothing can be resampled."""
     units = tables[0].index
     for t in tables[1:]:
         units = units.intersection(t.index)
@@ -118,7 +86,30 @@ def category_replicates(tables: list[pd.DataFrame], n_boot: int,
     values = np.concatenate([t.reindex(index=units, columns=cats).to_numpy(np.float64)
                              for t in tables], axis=1)
     reps = bootstrap_nanmeans(official_stream(seed), len(units), n_boot, values)
-    return reps.reshape(n_boot, len(tables), len(cats))
+    return cats, reps.reshape(n_boot, len(tables), len(cats))
+
+
+def unit_replicates(tables: list[pd.DataFrame], categories: tuple[str, ...] | None,
+                    n_boot: int, seed: int) -> np.ndarray | None:
+    """(n_boot, len(tables)): each table's macro statistic on the resamples of
+    `category_replicates`. `categories`: the accepted names of one category column
+    (normalized), else the mean over all of a table's categories."""
+    from bench.report.store_view import normalize_name
+
+    got = category_replicates(tables, n_boot, seed)
+    if got is None:
+        return None
+    cats, reps = got
+    out = np.empty((n_boot, len(tables)))
+    for i, t in enumerate(tables):
+        cols = list(t.columns)
+        if categories is not None:
+            cols = [c for c in cols if normalize_name(str(c)) in categories][:1]
+        if not cols:
+            return None
+        with quiet():
+            out[:, i] = np.nanmean(reps[:, i, [cats.index(c) for c in cols]], axis=1)
+    return out
 
 
 def overall_interval(reps: np.ndarray) -> tuple[float, float]:

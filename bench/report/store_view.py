@@ -105,14 +105,23 @@ class StoreView:
 
     def find(self, sel: Sel) -> Found | None:
         """The cell's run and value; over every seed that fills it (see the module)."""
-        found = self.find_one(sel)
-        if found is None or not self.seed_views:
-            return found
-        more = [(label, f) for label, v in self.seed_views
-                if (f := v.find_one(sel)) is not None]
-        if not more:
-            return found
-        return self.pooled(sel, [(self.results_dir.name or ".", found)] + more)
+        each = self.find_each(sel)
+        root = self.seed_labels[0]
+        if root not in each:
+            return None
+        if len(each) == 1:
+            return each[root]
+        return self.pooled(sel, list(each.items()))
+
+    def find_each(self, sel: Sel) -> dict[str, Found]:
+        """Folder label -> the cell's run in that folder alone: this folder (the first seed)
+        first, then each seed-<n> folder that has one."""
+        out = {}
+        for label, view in [(self.seed_labels[0], self)] + self.seed_views:
+            found = view.find_one(sel)
+            if found is not None:
+                out[label] = found
+        return out
 
     def find_one(self, sel: Sel) -> Found | None:
         """The cell's run in this folder alone."""
@@ -149,12 +158,10 @@ class StoreView:
 
         if runs[0].info.get("task") != "classification" and sel.category is None:
             n_boot, boot_seed = seeds.bootstrap_settings(runs[0])
-            key = seeds.metric_key(str(sel.metric), sel.threshold)
-            tables = [self.table(r, key, self.rows(r)) for r in runs]
-            reps = seeds.category_replicates(tables, n_boot, boot_seed)
-            if reps is None:
+            got = seeds.category_replicates(self.unit_tables(sel, runs), n_boot, boot_seed)
+            if got is None:
                 return None, None
-            lo, hi = seeds.overall_interval(reps)
+            lo, hi = seeds.overall_interval(got[1])
         else:
             reps = self.replicates(sel, runs)
             if reps is None:
@@ -171,12 +178,16 @@ class StoreView:
         cats = (None if sel.category is None
                 else tuple(normalize_name(c) for c in sel.category))
         n_boot, boot_seed = seeds.bootstrap_settings(runs[0])
-        rows = [self.rows(r) for r in runs]
         if runs[0].info.get("task") == "classification":
-            return seeds.auroc_replicates(rows, cats, n_boot, boot_seed)
+            return seeds.auroc_replicates([self.rows(r) for r in runs], cats, n_boot, boot_seed)
+        return seeds.unit_replicates(self.unit_tables(sel, runs), cats, n_boot, boot_seed)
+
+    def unit_tables(self, sel: Sel, runs: list[Run]) -> list:
+        """Each run's protocol unit table of the cell's metric (read and built once per run)."""
+        from bench.report import seeds
+
         key = seeds.metric_key(str(sel.metric), sel.threshold)
-        tables = [self.table(r, key, x) for r, x in zip(runs, rows)]
-        return seeds.unit_replicates(tables, cats, n_boot, boot_seed)
+        return [self.table(r, key, self.rows(r)) for r in runs]
 
     def rows(self, run: Run):
         key = (str(run.path), "")

@@ -127,19 +127,6 @@ def check_claims(plan: Plan, results_dir: str | Path,
     return out
 
 
-def by_seed(view: Any, sel: Any) -> dict[str, Any]:
-    """Folder label -> the cell's run in that folder (the first seed's folder, then seed-<n>)."""
-    out = {}
-    f = view.find_one(sel)
-    if f is not None:
-        out[view.seed_labels[0]] = f
-    for label, v in view.seed_views:
-        f = v.find_one(sel)
-        if f is not None:
-            out[label] = f
-    return out
-
-
 def untrained(founds: dict[str, Any]) -> bool:
     """One run of a method that trains nothing (random, center, oracle, human): the same for
     every seed. A trained model's runs pair seed by seed, even when only one seed is there."""
@@ -152,7 +139,7 @@ def untrained(founds: dict[str, Any]) -> bool:
 
 
 def compare(view: Any, sa: Any, sb: Any, comp: Comparison) -> None:
-    fa, fb = by_seed(view, sa), by_seed(view, sb)
+    fa, fb = view.find_each(sa), view.find_each(sb)
     if not fa or not fb:
         comp.missing = comp.a if not fa else comp.b
         return

@@ -36,10 +36,6 @@ class Timings:
     eval_run: float | None = None       # seconds per run of an entry not listed
 
 
-def plan_timings(plan: Plan, scale: str) -> Timings | None:
-    return plan.timings.get(scale)
-
-
 def folder_seconds(out: str | Path) -> dict[str, float]:
     """Job id -> seconds of every job an earlier run in `out` finished ("ok")."""
     path = Path(out) / "reproduce.json"

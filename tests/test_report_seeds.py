@@ -245,6 +245,11 @@ def test_check_pairs_seeds_against_a_single_reference_run(seeded: Path, tmp_path
             - rnd[1]["metrics"][m]["overall"]["mean"]
         assert comp.diff == pytest.approx(want, abs=1e-12)
         assert comp.seeds == 3
+        per_seed = {lab: s["metrics"][m]["overall"]["mean"]
+                    - rnd[1]["metrics"][m]["overall"]["mean"]
+                    for lab, (_, s, _) in zip(("results", "seed-2", "seed-3"), centers)}
+        assert comp.per_seed == pytest.approx(per_seed, abs=1e-12)
+        assert comp.record()["per_seed"] == pytest.approx(per_seed, abs=1e-12)
         # brute force: the same resamples for the three centre runs and the one random run
         tables = [proto.unit_table(rows, m, decided=s) for _, s, rows in centers + [rnd]]
         units = tables[0].index.sort_values()
@@ -313,3 +318,4 @@ def test_a_trained_model_with_one_seed_pairs_only_that_seed(tmp_path: Path, monk
     compare(view, Sel(method="afloc", task="classification", metric="auroc"),
             Sel(method="gloria", task="classification", metric="auroc"), comp)
     assert comp.seeds == 1 and comp.diff == pytest.approx(a1 - g1, abs=1e-12)
+    assert comp.per_seed == pytest.approx({"results": a1 - g1}, abs=1e-12)

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 from dataclasses import replace
+from pathlib import Path
 
 import click
 import pytest
@@ -18,8 +19,10 @@ from bench.errors import UsageError
 from bench.report import specs
 from bench.reproduce.plan import (
     CHECKPOINT_FILE,
+    FINISHED_FILE,
     PlanError,
     coverage,
+    default_out,
     load_plan,
     resolve,
 )
@@ -245,6 +248,19 @@ def test_the_tiny_scale_trains_every_model_per_seed_into_its_own_folders(tmp_pat
                                if k == "--tag"} == {"text=bert-8x64"}
 
 
+def test_threads_reaches_every_training_and_no_evaluation(tmp_path):
+    plain = resolve("tiny", only=["table-1"], out=tmp_path, seeds=[1])
+    one = resolve("tiny", only=["table-1"], out=tmp_path, seeds=[1], threads=1)
+    assert [j.id for j in one] == [j.id for j in plain]
+    for a, b in zip(plain, one):
+        if a.kind == "train":
+            assert b.argv == (*a.argv[:-3], "--threads", "1", *a.argv[-3:])
+        else:
+            assert b.argv == a.argv
+    assert default_out("tiny", "synthetic", 1) == Path("reproduce/tiny-synthetic-threads1")
+    assert default_out("tiny", "synthetic") == Path("reproduce/tiny-synthetic")
+
+
 def test_every_command_parses_under_the_real_cli(tmp_path):
     for scale in ("micro", "tiny", "paper"):
         for data in ("synthetic", "real"):
@@ -286,7 +302,13 @@ def test_a_job_is_done_when_its_outputs_exist(tmp_path):
     train.out.mkdir(parents=True)
     (train.out / "last.pt").write_bytes(b"")  # a started training is not done
     assert not resolve("micro", out=tmp_path)[0].done
-    (train.out / CHECKPOINT_FILE).write_bytes(b"")
+    (train.out / CHECKPOINT_FILE).write_bytes(b"")  # cut off after an epoch: still to resume
+    assert not resolve("micro", out=tmp_path)[0].done
+    marker = train.out / FINISHED_FILE
+    marker.write_text(json.dumps({"command": train.command + " --epochs 1"}))
+    assert not resolve("micro", out=tmp_path)[0].done  # finished with another command
+    marker.write_text(json.dumps({"command": train.command}))
+    assert resolve("micro", out=tmp_path)[0].done  # the runner finished this command
     ev = jobs["eval/ms-cxr-simple-s1"]
     runs = list(ev.runs)
     assert {r["method"] for r in runs} == {"biovil", "gloria", "afloc"}

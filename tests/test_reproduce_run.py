@@ -15,8 +15,15 @@ import pytest
 from reproduce_helpers import bench_cli
 
 from bench.reproduce import runner as runner_mod
-from bench.reproduce.plan import CHECKPOINT_FILE, Job, load_plan, resolve
-from bench.reproduce.runner import FINISHED_FILE, run_plan, training_state
+from bench.reproduce.plan import (
+    CHECKPOINT_FILE,
+    FINISHED_FILE,
+    Job,
+    load_plan,
+    resolve,
+    training_state,
+)
+from bench.reproduce.runner import run_plan
 
 PLAN = """\
 version = 1
@@ -160,25 +167,27 @@ def test_a_cut_off_training_is_resumed(first, tmp_path):
             "--preset", "tiny", "--seed", "1", "--size", "64", "--epochs", "2", "--block", "2",
             "--threads", "1", "--out", str(folder), "--quiet")
     job = Job("train/recontrast-default-s1", "train", argv, folder)
-    assert training_state(job) == "resume"  # one epoch of two: its marker has another command
+    # one epoch of two: its marker has another command
+    assert training_state(job.out, job.command) == "resume"
     (folder / FINISHED_FILE).unlink()
-    assert training_state(job) == "resume"  # last.pt and no marker
+    assert training_state(job.out, job.command) == "resume"  # last.pt and no marker
     summary = run_plan([job], tmp_path / "out", tables=False, log=lambda line: None)
     (o,) = summary.outcomes
     assert o.status == "ok" and o.resumed and o.argv == (*argv, "--resume")
     assert "resumed from" in o.log.read_text()
     history = json.loads((folder / "history.json").read_text())
     assert [e["epoch"] for e in history["epochs"]] == [1, 2]
-    assert training_state(job) == "done"
+    assert training_state(job.out, job.command) == "done"
     rec = json.loads((tmp_path / "out" / "reproduce.json").read_text())["jobs"][0]
     assert rec["resumed"] and rec["command"].endswith("--resume")
 
 
 def test_training_state_without_the_runner(tmp_path):
     job = Job("train/x", "train", ("bench", "train", "x"), tmp_path / "x")
-    assert training_state(job) == "todo"
+    assert training_state(job.out, job.command) == "todo"
     job.out.mkdir()
     (job.out / CHECKPOINT_FILE).write_bytes(b"")
-    assert training_state(job) == "done"  # trained elsewhere, nothing to resume from
+    # trained elsewhere, nothing to resume from
+    assert training_state(job.out, job.command) == "done"
     (job.out / "last.pt").write_bytes(b"")
-    assert training_state(job) == "resume"
+    assert training_state(job.out, job.command) == "resume"

@@ -39,13 +39,18 @@ from bench.errors import BenchError, UsageError
 @click.option("--seeds", "seed_list", default=None, metavar="N,N",
               help="Only these of the scale's training seeds (e.g. 1 to see every row once "
                    "before the others).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Train with N intra-op CPU threads (bench train --threads; default 2 on "
+                   "CPU). The thread count changes what CPU training learns, so such a run "
+                   "gets its own default --out (…-threads<N>).")
 @click.option("--no-tables", is_flag=True, help="Do not write the tables, report and check "
               "after the jobs.")
 @click.option("--check", "check", is_flag=True, help="Check the paper's orderings (the plan's "
               "claims) on what OUT/results holds; run nothing.")
 def reproduce_cmd(dry_run: bool, scale: str, data: str | None, only: str | None,
                   out: Path | None, shell: Path | None, plan_file: Path | None,
-                  workers: int, no_tables: bool, check: bool, seed_list: str | None) -> None:
+                  workers: int, no_tables: bool, check: bool, seed_list: str | None,
+                  threads: int | None) -> None:
     """Train and evaluate what fills the paper's tables and figures: run the plan's jobs that
     are not done (resuming what was cut off), or print them (--dry-run, --shell), or check the
     paper's orderings on the results (--check)."""
@@ -54,7 +59,7 @@ def reproduce_cmd(dry_run: bool, scale: str, data: str | None, only: str | None,
     plan = load_plan(plan_file)
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
     data = data or (plan.scales[scale].data if scale in plan.scales else None)
-    root = out if out is not None else default_out(scale, data or "synthetic")
+    root = out if out is not None else default_out(scale, data or "synthetic", threads)
     if check:
         check_results(plan, root, plan.expand(names) if names else None)
         return
@@ -62,7 +67,7 @@ def reproduce_cmd(dry_run: bool, scale: str, data: str | None, only: str | None,
         seeds = [int(x) for x in seed_list.split(",") if x.strip()] if seed_list else None
     except ValueError:
         raise UsageError(f"--seeds takes comma-separated integers, not '{seed_list}'") from None
-    jobs = resolve(scale, data, only=names, out=root, plan=plan, seeds=seeds)
+    jobs = resolve(scale, data, only=names, out=root, plan=plan, seeds=seeds, threads=threads)
     selected = plan.expand(names) if names else None
     header = (f"bench reproduce: scale {scale}, {data} data, {len(jobs)} jobs "
               f"({sum(j.kind == 'train' for j in jobs)} train, "
@@ -101,8 +106,9 @@ def reproduce_cmd(dry_run: bool, scale: str, data: str | None, only: str | None,
         click.echo(f"wrote {shell} ({len(jobs)} jobs)", err=dry_run)
     if dry_run or shell is not None:
         return
-    run_jobs(jobs, root, workers, not no_tables, header, {"scale": scale, "data": data,
-                                                          "plan": str(plan.path)})
+    run_jobs(jobs, root, workers, not no_tables, header, {
+        "scale": scale, "data": data, "plan": str(plan.path),
+        **({"threads": threads} if threads else {})})
 
 
 def run_jobs(jobs, root: Path, workers: int, tables: bool, header: str, extra: dict) -> None:

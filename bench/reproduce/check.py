@@ -38,6 +38,7 @@ class Comparison:
     seeds: int = 0               # pairs compared
     seeds_positive: int = 0      # pairs with a > b
     missing: str = ""            # which cell has no result
+    per_seed: dict[str, float] = field(default_factory=dict)  # seed folder -> a - b
 
     @property
     def verdict(self) -> str:
@@ -52,7 +53,8 @@ class Comparison:
         return {"section": self.section, "a": self.a, "b": self.b, "diff": _num(self.diff),
                 "lower": self.lower, "upper": self.upper, "seeds": self.seeds,
                 "seeds_positive": self.seeds_positive, "verdict": self.verdict,
-                "missing": self.missing or None}
+                "missing": self.missing or None,
+                "per_seed": {k: _num(v) for k, v in self.per_seed.items()}}
 
 
 @dataclass
@@ -146,14 +148,16 @@ def compare(view: Any, sa: Any, sb: Any, comp: Comparison) -> None:
     one_a, one_b = untrained(fa), untrained(fb)
     if one_a or one_b:  # a run of no trained model (a reference row) pairs with every seed
         labels = list(fb) if one_a and not one_b else list(fa)
-        pairs = [(fa[lab] if not one_a else next(iter(fa.values())),
-                  fb[lab] if not one_b else next(iter(fb.values()))) for lab in labels]
+        paired = {lab: (fa[lab] if not one_a else next(iter(fa.values())),
+                        fb[lab] if not one_b else next(iter(fb.values()))) for lab in labels}
     else:
-        pairs = [(fa[lab], fb[lab]) for lab in fa if lab in fb]
-        if not pairs:
+        paired = {lab: (fa[lab], fb[lab]) for lab in fa if lab in fb}
+        if not paired:
             comp.missing = f"{comp.a} and {comp.b} share no seed"
             return
-    diffs = [a.stat.mean - b.stat.mean for a, b in pairs]
+    pairs = list(paired.values())
+    comp.per_seed = {lab: float(a.stat.mean - b.stat.mean) for lab, (a, b) in paired.items()}
+    diffs = list(comp.per_seed.values())
     comp.diff = float(np.mean(diffs))
     comp.seeds = len(pairs)
     comp.seeds_positive = sum(d > 0 for d in diffs)

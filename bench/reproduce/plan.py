@@ -9,10 +9,11 @@ per choice where an entry lists several checkpoints; once where it uses none), t
 the evaluations that read its checkpoint. With `data="synthetic"` every real dataset becomes
 its synthetic twin.
 
-Outputs live under one root: `train/<method>-<variant>-s<seed>/` per training job (done when
-its `best.safetensors` exists), `results/` for the first seed's evaluations and those without a
-trained model, `results/seed-<n>/` for the other seeds (the same run ids made with another
-checkpoint cannot share a folder). An evaluation job is done when the results folder holds a
+Outputs live under one root: `train/<method>-<variant>-s<seed>/` per training job (done as
+`training_state` says: finished by this command, or holding a checkpoint and nothing to
+resume), `results/` for the first seed's evaluations and those without a trained model,
+`results/seed-<n>/` for the other seeds (the same run ids made with another checkpoint cannot
+share a folder). An evaluation job is done when the results folder holds a
 complete run (run.json `status` "complete", with its summary.json) for every run its command
 makes: same method, tag, dataset, split, task, protocol and prompt.
 
@@ -24,6 +25,7 @@ plan's `pending` entries with the reason.
 from __future__ import annotations
 
 import itertools
+import json
 import shlex
 import tomllib
 from dataclasses import dataclass, field
@@ -38,6 +40,8 @@ TASKS = ("localization", "classification")
 PROTOCOLS = ("afloc", "chexlocalize", "medklip-rsna")
 PROMPTS = ("simple", "precise")
 CHECKPOINT_FILE = "best.safetensors"
+STATE_FILE = "last.pt"              # bench.train.loop.STATE_FILE (not imported: no torch here)
+FINISHED_FILE = "reproduce-done.json"
 
 
 class PlanError(BenchError):
@@ -490,17 +494,41 @@ class Job:
         return shlex.join(self.argv)
 
 
+def training_state(folder: Path, command: str) -> str:
+    """"done", "resume" or "todo" for the training folder of `command`: done when the runner
+    finished this same command there (its FINISHED_FILE), or when the folder holds a
+    checkpoint and no training state (trained some other way); "resume" when it holds a
+    training state (a run cut off, or finished with other arguments: the loop runs no epoch
+    past the last it saved)."""
+    marker = folder / FINISHED_FILE
+    if marker.is_file():
+        try:
+            same = json.loads(marker.read_text(encoding="utf-8")).get("command") == command
+        except (OSError, ValueError):
+            same = False
+        if same:
+            return "done"
+    if (folder / STATE_FILE).is_file():
+        return "resume"
+    if (folder / CHECKPOINT_FILE).is_file():
+        return "done"
+    return "todo"
+
+
 RUN_KEYS = ("method", "method_tag", "dataset", "split", "task", "protocol", "prompt")
 
 
 def resolve(scale: str, data: str | None = None, only: list[str] | None = None,
             out: str | Path | None = None, plan: Plan | None = None,
-            check_done: bool = True, seeds: list[int] | None = None) -> list[Job]:
+            check_done: bool = True, seeds: list[int] | None = None,
+            threads: int | None = None) -> list[Job]:
     """The plan's jobs at `scale` on `data` ("synthetic" | "real"; default: the scale's), in an
     order that runs every training job before the evaluations that need it; `only` keeps the
     evaluations for these tables / figures and the training they need. `out` is the root of
     every output (default `reproduce/<scale>-<data>`). `seeds`: some of the scale's seeds only
-    (the folders stay those of the full plan: the scale's first seed writes to results/)."""
+    (the folders stay those of the full plan: the scale's first seed writes to results/).
+    `threads`: every training with `--threads N` (CPU training depends on the thread count:
+    the kernels split their sums differently; give such a run its own `out`)."""
     plan = plan or load_plan()
     if scale not in plan.scales:
         raise UsageError(f"unknown scale '{scale}'; the plan has: {', '.join(plan.scales)}")
@@ -524,8 +552,9 @@ def resolve(scale: str, data: str | None = None, only: list[str] | None = None,
         folder = root / "train" / f"{t.name}-s{seed}"
         argv = ("bench", "train", t.method, "--dataset", ds(t.dataset), *dataset_args(),
                 "--preset", sc.preset, "--seed", str(seed), *t.args, *sc.train_args,
-                "--out", str(folder), "--quiet")
-        done = check_done and (folder / CHECKPOINT_FILE).is_file()
+                *(("--threads", str(threads)) if threads else ()), "--out", str(folder),
+                "--quiet")
+        done = check_done and training_state(folder, shlex.join(argv)) == "done"
         return Job(f"train/{t.name}-s{seed}", "train", argv, folder, (), done, seed,
                    entry=t.name)
 
@@ -598,8 +627,8 @@ def resolve(scale: str, data: str | None = None, only: list[str] | None = None,
     return jobs
 
 
-def default_out(scale: str, data: str) -> Path:
-    return Path("reproduce") / f"{scale}-{data}"
+def default_out(scale: str, data: str, threads: int | None = None) -> Path:
+    return Path("reproduce") / (f"{scale}-{data}" + (f"-threads{threads}" if threads else ""))
 
 
 def planned_runs(e: EvalEntry, datasets: list[str], tag: str | None) -> list[dict[str, Any]]:

@@ -23,7 +23,6 @@ and its Markdown twin) to ``OUT/report/``, and the orderings check to ``OUT/chec
 from __future__ import annotations
 
 import concurrent.futures as cf
-import json
 import shlex
 import subprocess
 import sys
@@ -34,11 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.reproduce.plan import CHECKPOINT_FILE, Job
+from bench.reproduce.plan import FINISHED_FILE, Job, training_state
 from bench.store import atomic_write_bytes, atomic_write_json
 
-STATE_FILE = "last.pt"            # bench.train.loop.STATE_FILE (not imported: no torch here)
-FINISHED_FILE = "reproduce-done.json"
 SUMMARY_FILE = "reproduce.json"
 TABLES_FILE = "tables.md"
 CHECK_FILE = "check.md"
@@ -94,29 +91,11 @@ class RunSummary:
         return [o for o in self.outcomes if o.status == "failed"]
 
 
-def training_state(job: Job) -> str:
-    """"done", "resume" or "todo" for a training job (see the module's text)."""
-    folder = job.out
-    marker = folder / FINISHED_FILE
-    if marker.is_file():
-        try:
-            same = json.loads(marker.read_text(encoding="utf-8")).get("command") == job.command
-        except (OSError, ValueError):
-            same = False
-        if same:
-            return "done"
-    if (folder / STATE_FILE).is_file():
-        return "resume"
-    if (folder / CHECKPOINT_FILE).is_file():
-        return "done"
-    return "todo"
-
-
 def job_argv(job: Job) -> tuple[tuple[str, ...], bool]:
     """The command to run now (``--resume`` added to a training job that can continue), and
     whether it resumes; None-like empty argv when the job is done."""
     if job.kind == "train":
-        state = training_state(job)
+        state = training_state(job.out, job.command)
         if state == "done":
             return (), False
         if state == "resume" and "--resume" not in job.argv:

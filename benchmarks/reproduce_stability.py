@@ -1,0 +1,149 @@
+"""Are the orderings of a reproduction stable across training seeds and CPU thread counts?
+
+    bench reproduce --scale tiny --only table-1 --seeds 1,2 --out runs/t2
+    bench reproduce --scale tiny --only table-1 --seeds 1,2 --threads 1 --out runs/t1
+    python benchmarks/reproduce_stability.py runs/t2 runs/t1 --tables table-1
+
+CPU training is deterministic for one seed and one thread count, but another thread count
+splits the kernels' sums differently, and the rounding sends training elsewhere: in effect
+another draw of the seed. This script puts several `bench reproduce --out` folders side by side
+(each holding one or more seeds; a label per folder, by default its `--threads` from
+reproduce.json) and prints
+
+* every trained cell of the tables: its value for each (folder, seed), their mean and range;
+* every comparison of the plan's claims (`bench reproduce --check`) on those tables: the
+  difference a - b for each (folder, seed), and whether its sign is the same in all of them
+  ("stable") or not ("flips k/n": k of the n runs have a > b).
+
+The last line counts the stable comparisons. Synthetic results stay synthetic: the header says
+which datasets were measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+
+def label_of(out: Path) -> str:
+    try:
+        info = json.loads((out / "reproduce.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        info = {}
+    threads = info.get("threads")
+    return f"{out.name} ({threads or 'default'} threads)"
+
+
+def seed_values(cell: dict) -> dict[str, float]:
+    """The cell's value per seed folder ("results" = the scale's first seed)."""
+    m = cell.get("measured") or {}
+    if not m:
+        return {}
+    seeds = (m.get("seeds") or {}).get("values")
+    return dict(seeds) if seeds else {"results": m["mean"]}
+
+
+def trained_cells(tables: list[str], out: Path) -> dict[tuple[str, str, str, str], dict]:
+    from bench.report.build import build_table
+    from bench.report.render import render
+    from bench.report.specs import TABLES
+    from bench.report.store_view import StoreView
+
+    view = StoreView(out / "results")
+    cells = {}
+    for name in tables:
+        table = json.loads(render(build_table(TABLES[name], view), "json"))
+        for row in table["rows"]:
+            if row.get("reference"):
+                continue
+            for col, cell in row["cells"].items():
+                values = seed_values(cell)
+                if values:
+                    cells[(name, row["section"], row["row"], col)] = values
+    return cells
+
+
+def seed_differences(out: Path, tables: list[str]) -> dict[tuple[str, str, str, str], dict]:
+    """Per claim comparison (the check's own pairing): the difference a - b per seed folder."""
+    from bench.reproduce.check import check_claims
+    from bench.reproduce.plan import load_plan
+
+    found = {}
+    for res in check_claims(load_plan(), out / "results", tables):
+        for c in res.comparisons:
+            if c.per_seed:
+                found[(res.claim.id, c.section, c.a, c.b)] = c.per_seed
+    return found
+
+
+def fmt(x: float) -> str:
+    return "nan" if x is None or math.isnan(x) else f"{x:.3f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("outs", nargs="+", type=Path, help="bench reproduce --out folders")
+    ap.add_argument("--label", action="append", default=None,
+                    help="a label per folder (default: its name and --threads)")
+    ap.add_argument("--tables", default="table-1", help="comma-separated table names")
+    args = ap.parse_args()
+    tables = [t.strip() for t in args.tables.split(",") if t.strip()]
+    labels = args.label or [label_of(o) for o in args.outs]
+    if len(labels) != len(args.outs):
+        ap.error("give one --label per folder")
+
+    from bench.cli.reproduce_cmd import synthetic_results
+
+    synthetic = sorted({d for o in args.outs for d in synthetic_results(o / "results")})
+    if synthetic:
+        print(f"SYNTHETIC DATA ({', '.join(synthetic)}): this tests the harness and the "
+              "methods on the synthetic world, not the paper's result.\n")
+    runs = list(zip(labels, args.outs))
+    cells: dict = {}
+    for lab, out in runs:
+        for key, values in trained_cells(tables, out).items():
+            for seed, v in values.items():
+                cells.setdefault(key, {})[(lab, seed)] = v
+    heads = sorted({k for c in cells.values() for k in c},
+                   key=lambda k: (labels.index(k[0]), k[1]))
+    print("## Trained cells per (folder, seed)\n")
+    print("| table | section | row | column | " + " | ".join(
+        f"{lab} {seed}" for lab, seed in heads) + " | mean | range |")
+    print("|" + "---|" * (4 + len(heads) + 2))
+    for (table, sec, row, col), by in cells.items():
+        vals = [by.get(h) for h in heads]
+        have = [v for v in vals if v is not None]
+        print(f"| {table} | {sec} | {row} | {col} | " + " | ".join(
+            fmt(v) if v is not None else "" for v in vals)
+            + f" | {fmt(sum(have) / len(have))} | {fmt(max(have) - min(have))} |")
+
+    print("\n## Claim comparisons: a - b per (folder, seed)\n")
+    diffs: dict = {}
+    for lab, out in runs:
+        for key, pairs in seed_differences(out, tables).items():
+            for seed, d in pairs.items():
+                diffs.setdefault(key, {})[(lab, seed)] = d
+    dheads = sorted({k for c in diffs.values() for k in c},
+                    key=lambda k: (labels.index(k[0]), k[1]))
+    print("| claim | section | a | b | " + " | ".join(f"{lab} {s}" for lab, s in dheads)
+          + " | sign |")
+    print("|" + "---|" * (4 + len(dheads) + 1))
+    stable = 0
+    for (claim, sec, a, b), by in diffs.items():
+        vals = [by.get(h) for h in dheads]
+        have = [v for v in vals if v is not None and not math.isnan(v)]
+        pos = sum(v > 0 for v in have)
+        if have and pos in (0, len(have)):
+            stable += 1
+            sign = f"stable {'a > b' if pos else 'a <= b'} ({len(have)} runs)"
+        else:
+            sign = f"flips {pos}/{len(have)}"
+        print(f"| {claim} | {sec} | {a} | {b} | " + " | ".join(
+            f"{v:+.3f}" if v is not None else "" for v in vals) + f" | {sign} |")
+    print(f"\n{stable} of {len(diffs)} comparisons keep their sign in every (folder, seed).")
+
+
+if __name__ == "__main__":
+    main()

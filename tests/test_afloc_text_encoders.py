@@ -240,3 +240,37 @@ def test_the_cli_refusal_is_one_line_naming_the_folder(tmp_path, capsys):
     err = capsys.readouterr().err
     assert exit_.value.code == 1
     assert err.count("\n") == 1 and str(folder) in err and "(model type roberta)" in err
+
+
+# -- the peers' text encoders ------------------------------------------------------------------
+
+def bench_train_error(tmp_path: Path, capsys, method: str, *extra: str) -> str:
+    from bench.cli.main import main as bench_main
+
+    DATASETS.add("synthetic-test-pairs", PairsDataset)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        bench_main(["train", method, "--dataset", "synthetic-test-pairs", "--root",
+                    str(tmp_path), "--out", str(tmp_path / "run"), "--device", "cpu",
+                    "--quiet", *extra])
+    err = capsys.readouterr().err
+    assert exit_.value.code != 0 and err.count("\n") == 1
+    return err
+
+
+@pytest.mark.parametrize("method", ["gloria", "convirt", "biovil", "medklip"])
+def test_a_peers_tiny_preset_refuses_a_text_encoder_it_would_not_read(tmp_path, capsys, method):
+    folder = encoder_folder(tmp_path, "bert")
+    err = bench_train_error(tmp_path, capsys, method, "--preset", "tiny",
+                            "--text-encoder", str(folder))
+    assert err == (f"error: bench train {method}: --text-encoder is read by the paper preset; "
+                   "the tiny preset trains its text encoder from scratch\n")
+    assert not (tmp_path / "run" / "best.safetensors").exists()
+
+
+def test_gloria_refuses_an_encoder_its_text_side_cannot_read(tmp_path, capsys):
+    folder = encoder_folder(tmp_path, "roberta")
+    err = bench_train_error(tmp_path, capsys, "gloria", "--preset", "paper",
+                            "--text-encoder", str(folder))
+    assert (f"text encoder {str(folder)!r} (model type roberta) cannot be used: not a "
+            "BERT-family encoder GLoRIA's text side reads") in err

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from bench.errors import CheckpointError
+from bench.errors import CheckpointError, UsageError
 
 # -- images ------------------------------------------------------------------------------------
 
@@ -168,6 +168,14 @@ BERT_BASE = {"vocab_size": 28996, "hidden_size": 768, "num_hidden_layers": 12,
              "max_position_embeddings": 512, "type_vocab_size": 2}
 
 
+def refuse_text_encoder_at_tiny(req: Any, method: str) -> None:
+    """The peers' tiny presets train their text encoder from scratch on a WordPiece built from
+    the reports; a --text-encoder there would be silently unused, so it is an error."""
+    if req.preset == "tiny" and req.option("text_encoder"):
+        raise UsageError(f"bench train {method}: --text-encoder is read by the paper preset; "
+                         f"the tiny preset trains its text encoder from scratch")
+
+
 def build_wordpiece(texts: Iterable[str], vocab_size: int = 2000) -> Any:
     """A lower-casing BERT WordPiece tokenizer for `texts` (returns BertTokenizerFast).
 
@@ -261,8 +269,9 @@ PROBE_TEXT = "Lung opacity in the right lower lobe. No pneumothorax. 1. stable s
 
 
 def wordpiece_problem(model: Any, tokenizer: Any, min_layers: int, max_tokens: int,
-                      texts: Iterable[str] = ()) -> str | None:
-    """Why `model` + `tokenizer` cannot serve as an AFLoc / GLoRIA text encoder exactly, or None.
+                      texts: Iterable[str] = (), reader: str = "AFLoc") -> str | None:
+    """Why `model` + `tokenizer` cannot serve as `reader`'s (AFLoc's, GLoRIA's) text encoder
+    exactly, or None.
 
     Besides the model type and the WordPiece layout: at least `min_layers` layers (the official
     sum of the last 4 hidden states, never reaching the embeddings), `max_tokens` positions (the
@@ -273,7 +282,7 @@ def wordpiece_problem(model: Any, tokenizer: Any, min_layers: int, max_tokens: i
     cfg = model.config
     kind = getattr(cfg, "model_type", None)
     if kind not in WORDPIECE_ENCODERS:
-        return (f"not a BERT-family encoder AFLoc's text side reads (supported model types: "
+        return (f"not a BERT-family encoder {reader}'s text side reads (supported model types: "
                 f"{', '.join(WORDPIECE_ENCODERS)})")
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
@@ -291,10 +300,10 @@ def wordpiece_problem(model: Any, tokenizer: Any, min_layers: int, max_tokens: i
         return f"its tokenizer wraps a caption in {ends}, not [CLS] ... [SEP]"
     layers = int(getattr(cfg, "num_hidden_layers", 0))
     if layers < min_layers:
-        return f"{layers} hidden layers; AFLoc sums the last {min_layers}"
+        return f"{layers} hidden layers; {reader} sums the last {min_layers}"
     positions = int(getattr(cfg, "max_position_embeddings", 0))
     if positions < max_tokens:
-        return f"{positions} positions; AFLoc's captions take {max_tokens} tokens"
+        return f"{positions} positions; {reader}'s captions take {max_tokens} tokens"
     rebuilt = tokenizer_from_json(tokenizer_to_json(tokenizer))
     for text in [PROBE_TEXT, *texts]:
         if rebuilt(text)["input_ids"] != tokenizer(text)["input_ids"]:
@@ -303,12 +312,12 @@ def wordpiece_problem(model: Any, tokenizer: Any, min_layers: int, max_tokens: i
 
 
 def load_wordpiece_encoder(source: str, min_layers: int, max_tokens: int,
-                           texts: Iterable[str] = ()) -> tuple[Any, Any]:
+                           texts: Iterable[str] = (), reader: str = "AFLoc") -> tuple[Any, Any]:
     """`load_pretrained_text`, refused in one line (naming the folder and its model type) unless
     `wordpiece_problem` finds nothing; weights in float32 (autocast does the rest), whatever
     dtype the folder stores."""
     model, tok = load_pretrained_text(source)
-    problem = wordpiece_problem(model, tok, min_layers, max_tokens, texts)
+    problem = wordpiece_problem(model, tok, min_layers, max_tokens, texts, reader)
     if problem is not None:
         kind = getattr(model.config, "model_type", "unknown")
         raise CheckpointError(f"text encoder {source!r} (model type {kind}) cannot be used: "

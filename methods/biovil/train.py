@@ -45,7 +45,11 @@ from torch.utils.data import Dataset
 from bench.errors import UsageError
 from bench.imaging.recipes import to_tensor
 from bench.methods._shared.contrastive import contrastive, local_similarity
-from bench.methods._shared.encoders import build_wordpiece, tokenizer_to_json
+from bench.methods._shared.encoders import (
+    build_wordpiece,
+    refuse_text_encoder_at_tiny,
+    tokenizer_to_json,
+)
 from bench.train.data import ImagePairs, SplitLoaders, TrainingData
 from bench.train.loop import Optimization, Scheduled, TrainTask, seed_everything
 from bench.train.run import preset_settings
@@ -217,6 +221,7 @@ class BioViLTask(SplitLoaders, TrainTask):
 
 
 def make_task(req: Any, data: TrainingData) -> tuple[BioViLTask, dict[str, Any]]:
+    refuse_text_encoder_at_tiny(req, "biovil")
     cfg = presets.preset_config(req.preset, local_weight=float(req.option("local_weight")))
     pre = train_preframe(cfg.resize)
     val_recipe = eval_recipe(cfg.resize, cfg.crop)

@@ -34,6 +34,7 @@ from bench.imaging.recipes import to_tensor
 from bench.methods._shared.encoders import (
     build_wordpiece,
     load_pretrained_text,
+    refuse_text_encoder_at_tiny,
     tokenizer_to_json,
 )
 from bench.train.data import ImagePairs, SplitLoaders, TrainingData
@@ -168,6 +169,7 @@ class ConVIRTTask(SplitLoaders, TrainTask):
 
 
 def make_task(req: Any, data: TrainingData) -> tuple[ConVIRTTask, dict[str, Any]]:
+    refuse_text_encoder_at_tiny(req, "convirt")
     text_clean = req.option("text_clean")
     train_pairs = caption_pairs(data.pairs("train", TRAIN_PREFRAME), text_clean)
     val_raw = data.pairs("val", EVAL)

@@ -46,7 +46,8 @@ from bench.methods._shared import contrastive as L
 from bench.methods._shared.bert_text import CaptionCollate, TextProcessor, clean_report
 from bench.methods._shared.encoders import (
     build_wordpiece,
-    load_pretrained_text,
+    load_wordpiece_encoder,
+    refuse_text_encoder_at_tiny,
     tokenizer_to_json,
 )
 from bench.train.data import ImagePairs, TrainingData, seeded_loader
@@ -170,6 +171,7 @@ class GLoRIATask(TrainTask):
 
 
 def make_task(req: Any, data: TrainingData) -> tuple[GLoRIATask, dict[str, Any]]:
+    refuse_text_encoder_at_tiny(req, "gloria")
     if req.gather_negatives:
         raise UsageError("bench train gloria: --gather-negatives is not implemented for GLoRIA "
                          "(its official run used one process's batch)")
@@ -196,7 +198,10 @@ def make_task(req: Any, data: TrainingData) -> tuple[GLoRIATask, dict[str, Any]]
         model = GLoRIAModel(cfg)
     else:
         source = req.option("text_encoder") or DEFAULT_TEXT_ENCODER
-        bert, tokenizer = load_pretrained_text(source)
+        # GLoRIA's text side sums the last 4 layers and joins '##' pieces into words, as AFLoc's
+        # does: an encoder that cannot serve it exactly is refused before training starts
+        bert, tokenizer = load_wordpiece_encoder(source, cfg.last_n_layers, cfg.word_num,
+                                                 reader="GLoRIA")
         cfg.text_encoder, cfg.bert = source, bert.config.to_dict()
         model = GLoRIAModel(cfg, bert=bert)
     if req.channels_last:

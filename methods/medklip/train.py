@@ -38,7 +38,12 @@ from torch.utils.data import Dataset
 
 from bench.errors import UsageError
 from bench.imaging.recipes import to_tensor
-from bench.methods._shared.encoders import build_wordpiece, load_pretrained_text, tokenizer_to_json
+from bench.methods._shared.encoders import (
+    build_wordpiece,
+    load_pretrained_text,
+    refuse_text_encoder_at_tiny,
+    tokenizer_to_json,
+)
 from bench.train.data import SplitLoaders, TrainingData
 from bench.train.loop import Optimization, Scheduled, TrainTask, seed_everything
 from bench.train.run import preset_settings
@@ -214,6 +219,7 @@ def _pairs(data: TrainingData, which: str, recipe: Any, files: list[str] | None
 
 
 def make_task(req: Any, data: TrainingData) -> tuple[MedKLIPTask, dict[str, Any]]:
+    refuse_text_encoder_at_tiny(req, "medklip")
     spec = req.option("triplets")
     files = [s.strip() for s in str(spec).split(",")] if spec else None
     if files is not None and len(files) != 3:

@@ -27,13 +27,33 @@ import math
 from pathlib import Path
 
 
-def label_of(out: Path) -> str:
+def run_info(out: Path) -> dict:
     try:
-        info = json.loads((out / "reproduce.json").read_text(encoding="utf-8"))
+        return json.loads((out / "reproduce.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        info = {}
-    threads = info.get("threads")
-    return f"{out.name} ({threads or 'default'} threads)"
+        return {}
+
+
+def label_of(out: Path) -> str:
+    threads = run_info(out).get("threads")
+    return f"{out.name} ({f'{threads} thread(s)' if threads else 'default threads'})"
+
+
+def seed_name(out: Path, folder: str, plan) -> str:
+    """"results" is the scale's first seed (reproduce.json names the scale); "seed-<n>" is n."""
+    if folder != "results":
+        return folder.replace("seed-", "s")
+    scale = plan.scales.get(run_info(out).get("scale", ""))
+    return f"s{scale.seeds[0]}" if scale else "first seed"
+
+
+def sign_of(values: list[float]) -> str:
+    """"stable a > b" / "stable a <= b" when every run agrees, else "flips k/n"."""
+    have = [v for v in values if v is not None and not math.isnan(v)]
+    pos = sum(v > 0 for v in have)
+    if have and pos in (0, len(have)):
+        return f"stable {'a > b' if pos else 'a <= b'} ({len(have)} runs)"
+    return f"flips {pos}/{len(have)}"
 
 
 def seed_values(cell: dict) -> dict[str, float]:
@@ -65,13 +85,12 @@ def trained_cells(tables: list[str], out: Path) -> dict[tuple[str, str, str, str
     return cells
 
 
-def seed_differences(out: Path, tables: list[str]) -> dict[tuple[str, str, str, str], dict]:
+def seed_differences(out: Path, tables: list[str], plan) -> dict[tuple[str, str, str, str], dict]:
     """Per claim comparison (the check's own pairing): the difference a - b per seed folder."""
     from bench.reproduce.check import check_claims
-    from bench.reproduce.plan import load_plan
 
     found = {}
-    for res in check_claims(load_plan(), out / "results", tables):
+    for res in check_claims(plan, out / "results", tables):
         for c in res.comparisons:
             if c.per_seed:
                 found[(res.claim.id, c.section, c.a, c.b)] = c.per_seed
@@ -82,66 +101,65 @@ def fmt(x: float) -> str:
     return "nan" if x is None or math.isnan(x) else f"{x:.3f}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("outs", nargs="+", type=Path, help="bench reproduce --out folders")
     ap.add_argument("--label", action="append", default=None,
                     help="a label per folder (default: its name and --threads)")
     ap.add_argument("--tables", default="table-1", help="comma-separated table names")
-    args = ap.parse_args()
+    ap.add_argument("--plan", type=Path, default=None, help="plan file (default: the package's)")
+    args = ap.parse_args(argv)
     tables = [t.strip() for t in args.tables.split(",") if t.strip()]
     labels = args.label or [label_of(o) for o in args.outs]
     if len(labels) != len(args.outs):
         ap.error("give one --label per folder")
 
     from bench.cli.reproduce_cmd import synthetic_results
+    from bench.reproduce.plan import load_plan
 
+    plan = load_plan(args.plan)
     synthetic = sorted({d for o in args.outs for d in synthetic_results(o / "results")})
     if synthetic:
         print(f"SYNTHETIC DATA ({', '.join(synthetic)}): this tests the harness and the "
               "methods on the synthetic world, not the paper's result.\n")
-    runs = list(zip(labels, args.outs))
     cells: dict = {}
-    for lab, out in runs:
+    diffs: dict = {}
+    for lab, out in zip(labels, args.outs):
         for key, values in trained_cells(tables, out).items():
-            for seed, v in values.items():
-                cells.setdefault(key, {})[(lab, seed)] = v
-    heads = sorted({k for c in cells.values() for k in c},
-                   key=lambda k: (labels.index(k[0]), k[1]))
+            for folder, v in values.items():
+                cells.setdefault(key, {})[(lab, seed_name(out, folder, plan))] = v
+        for key, pairs in seed_differences(out, tables, plan).items():
+            for folder, d in pairs.items():
+                diffs.setdefault(key, {})[(lab, seed_name(out, folder, plan))] = d
+
+    def columns(found: dict) -> list[tuple[str, str]]:
+        return sorted({k for c in found.values() for k in c},
+                      key=lambda k: (labels.index(k[0]), k[1]))
+
+    heads = columns(cells)
     print("## Trained cells per (folder, seed)\n")
-    print("| table | section | row | column | " + " | ".join(
-        f"{lab} {seed}" for lab, seed in heads) + " | mean | range |")
+    print("| table | section | row | column | " + " | ".join(f"{lab} {s}" for lab, s in heads)
+          + " | mean | range |")
     print("|" + "---|" * (4 + len(heads) + 2))
     for (table, sec, row, col), by in cells.items():
         vals = [by.get(h) for h in heads]
         have = [v for v in vals if v is not None]
-        print(f"| {table} | {sec} | {row} | {col} | " + " | ".join(
-            fmt(v) if v is not None else "" for v in vals)
-            + f" | {fmt(sum(have) / len(have))} | {fmt(max(have) - min(have))} |")
+        print(f"| {table} | {sec} | {row} | {col} | "
+              + " | ".join(fmt(v) if v is not None else "" for v in vals)
+              + f" | {fmt(sum(have) / len(have))} | {fmt(max(have) - min(have))} |")
 
+    dheads = columns(diffs)
     print("\n## Claim comparisons: a - b per (folder, seed)\n")
-    diffs: dict = {}
-    for lab, out in runs:
-        for key, pairs in seed_differences(out, tables).items():
-            for seed, d in pairs.items():
-                diffs.setdefault(key, {})[(lab, seed)] = d
-    dheads = sorted({k for c in diffs.values() for k in c},
-                    key=lambda k: (labels.index(k[0]), k[1]))
     print("| claim | section | a | b | " + " | ".join(f"{lab} {s}" for lab, s in dheads)
           + " | sign |")
     print("|" + "---|" * (4 + len(dheads) + 1))
     stable = 0
     for (claim, sec, a, b), by in diffs.items():
         vals = [by.get(h) for h in dheads]
-        have = [v for v in vals if v is not None and not math.isnan(v)]
-        pos = sum(v > 0 for v in have)
-        if have and pos in (0, len(have)):
-            stable += 1
-            sign = f"stable {'a > b' if pos else 'a <= b'} ({len(have)} runs)"
-        else:
-            sign = f"flips {pos}/{len(have)}"
-        print(f"| {claim} | {sec} | {a} | {b} | " + " | ".join(
-            f"{v:+.3f}" if v is not None else "" for v in vals) + f" | {sign} |")
+        sign = sign_of(vals)
+        stable += sign.startswith("stable")
+        print(f"| {claim} | {sec} | {a} | {b} | "
+              + " | ".join(f"{v:+.3f}" if v is not None else "" for v in vals) + f" | {sign} |")
     print(f"\n{stable} of {len(diffs)} comparisons keep their sign in every (folder, seed).")
 
 

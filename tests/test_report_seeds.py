@@ -319,3 +319,58 @@ def test_a_trained_model_with_one_seed_pairs_only_that_seed(tmp_path: Path, monk
             Sel(method="gloria", task="classification", metric="auroc"), comp)
     assert comp.seeds == 1 and comp.diff == pytest.approx(a1 - g1, abs=1e-12)
     assert comp.per_seed == pytest.approx({"results": a1 - g1}, abs=1e-12)
+
+
+# -- benchmarks/reproduce_stability.py: several reproduce folders side by side ----------------
+
+def _stability_script():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce_stability.py"
+    spec = importlib.util.spec_from_file_location("reproduce_stability", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_a_comparison_is_stable_only_when_every_run_agrees():
+    sign_of = _stability_script().sign_of
+    assert sign_of([0.1, 0.2, 0.01]) == "stable a > b (3 runs)"
+    assert sign_of([-0.1, 0.0, None]) == "stable a <= b (2 runs)"
+    assert sign_of([0.1, -0.2, float("nan"), 0.3]) == "flips 2/3"
+
+
+def test_the_stability_table_lists_each_folder_and_seed(seeded: Path, tmp_path: Path,
+                                                         check_spec, capsys):
+    import shutil
+
+    from bench.reproduce.check import check_claims
+    from bench.reproduce.plan import load_plan
+
+    plan_path = tmp_path / "plan.toml"
+    plan_path.write_text(CHECK_PLAN)
+    outs = []
+    for name in ("two-threads", "one-thread"):
+        out = tmp_path / name
+        shutil.copytree(seeded, out / "results")
+        (out / "reproduce.json").write_text(json.dumps({"scale": "micro", "threads": 1}))
+        outs.append(out)
+    shutil.rmtree(outs[1] / "results" / "seed-3")  # the second folder has two seeds
+    _stability_script().main([*map(str, outs), "--tables", "seeds", "--plan", str(plan_path),
+                              "--label", "A", "--label", "B"])
+    text = capsys.readouterr().out
+    assert "SYNTHETIC DATA (shapes)" in text
+    heads = ["A s1", "A s2", "A s3", "B s1", "B s2"]  # micro's first seed is 1
+    assert "| claim | section | a | b | " + " | ".join(heads) + " | sign |" in text
+    want = check_claims(load_plan(plan_path), seeded)
+    lines = [x for x in text.splitlines() if x.startswith("| center-beats-random | iou |")]
+    per_seed = [c for c in want[0].comparisons if c.section == "iou"][0].per_seed
+    values = [per_seed["results"], per_seed["seed-2"], per_seed["seed-3"],
+              per_seed["results"], per_seed["seed-2"]]
+    assert lines == ["| center-beats-random | iou | center@all | random@all | "
+                     + " | ".join(f"{v:+.3f}" for v in values) + " | "
+                     + _stability_script().sign_of(values) + " |"]
+    n = sum(len(r.comparisons) for r in want)
+    stable = sum(len({v > 0 for v in c.per_seed.values()}) == 1
+                 for r in want for c in r.comparisons)
+    assert f"\n{stable} of {n} comparisons keep their sign in every (folder, seed)." in text

@@ -6,6 +6,7 @@ written at the end. A tiny plan on `shapes` keeps each job to seconds."""
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -180,6 +181,31 @@ def test_a_cut_off_training_is_resumed(first, tmp_path):
     assert training_state(job.out, job.command) == "done"
     rec = json.loads((tmp_path / "out" / "reproduce.json").read_text())["jobs"][0]
     assert rec["resumed"] and rec["command"].endswith("--resume")
+
+
+def test_a_folder_trained_with_another_command_is_not_passed_off_as_this_one(first, tmp_path):
+    folder = tmp_path / "moved" / "train"  # a moved folder: --out differs, nothing else
+    shutil.copytree(first["out"] / "train" / "recontrast-default-s1", folder)
+    argv = tuple(json.loads((folder / FINISHED_FILE).read_text())["command"].split())
+    at = argv.index("--out")
+    argv = (*argv[:at + 1], str(folder), *argv[at + 2:])
+    assert training_state(folder, shlex.join(argv)) == "resume"
+    longer = tuple(x if x != "1" or argv[i - 1] != "--epochs" else "3"
+                   for i, x in enumerate(argv))
+    assert training_state(folder, shlex.join(longer)) == "resume"
+    threads = tuple(x if argv[i - 1] != "--threads" else "2" for i, x in enumerate(argv))
+    seed = tuple(x if argv[i - 1] != "--seed" else "7" for i, x in enumerate(argv))
+    for other in (threads, seed):
+        assert training_state(folder, shlex.join(other)) == "conflict"
+    job = Job("train/recontrast-default-s1", "train", threads, folder)
+    after = Job("eval/trained", "eval", ("bench", "list", "methods"), tmp_path / "r",
+                deps=(job.id,))
+    summary = run_plan([job, after], tmp_path / "out", tables=False, log=lambda line: None)
+    o, skipped = summary.outcomes
+    assert o.status == "failed" and "holds a training the runner finished with another " \
+        "command" in o.reason and str(folder) in o.reason
+    assert skipped.status == "skipped" and job.id in skipped.reason
+    assert (folder / CHECKPOINT_FILE).is_file()  # nothing was touched
 
 
 def test_training_state_without_the_runner(tmp_path):

@@ -494,20 +494,41 @@ class Job:
         return shlex.join(self.argv)
 
 
+# what a resumed training may change (its length), and where it is (a moved --out folder)
+EXTENDING = ("--epochs", "--max-steps", "--max-total-steps", "--out")
+
+
+def _fixed_part(command: str) -> list[str]:
+    """The command without the options a resumed training may change, nor its folder."""
+    out, skip = [], False
+    for tok in shlex.split(command):
+        if skip:
+            skip = False
+        elif tok in EXTENDING:
+            skip = True
+        elif tok != "--resume":
+            out.append(tok)
+    return out
+
+
 def training_state(folder: Path, command: str) -> str:
-    """"done", "resume" or "todo" for the training folder of `command`: done when the runner
-    finished this same command there (its FINISHED_FILE), or when the folder holds a
-    checkpoint and no training state (trained some other way); "resume" when it holds a
-    training state (a run cut off, or finished with other arguments: the loop runs no epoch
-    past the last it saved)."""
+    """"done", "resume", "conflict" or "todo" for the training folder of `command`: done when
+    the runner finished this same command there (its FINISHED_FILE), or when the folder holds
+    a checkpoint and no training state (trained some other way); "resume" when it holds a
+    training state (a run cut off, or one finished with another length: the loop continues
+    after the last epoch it saved); "conflict" when the runner finished a command there that
+    differs in more than its length (another seed, thread count, preset...): resuming would
+    pass that model off as this command's."""
     marker = folder / FINISHED_FILE
     if marker.is_file():
         try:
-            same = json.loads(marker.read_text(encoding="utf-8")).get("command") == command
+            before = str(json.loads(marker.read_text(encoding="utf-8")).get("command"))
         except (OSError, ValueError):
-            same = False
-        if same:
+            before = ""
+        if before == command:
             return "done"
+        if before and _fixed_part(before) != _fixed_part(command):
+            return "conflict"
     if (folder / STATE_FILE).is_file():
         return "resume"
     if (folder / CHECKPOINT_FILE).is_file():

@@ -10,8 +10,11 @@ skipped because of it.
 Resume: a training job is finished when the runner wrote ``reproduce-done.json`` in its folder
 after the same command succeeded, or when the folder holds a checkpoint and nothing to resume
 from (no ``last.pt``: trained some other way). Otherwise, when the folder holds ``last.pt`` (a run
-cut off, or one finished by hand or with other arguments), the job runs with ``--resume`` and the
-training loop continues after the last epoch it saved (a finished one runs no further epoch).
+cut off, or one finished by hand or with another length), the job runs with ``--resume`` and the
+training loop continues after the last epoch it saved (a finished one runs no further epoch). A
+folder where the runner finished a command that differs in more than its length (another seed,
+``--threads``, preset...) fails the job with that reason: resuming would pass that model off as
+this command's.
 An evaluation resumes by itself: `bench run` keeps what its chunked store already holds.
 
 At the end ``OUT/reproduce.json`` lists every job (id, kind, status, seconds, command) and, unless
@@ -199,6 +202,13 @@ class Runner:
                                for d in j.deps):
                             continue
                         waiting.remove(j)
+                        if j.kind == "train" and training_state(j.out, j.command) == "conflict":
+                            why = (f"{j.out} holds a training the runner finished with another "
+                                   f"command ({FINISHED_FILE}); move it away or use another "
+                                   "--out")
+                            outcomes[j.id] = Outcome(j, "failed", j.argv, reason=why)
+                            self.log(f"{label(j)}: failed ({why})")
+                            continue
                         argv, resumed = job_argv(j)
                         if not argv:
                             outcomes[j.id] = Outcome(j, "done", j.argv)

@@ -39,11 +39,12 @@ def label_of(out: Path) -> str:
     return f"{out.name} ({f'{threads} thread(s)' if threads else 'default threads'})"
 
 
-def seed_name(out: Path, folder: str, plan) -> str:
-    """"results" is the scale's first seed (reproduce.json names the scale); "seed-<n>" is n."""
+def seed_name(out: Path, folder: str, plan, scale_name: str | None = None) -> str:
+    """"results" is the scale's first seed (reproduce.json names the scale, else `scale_name`);
+    "seed-<n>" is n."""
     if folder != "results":
         return folder.replace("seed-", "s")
-    scale = plan.scales.get(run_info(out).get("scale", ""))
+    scale = plan.scales.get(run_info(out).get("scale") or scale_name or "")
     return f"s{scale.seeds[0]}" if scale else "first seed"
 
 
@@ -108,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="a label per folder (default: its name and --threads)")
     ap.add_argument("--tables", default="table-1", help="comma-separated table names")
     ap.add_argument("--plan", type=Path, default=None, help="plan file (default: the package's)")
+    ap.add_argument("--scale", default=None, help="the scale, for a folder whose run was cut "
+                    "off before it wrote reproduce.json (names its first seed)")
     args = ap.parse_args(argv)
     tables = [t.strip() for t in args.tables.split(",") if t.strip()]
     labels = args.label or [label_of(o) for o in args.outs]
@@ -127,10 +130,10 @@ def main(argv: list[str] | None = None) -> None:
     for lab, out in zip(labels, args.outs):
         for key, values in trained_cells(tables, out).items():
             for folder, v in values.items():
-                cells.setdefault(key, {})[(lab, seed_name(out, folder, plan))] = v
+                cells.setdefault(key, {})[(lab, seed_name(out, folder, plan, args.scale))] = v
         for key, pairs in seed_differences(out, tables, plan).items():
             for folder, d in pairs.items():
-                diffs.setdefault(key, {})[(lab, seed_name(out, folder, plan))] = d
+                diffs.setdefault(key, {})[(lab, seed_name(out, folder, plan, args.scale))] = d
 
     def columns(found: dict) -> list[tuple[str, str]]:
         return sorted({k for c in found.values() for k in c},

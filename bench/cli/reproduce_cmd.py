@@ -76,7 +76,7 @@ def reproduce_cmd(dry_run: bool, scale: str, data: str | None, only: str | None,
     pending = plan.pending_for(selected, scale)
     if dry_run:
         from bench.reproduce.estimate import duration, estimate, folder_seconds, summary_line
-        from bench.reproduce.plan import training_state
+        from bench.reproduce.plan import conflict_reason, training_state
 
         timings = plan.timings.get(scale)
         measured = folder_seconds(root)
@@ -89,7 +89,7 @@ def reproduce_cmd(dry_run: bool, scale: str, data: str | None, only: str | None,
             if est[j.id].seconds is None and not j.done:
                 state = "todo, no measured rate"
             if j.kind == "train" and training_state(j.out, j.command) == "conflict":
-                state = f"conflict: {j.out} holds a training finished with another command"
+                state = f"conflict: {conflict_reason(j.out)}"
             click.echo(f"\n{j.id}  [{j.kind}, {state}]  needs: {', '.join(j.deps) or '-'}")
             click.echo(f"  {j.command}")
         if pending:

@@ -536,6 +536,12 @@ def training_state(folder: Path, command: str) -> str:
     return "todo"
 
 
+def conflict_reason(folder: Path) -> str:
+    """What a "conflict" training folder means, for the runner's failure and --dry-run."""
+    return (f"{folder} holds a training the runner finished with another command "
+            f"({FINISHED_FILE}); move it away or use another --out")
+
+
 RUN_KEYS = ("method", "method_tag", "dataset", "split", "task", "protocol", "prompt")
 
 

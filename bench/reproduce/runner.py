@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.reproduce.plan import FINISHED_FILE, Job, training_state
+from bench.reproduce.plan import FINISHED_FILE, Job, conflict_reason, training_state
 from bench.store import atomic_write_bytes, atomic_write_json
 
 SUMMARY_FILE = "reproduce.json"
@@ -94,17 +94,18 @@ class RunSummary:
         return [o for o in self.outcomes if o.status == "failed"]
 
 
-def job_argv(job: Job) -> tuple[tuple[str, ...], bool]:
-    """The command to run now (``--resume`` added to a training job that can continue), and
-    whether it resumes; None-like empty argv when the job is done."""
+def job_argv(job: Job) -> tuple[tuple[str, ...], str]:
+    """The command to run now and the job's state: "done" or "conflict" (`training_state`;
+    nothing to run), "resume" (``--resume`` added to a training that can continue) or
+    "todo"."""
     if job.kind == "train":
         state = training_state(job.out, job.command)
-        if state == "done":
-            return (), False
+        if state in ("done", "conflict"):
+            return (), state
         if state == "resume" and "--resume" not in job.argv:
-            return (*job.argv, "--resume"), True
-        return job.argv, state == "resume"
-    return (() if job.done else job.argv), False
+            return (*job.argv, "--resume"), state
+        return job.argv, state
+    return ((), "done") if job.done else (job.argv, "todo")
 
 
 def python_argv(argv: tuple[str, ...]) -> list[str]:
@@ -202,14 +203,13 @@ class Runner:
                                for d in j.deps):
                             continue
                         waiting.remove(j)
-                        if j.kind == "train" and training_state(j.out, j.command) == "conflict":
-                            why = (f"{j.out} holds a training the runner finished with another "
-                                   f"command ({FINISHED_FILE}); move it away or use another "
-                                   "--out")
+                        argv, state = job_argv(j)
+                        resumed = state == "resume"
+                        if state == "conflict":
+                            why = conflict_reason(j.out)
                             outcomes[j.id] = Outcome(j, "failed", j.argv, reason=why)
                             self.log(f"{label(j)}: failed ({why})")
                             continue
-                        argv, resumed = job_argv(j)
                         if not argv:
                             outcomes[j.id] = Outcome(j, "done", j.argv)
                             self.log(f"{label(j)}: done already, skipped")

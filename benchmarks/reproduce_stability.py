@@ -13,10 +13,13 @@ reproduce.json) and prints
 * every trained cell of the tables: its value for each (folder, seed), their mean and range;
 * every comparison of the plan's claims (`bench reproduce --check`) on those tables: the
   difference a - b for each (folder, seed), and whether its sign is the same in all of them
-  ("stable") or not ("flips k/n": k of the n runs have a > b).
+  ("stable") or not ("flips k/n": k of the n runs have a > b);
+* every comparison's check verdict in each folder (holds, fails or unresolved, over that
+  folder's seeds), and whether the folders agree: "contradicts" when one folder's verdict holds
+  and another's fails, the instability the check must not report.
 
-The last line counts the stable comparisons. Synthetic results stay synthetic: the header says
-which datasets were measured.
+The last lines count the stable comparisons and the contradicting verdicts. Synthetic results
+stay synthetic: the header says which datasets were measured.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import argparse
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 
 def run_info(out: Path) -> dict:
@@ -86,16 +90,26 @@ def trained_cells(tables: list[str], out: Path) -> dict[tuple[str, str, str, str
     return cells
 
 
-def seed_differences(out: Path, tables: list[str], plan) -> dict[tuple[str, str, str, str], dict]:
-    """Per claim comparison (the check's own pairing): the difference a - b per seed folder."""
+def folder_comparisons(out: Path, tables: list[str], plan) -> dict[tuple[str, str, str, str], Any]:
+    """Per claim comparison measured in the folder: the check's own `Comparison` (its pairing,
+    its difference a - b per seed folder, its verdict over the folder's seeds)."""
     from bench.reproduce.check import check_claims
 
     found = {}
     for res in check_claims(plan, out / "results", tables):
         for c in res.comparisons:
             if c.per_seed:
-                found[(res.claim.id, c.section, c.a, c.b)] = c.per_seed
+                found[(res.claim.id, c.section, c.a, c.b)] = c
     return found
+
+
+def agreement(verdicts: list[str | None]) -> str:
+    """"same" when every folder gives one verdict, "contradicts" when one holds and another
+    fails, else "differs" (one decided, another unresolved)."""
+    have = {v for v in verdicts if v is not None}
+    if len(have) <= 1:
+        return "same"
+    return "contradicts" if {"holds", "fails"} <= have else "differs"
 
 
 def fmt(x: float) -> str:
@@ -127,12 +141,14 @@ def main(argv: list[str] | None = None) -> None:
               "methods on the synthetic world, not the paper's result.\n")
     cells: dict = {}
     diffs: dict = {}
+    verdicts: dict = {}
     for lab, out in zip(labels, args.outs):
         for key, values in trained_cells(tables, out).items():
             for folder, v in values.items():
                 cells.setdefault(key, {})[(lab, seed_name(out, folder, plan, args.scale))] = v
-        for key, pairs in seed_differences(out, tables, plan).items():
-            for folder, d in pairs.items():
+        for key, comp in folder_comparisons(out, tables, plan).items():
+            verdicts.setdefault(key, {})[lab] = comp.verdict
+            for folder, d in comp.per_seed.items():
                 diffs.setdefault(key, {})[(lab, seed_name(out, folder, plan, args.scale))] = d
 
     def columns(found: dict) -> list[tuple[str, str]]:
@@ -164,6 +180,21 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {claim} | {sec} | {a} | {b} | "
               + " | ".join(f"{v:+.3f}" if v is not None else "" for v in vals) + f" | {sign} |")
     print(f"\n{stable} of {len(diffs)} comparisons keep their sign in every (folder, seed).")
+
+    print("\n## Check verdicts per folder (over its seeds)\n")
+    print("| claim | section | a | b | " + " | ".join(labels) + " | folders |")
+    print("|" + "---|" * (4 + len(labels) + 1))
+    counts = {"same": 0, "differs": 0, "contradicts": 0}
+    for (claim, sec, a, b), by in verdicts.items():
+        vals = [by.get(lab) for lab in labels]
+        agree = agreement(vals)
+        counts[agree] += 1
+        print(f"| {claim} | {sec} | {a} | {b} | " + " | ".join(v or "" for v in vals)
+              + f" | {agree} |")
+    decided = sum(any(v in ("holds", "fails") for v in by.values()) for by in verdicts.values())
+    print(f"\n{counts['same']} of {len(verdicts)} comparisons get the same verdict in every "
+          f"folder; {decided} are decided (holds or fails) in at least one; "
+          f"{counts['contradicts']} contradict (holds in one folder, fails in another).")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from reproduce_helpers import MINI
 
 from bench.cli.main import main as bench_main
@@ -273,18 +275,42 @@ def test_check_pairs_seeds_against_a_single_reference_run(seeded: Path, tmp_path
     assert "> Noise beats the centre prior. (test; seeds)" in text
 
 
-def test_a_seed_that_disagrees_keeps_a_comparison_from_holding():
-    from bench.reproduce.check import FAILS, HOLDS, LEANS, MISSING, Comparison
+def test_a_seed_that_disagrees_keeps_a_comparison_from_holding_or_failing():
+    from bench.reproduce.check import FAILS, HOLDS, MISSING, UNRESOLVED, Comparison
 
     c = Comparison("iou", "a", "b", diff=0.1, lower=0.05, upper=0.15, seeds=3,
                    seeds_positive=3)
     assert c.verdict == HOLDS
-    c.seeds_positive = 2  # a narrow CI over test images does not outvote a retrained seed
-    assert c.verdict == LEANS
-    c.diff, c.seeds_positive = -0.01, 0
+    c.seeds_positive, c.seeds_negative = 2, 1  # a narrow CI does not outvote a retrained seed
+    assert c.verdict == UNRESOLVED
+    c.diff, c.lower, c.upper, c.seeds_positive, c.seeds_negative = -0.1, -0.15, -0.05, 0, 3
     assert c.verdict == FAILS
+    c.seeds_positive, c.seeds_negative = 1, 2
+    assert c.verdict == UNRESOLVED
+    c.diff, c.lower, c.upper, c.seeds_positive, c.seeds_negative = -0.01, -0.03, 0.01, 0, 3
+    assert c.verdict == UNRESOLVED  # every seed below, but the CI covers 0
+    c.lower = c.upper = None
+    assert c.verdict == UNRESOLVED
     c.missing = "b"
     assert c.verdict == MISSING
+
+
+@settings(max_examples=200, deadline=None)
+@given(diffs=st.lists(st.floats(-1, 1, allow_nan=False), min_size=1, max_size=5),
+       lo=st.floats(-1, 1, allow_nan=False), width=st.floats(0, 1, allow_nan=False))
+def test_swapping_a_and_b_swaps_holds_and_fails(diffs, lo, width):
+    from bench.reproduce.check import FAILS, HOLDS, UNRESOLVED, Comparison
+
+    def comp(ds, lower, upper):
+        return Comparison("iou", "a", "b", diff=float(np.mean(ds)), lower=lower, upper=upper,
+                          seeds=len(ds), seeds_positive=sum(d > 0 for d in ds),
+                          seeds_negative=sum(d < 0 for d in ds))
+
+    ab = comp(diffs, lo, lo + width)
+    ba = comp([-d for d in diffs], -(lo + width), -lo)
+    assert (ab.verdict, ba.verdict) in {(HOLDS, FAILS), (FAILS, HOLDS),
+                                        (UNRESOLVED, UNRESOLVED)}
+    assert ab.verdict != HOLDS or (lo > 0 and all(d > 0 for d in diffs))
 
 
 def test_a_trained_model_with_one_seed_pairs_only_that_seed(tmp_path: Path, monkeypatch):
@@ -363,7 +389,8 @@ def test_the_stability_table_lists_each_folder_and_seed(seeded: Path, tmp_path: 
     heads = ["A s1", "A s2", "A s3", "B s1", "B s2"]  # micro's first seed is 1
     assert "| claim | section | a | b | " + " | ".join(heads) + " | sign |" in text
     want = check_claims(load_plan(plan_path), seeded)
-    lines = [x for x in text.splitlines() if x.startswith("| center-beats-random | iou |")]
+    lines = [x for x in text.splitlines() if x.startswith("| center-beats-random | iou |")
+             and x.endswith(" runs) |")]
     per_seed = [c for c in want[0].comparisons if c.section == "iou"][0].per_seed
     values = [per_seed["results"], per_seed["seed-2"], per_seed["seed-3"],
               per_seed["results"], per_seed["seed-2"]]
@@ -374,3 +401,18 @@ def test_the_stability_table_lists_each_folder_and_seed(seeded: Path, tmp_path: 
     stable = sum(len({v > 0 for v in c.per_seed.values()}) == 1
                  for r in want for c in r.comparisons)
     assert f"\n{stable} of {n} comparisons keep their sign in every (folder, seed)." in text
+    # each folder's own check verdict (over its seeds), side by side
+    two = check_claims(load_plan(plan_path), outs[1] / "results")
+    for first, second in zip(want, two):
+        for ca, cb in zip(first.comparisons, second.comparisons):
+            row = (f"| {first.claim.id} | {ca.section} | {ca.a} | {ca.b} | {ca.verdict} | "
+                   f"{cb.verdict} | {_stability_script().agreement([ca.verdict, cb.verdict])} |")
+            assert row in text
+    assert "comparisons get the same verdict in every folder" in text
+
+
+def test_folders_contradict_only_when_one_holds_and_another_fails():
+    agreement = _stability_script().agreement
+    assert agreement(["holds", "holds", None]) == "same"
+    assert agreement(["holds", "unresolved"]) == "differs"
+    assert agreement(["fails", "unresolved", "holds"]) == "contradicts"

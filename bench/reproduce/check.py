@@ -7,9 +7,11 @@ training seed (seed s of a against seed s of b; a row with no trained model, e.g
 prior, is the same run for every seed), averaged over the seeds, with a pooled 95% CI: the same
 bootstrap resamples of the test units for every run of both cells, the seed-mean difference on
 each (`bench.report.seeds`). A comparison "holds" when that CI lies above 0 and every seed has
-a > b (the CI covers test images, not retraining, so a seed that disagrees is not outvoted by a
-narrow CI), "leans" when the mean difference is positive otherwise, and "fails" when it is not
-positive; a claim holds when all of its comparisons hold. With one seed the pairing is
+a > b, "fails" when the CI lies below 0 and every seed has a < b, and is "unresolved"
+otherwise: the CI covers test images, not retraining, so a seed that disagrees is not outvoted
+by a narrow CI, and a difference smaller than what retraining moves is not called either way
+(at the tiny scale such calls flipped with the thread count). A claim holds when all of its
+comparisons hold and fails when any fails. With one seed the pairing is
 trivially that seed.
 """
 
@@ -24,7 +26,7 @@ import numpy as np
 
 from bench.reproduce.plan import Claim, Plan
 
-HOLDS, LEANS, FAILS, MISSING = "holds", "leans", "fails", "not measured"
+HOLDS, UNRESOLVED, FAILS, MISSING = "holds", "unresolved", "fails", "not measured"
 
 
 @dataclass
@@ -37,6 +39,7 @@ class Comparison:
     upper: float | None = None
     seeds: int = 0               # pairs compared
     seeds_positive: int = 0      # pairs with a > b
+    seeds_negative: int = 0      # pairs with a < b
     missing: str = ""            # which cell has no result
     per_seed: dict[str, float] = field(default_factory=dict)  # seed folder -> a - b
 
@@ -44,15 +47,19 @@ class Comparison:
     def verdict(self) -> str:
         if self.missing:
             return MISSING
-        if (self.diff > 0 and self.lower is not None and self.lower > 0
-                and self.seeds_positive == self.seeds):
+        if self.lower is None or self.upper is None or not self.seeds:
+            return UNRESOLVED
+        if self.lower > 0 and self.seeds_positive == self.seeds:
             return HOLDS
-        return LEANS if self.diff > 0 else FAILS
+        if self.upper < 0 and self.seeds_negative == self.seeds:
+            return FAILS
+        return UNRESOLVED
 
     def record(self) -> dict[str, Any]:
         return {"section": self.section, "a": self.a, "b": self.b, "diff": _num(self.diff),
                 "lower": self.lower, "upper": self.upper, "seeds": self.seeds,
-                "seeds_positive": self.seeds_positive, "verdict": self.verdict,
+                "seeds_positive": self.seeds_positive,
+                "seeds_negative": self.seeds_negative, "verdict": self.verdict,
                 "missing": self.missing or None,
                 "per_seed": {k: _num(v) for k, v in self.per_seed.items()}}
 
@@ -71,7 +78,7 @@ class ClaimResult:
             return FAILS
         if MISSING in verdicts:
             return "partly measured"
-        return HOLDS if verdicts == {HOLDS} else LEANS
+        return HOLDS if verdicts == {HOLDS} else UNRESOLVED
 
     def record(self) -> dict[str, Any]:
         c = self.claim
@@ -161,6 +168,7 @@ def compare(view: Any, sa: Any, sb: Any, comp: Comparison) -> None:
     comp.diff = float(np.mean(diffs))
     comp.seeds = len(pairs)
     comp.seeds_positive = sum(d > 0 for d in diffs)
+    comp.seeds_negative = sum(d < 0 for d in diffs)
     runs = [a.run for a, _ in pairs] + [b.run for _, b in pairs]
     try:
         reps = view.replicates(sa, runs)
@@ -180,13 +188,14 @@ def render_check(results: list[ClaimResult], digits: int = 3,
     """Markdown: one block per claim (its sentence and verdict), one line per comparison;
     `synthetic`: the synthetic datasets measured (said first, loudly)."""
     counts = {v: sum(r.verdict == v for r in results)
-              for v in (HOLDS, LEANS, FAILS, "partly measured", MISSING)}
+              for v in (HOLDS, UNRESOLVED, FAILS, "partly measured", MISSING)}
     head = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
     lines = [f"# The paper's orderings, checked ({len(results)} claims: {head})", "",
              "Each comparison: the mean over paired training seeds of a - b, its pooled 95% "
              "CI (the same bootstrap resamples of the test units for every run), and how many "
-             "seeds have a > b. holds: the CI is above 0 and every seed has a > b; leans: the "
-             "mean difference is positive otherwise; fails: it is not positive.", ""]
+             "seeds have a > b. holds: the CI is above 0 and every seed has a > b; fails: the "
+             "CI is below 0 and every seed has a < b; unresolved: otherwise (the seeds "
+             "disagree or the CI covers 0).", ""]
     if synthetic:
         lines[1:1] = ["", "SYNTHETIC DATA: measured on " + ", ".join(synthetic) + " "
                       "(procedurally generated, not the paper's datasets). Whether an ordering "

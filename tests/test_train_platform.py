@@ -5,6 +5,7 @@ checkpoint on validation AUROC; the shared data kinds; training threads fixed.""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from bench.cli.main import cli
-from bench.errors import UsageError
+from bench.errors import BenchError, UsageError
 from bench.imaging.geometry import SQUARE, Frame
 from bench.imaging.recipes import Recipe, to_tensor
 from bench.methods._shared.checkpoints import save_weights
@@ -40,19 +41,21 @@ class ToyTask(TrainTask):
     selection = ("val_auroc", "max")
 
     def __init__(self, train: LabelledImages, val: LabelledImages, head_lr: float, bs: int,
-                 seed: int):
+                 seed: int, cosine_over: int | None = None):
         torch.manual_seed(seed)
         self.model = torch.nn.Sequential(
             torch.nn.Conv2d(3, 4, 5, stride=4), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
             torch.nn.Flatten(), torch.nn.Linear(4, len(train.pathologies)))
         self.train_data, self.val_data = train, val
         self.head_lr, self.bs, self.seed = head_lr, bs, seed
+        self.cosine_over = cosine_over  # the head's cosine schedule over this many epochs
 
     def configure_optimizers(self) -> Optimization:
         body = torch.optim.Adam(self.model[0].parameters(), lr=1e-2)
         head = torch.optim.SGD(self.model[4].parameters(), lr=self.head_lr, momentum=0.9)
-        return Optimization([body, head],
-                            [Scheduled(torch.optim.lr_scheduler.StepLR(head, 1, 0.5))])
+        sched = (torch.optim.lr_scheduler.StepLR(head, 1, 0.5) if self.cosine_over is None
+                 else torch.optim.lr_scheduler.CosineAnnealingLR(head, self.cosine_over))
+        return Optimization([body, head], [Scheduled(sched)])
 
     def _batches(self, data: LabelledImages, epoch: int, shuffle: bool):
         order = np.arange(len(data.ids))
@@ -96,13 +99,17 @@ class ToyClassifier(Method):
     capabilities = Capabilities(classify=True, trainable=True)
     learning = SUPERVISED
     train_presets = ("tiny",)
-    train_option_specs = {"head_lr": Option(0.05, "learning rate of the head", float)}
+    train_option_specs = {"head_lr": Option(0.05, "learning rate of the head", float),
+                          "cosine": Option(False, "a cosine schedule over the run's epochs",
+                                           bool)}
 
     @classmethod
     def train_task(cls, req: Any, data: TrainingData):
+        epochs = req.epochs or 2
         task = ToyTask(data.labelled("train", RECIPE), data.labelled("val", RECIPE),
-                       req.option("head_lr"), req.batch_size or 8, req.seed)
-        return task, {"epochs": req.epochs or 2}
+                       req.option("head_lr"), req.batch_size or 8, req.seed,
+                       epochs if req.option("cosine") else None)
+        return task, {"epochs": epochs}
 
 
 METHODS.add("test-toy", ToyClassifier)
@@ -124,7 +131,7 @@ def test_two_optimizers_from_a_config_file_and_an_exact_resume(tmp_path):
     _train(tmp_path, "--config", str(config), "--out", str(whole))
     info = json.loads((whole / "train.json").read_text())
     assert info["request"]["epochs"] == 3 and info["request"]["dataset_options"] == {"n": 32}
-    assert info["request"]["method_options"] == {"head_lr": 0.2}
+    assert info["request"]["method_options"] == {"head_lr": 0.2, "cosine": False}
     hist = json.loads((whole / "history.json").read_text())
     assert [e["lrs"] for e in hist["epochs"]] == [[1e-2, 0.1], [1e-2, 0.05], [1e-2, 0.025]]
     assert [o.get("optimizer") or o.get("scheduler") for o in
@@ -153,13 +160,63 @@ def test_two_optimizers_from_a_config_file_and_an_exact_resume(tmp_path):
     assert [e["train_loss"] for e in again["epochs"]] == [e["train_loss"] for e in hist["epochs"]]
 
 
+def test_a_run_resumes_with_more_epochs_only_when_its_schedule_does_not_depend_on_them(
+        tmp_path):
+    """StepLR resumes to more epochs (the test above); a cosine over --epochs would go on as
+    the shorter run's cosine, which no fresh longer run does: refused, in one line."""
+    out = tmp_path / "cos"
+    base = ["--dataset", "shapes", "--preset", "tiny", "--dataset-arg", "n=16",
+            "--method-arg", "cosine=true", "--device", "cpu", "--out", str(out)]
+    _train(tmp_path, *base, "--epochs", "2")
+    res = CliRunner().invoke(cli, ["train", "test-toy", *base, "--epochs", "3", "--resume",
+                                   "--quiet"])
+    assert res.exit_code == 1 and isinstance(res.exception, BenchError)
+    assert str(res.exception) == (
+        f"{out / 'last.pt'}: cannot resume: its CosineAnnealingLR has T_max=2, this run's "
+        "has 3 (the schedule depends on the run's length or settings); resume with the same "
+        "--epochs and preset, or train into a fresh folder")
+    again = _train(tmp_path, *base, "--epochs", "2", "--resume")  # the same length: fine
+    assert "resumed" in again.output
+
+
+def test_the_schedule_check_compares_settings_not_progress():
+    from bench.methods.medklip.train import OfficialFactor
+    from bench.train.loop import check_same_schedule
+
+    def opt():
+        return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+
+    def stepped(sched, n=3, metric=None):
+        for _ in range(n):
+            sched.optimizer.step()
+            sched.step(*(() if metric is None else (metric,)))
+        return sched.state_dict()
+
+    lr = torch.optim.lr_scheduler
+    cases = [lambda: lr.CosineAnnealingLR(opt(), 10), lambda: lr.StepLR(opt(), 1, 0.9),
+             lambda: lr.LambdaLR(opt(), OfficialFactor(5, 10, 0.1)),
+             lambda: lr.LambdaLR(opt(), lambda s: 1.0)]
+    for make in cases:
+        check_same_schedule(Path("x"), make(), stepped(make()))  # progress differs: fine
+    plateau = lr.ReduceLROnPlateau(opt(), factor=0.5, patience=1)
+    check_same_schedule(Path("x"), lr.ReduceLROnPlateau(opt(), factor=0.5, patience=1),
+                        stepped(plateau, 4, metric=1.0))
+    for fresh, saved in [(lr.CosineAnnealingLR(opt(), 20), lr.CosineAnnealingLR(opt(), 10)),
+                         (lr.LambdaLR(opt(), OfficialFactor(5, 20, 0.1)),
+                          lr.LambdaLR(opt(), OfficialFactor(5, 10, 0.1))),
+                         (lr.ReduceLROnPlateau(opt(), patience=2),
+                          lr.ReduceLROnPlateau(opt(), patience=5))]:
+        with pytest.raises(BenchError, match="cannot resume"):
+            check_same_schedule(Path("x"), fresh, saved.state_dict())
+
+
 def test_a_yaml_request_and_the_method_options_as_flags(tmp_path):
     config = tmp_path / "toy.yaml"
     config.write_text("dataset: shapes\npreset: tiny\nepochs: 1\ndataset_options:\n  n: 16\n")
     out = tmp_path / "y"
     _train(tmp_path, "--config", str(config), "--head-lr", "0.3", "--out", str(out))
     info = json.loads((out / "train.json").read_text())
-    assert info["request"]["method_options"] == {"head_lr": 0.3}
+    assert info["request"]["method_options"] == {"head_lr": 0.3, "cosine": False}
     assert info["threads"]["intra_op"] == 2
 
 

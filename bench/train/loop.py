@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from bench.errors import BenchError
 from bench.store import atomic_write_bytes, atomic_write_json
 from bench.train.batchnorm import recalibrate_batchnorm
 
@@ -86,6 +87,32 @@ class Optimization:
             out.append({"scheduler": type(s.scheduler).__name__, "interval": s.interval,
                         "monitor": s.monitor})
         return json.loads(json.dumps(out, default=str))
+
+
+# A scheduler's state_dict holds its settings and its progress; only the settings must match
+# when a run resumes (LambdaLR keeps a callable object's attributes under "lr_lambdas").
+SCHEDULE_PROGRESS = frozenset({"last_epoch", "_step_count", "_last_lr", "verbose", "_is_initial",
+                               "_get_lr_called_within_step", "best", "num_bad_epochs",
+                               "cooldown_counter"})
+
+
+def check_same_schedule(out: Path, scheduler: Any, saved: dict[str, Any]) -> None:
+    """Refuse to resume under another learning-rate schedule: a cosine over `--epochs` (T_max)
+    loaded from a 10-epoch run would go on as a 10-epoch cosine inside a 20-epoch run, which
+    no fresh 20-epoch run does. Schedules that do not depend on the run's length (step decay,
+    plateau, warm-up) resume with more epochs as they are."""
+    fresh = scheduler.state_dict()
+    for key in sorted((set(fresh) | set(saved)) - SCHEDULE_PROGRESS):
+        if key in fresh and key in saved and fresh[key] == saved[key]:
+            continue
+        if key == "lr_lambdas" and len(fresh[key]) == len(saved.get(key) or ()) and all(
+                a is None or b is None or a == b for a, b in zip(fresh[key], saved[key])):
+            continue  # a plain function saves as None: nothing to compare
+        raise BenchError(
+            f"{out / STATE_FILE}: cannot resume: its {type(scheduler).__name__} has "
+            f"{key}={saved.get(key)!r}, this run's has {fresh.get(key)!r} (the schedule depends "
+            "on the run's length or settings); resume with the same --epochs and preset, or "
+            "train into a fresh folder")
 
 
 def _plain(v: Any) -> bool:
@@ -304,6 +331,7 @@ def train(task: TrainTask, cfg: TrainConfig, log: Any = print) -> dict[str, Any]
         for o, st in zip(opt.optimizers, optims):
             o.load_state_dict(st)
         for s, st in zip(opt.schedulers, scheds):
+            check_same_schedule(out, s.scheduler, st)
             s.scheduler.load_state_dict(st)
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])

@@ -140,6 +140,17 @@ class Trainable(nn.Module):
         return medklip_loss(self.medklip, out, labels, index, self.position_book)
 
 
+class OfficialFactor:
+    """`official_lr_factor` as an object: LambdaLR saves its attributes, so a resumed run can
+    tell that its schedule (the cosine over `epochs`) is the one it was trained with."""
+
+    def __init__(self, steps_per_epoch: int, epochs: int, lr: float):
+        self.steps_per_epoch, self.epochs, self.lr = steps_per_epoch, epochs, lr
+
+    def __call__(self, step: int) -> float:
+        return official_lr_factor(step, self.steps_per_epoch, self.epochs, self.lr)
+
+
 def official_lr_factor(step: int, steps_per_epoch: int, epochs: int, lr: float) -> float:
     """The official schedule's lr / lr at global `step` (timm cosine, ``t_initial=epochs``,
     warm-up from ``warmup_lr`` in 100-iteration blocks of the first epoch, then ``epoch+5``)."""
@@ -181,8 +192,8 @@ class MedKLIPTask(SplitLoaders, TrainTask):
                                                                eta_min=self.lr / 10)
             return Optimization([optim], [Scheduled(sched, "epoch")])
         per_epoch = max(len(self.train_set) // self.bs, 1)
-        lam = lambda step: official_lr_factor(step, per_epoch, epochs, self.lr)  # noqa: E731
-        sched = torch.optim.lr_scheduler.LambdaLR(optim, lam)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            optim, OfficialFactor(per_epoch, epochs, self.lr))
         return Optimization([optim], [Scheduled(sched, "step")])
 
     def collate_fn(self) -> Any:

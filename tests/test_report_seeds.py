@@ -252,6 +252,10 @@ def test_check_pairs_seeds_against_a_single_reference_run(seeded: Path, tmp_path
                     for lab, (_, s, _) in zip(("results", "seed-2", "seed-3"), centers)}
         assert comp.per_seed == pytest.approx(per_seed, abs=1e-12)
         assert comp.record()["per_seed"] == pytest.approx(per_seed, abs=1e-12)
+        d = np.array(list(per_seed.values()))
+        half = 4.30265273 * d.std(ddof=1) / np.sqrt(3)  # t(0.975, 2), printed tables
+        assert (comp.seed_lower, comp.seed_upper) == pytest.approx(
+            (d.mean() - half, d.mean() + half), abs=1e-8)
         # brute force: the same resamples for the three centre runs and the one random run
         tables = [proto.unit_table(rows, m, decided=s) for _, s, rows in centers + [rnd]]
         units = tables[0].index.sort_values()
@@ -291,26 +295,50 @@ def test_a_seed_that_disagrees_keeps_a_comparison_from_holding_or_failing():
     assert c.verdict == UNRESOLVED  # every seed below, but the CI covers 0
     c.lower = c.upper = None
     assert c.verdict == UNRESOLVED
+    # every seed above and the test-image CI above 0, but retraining moves more than that
+    c = Comparison("iou", "a", "b", diff=0.015, lower=0.01, upper=0.02, seeds=3,
+                   seeds_positive=3, seed_lower=-0.009, seed_upper=0.039)
+    assert c.verdict == UNRESOLVED
+    c.seed_lower = 0.002
+    assert c.verdict == HOLDS
     c.missing = "b"
     assert c.verdict == MISSING
+
+
+def test_the_across_seed_interval_is_the_paired_t_interval():
+    from scipy import stats
+
+    from bench.reproduce.check import seed_interval
+
+    diffs = [0.004, 0.022, 0.019]  # hand check: mean 0.015, SD 0.009644, t(0.975, 2) 4.3027
+    lo, hi = seed_interval(diffs)
+    assert (lo, hi) == pytest.approx((0.015 - 4.302653 * 0.0096437 / 3 ** 0.5,
+                                      0.015 + 4.302653 * 0.0096437 / 3 ** 0.5), abs=1e-6)
+    want = stats.t.interval(0.95, 2, loc=np.mean(diffs), scale=stats.sem(diffs))
+    assert (lo, hi) == pytest.approx(want, abs=1e-12)
+    assert seed_interval([0.1]) == (None, None)
+    assert seed_interval([0.1, 0.1]) == pytest.approx((0.1, 0.1))
 
 
 @settings(max_examples=200, deadline=None)
 @given(diffs=st.lists(st.floats(-1, 1, allow_nan=False), min_size=1, max_size=5),
        lo=st.floats(-1, 1, allow_nan=False), width=st.floats(0, 1, allow_nan=False))
 def test_swapping_a_and_b_swaps_holds_and_fails(diffs, lo, width):
-    from bench.reproduce.check import FAILS, HOLDS, UNRESOLVED, Comparison
+    from bench.reproduce.check import FAILS, HOLDS, UNRESOLVED, Comparison, seed_interval
 
     def comp(ds, lower, upper):
+        slo, shi = seed_interval(ds)
         return Comparison("iou", "a", "b", diff=float(np.mean(ds)), lower=lower, upper=upper,
                           seeds=len(ds), seeds_positive=sum(d > 0 for d in ds),
-                          seeds_negative=sum(d < 0 for d in ds))
+                          seeds_negative=sum(d < 0 for d in ds), seed_lower=slo,
+                          seed_upper=shi)
 
     ab = comp(diffs, lo, lo + width)
     ba = comp([-d for d in diffs], -(lo + width), -lo)
     assert (ab.verdict, ba.verdict) in {(HOLDS, FAILS), (FAILS, HOLDS),
                                         (UNRESOLVED, UNRESOLVED)}
-    assert ab.verdict != HOLDS or (lo > 0 and all(d > 0 for d in diffs))
+    assert ab.verdict != HOLDS or (lo > 0 and all(d > 0 for d in diffs)
+                                   and (len(diffs) == 1 or ab.seed_lower > 0))
 
 
 def test_a_trained_model_with_one_seed_pairs_only_that_seed(tmp_path: Path, monkeypatch):

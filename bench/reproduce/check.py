@@ -6,12 +6,14 @@ one per (section, column, a, b): the difference a - b of the two cells' values, 
 training seed (seed s of a against seed s of b; a row with no trained model, e.g. the centre
 prior, is the same run for every seed), averaged over the seeds, with a pooled 95% CI: the same
 bootstrap resamples of the test units for every run of both cells, the seed-mean difference on
-each (`bench.report.seeds`). A comparison "holds" when that CI lies above 0 and every seed has
-a > b, "fails" when the CI lies below 0 and every seed has a < b, and is "unresolved"
-otherwise: the CI covers test images, not retraining, so a seed that disagrees is not outvoted
-by a narrow CI, and a difference smaller than what retraining moves is not called either way
-(at the tiny scale such calls flipped with the thread count). A claim holds when all of its
-comparisons hold and fails when any fails. With one seed the pairing is
+each (`bench.report.seeds`). Beside it, the across-seed 95% interval: a paired t-interval
+over the seeds' differences (mean +- t(0.975, n-1) SD / sqrt(n)), what retraining moves, which
+the bootstrap over test images cannot see. A comparison "holds" when both intervals lie above 0
+and every seed has a > b, "fails" when both lie below 0 and every seed has a < b, and is
+"unresolved" otherwise: a difference smaller than what retraining moves is not called either
+way (at the tiny scale, calls made on the test-image CI and the seeds' signs alone flipped with
+the thread count). A claim holds when all of its comparisons hold and fails when any fails.
+With one seed there is no across-seed interval and the pairing is
 trivially that seed.
 """
 
@@ -40,6 +42,8 @@ class Comparison:
     seeds: int = 0               # pairs compared
     seeds_positive: int = 0      # pairs with a > b
     seeds_negative: int = 0      # pairs with a < b
+    seed_lower: float | None = None  # paired t-interval over the seeds' differences (2+ seeds)
+    seed_upper: float | None = None
     missing: str = ""            # which cell has no result
     per_seed: dict[str, float] = field(default_factory=dict)  # seed folder -> a - b
 
@@ -49,15 +53,19 @@ class Comparison:
             return MISSING
         if self.lower is None or self.upper is None or not self.seeds:
             return UNRESOLVED
-        if self.lower > 0 and self.seeds_positive == self.seeds:
+        one = self.seed_lower is None or self.seed_upper is None
+        if (self.lower > 0 and self.seeds_positive == self.seeds
+                and (one or self.seed_lower > 0)):
             return HOLDS
-        if self.upper < 0 and self.seeds_negative == self.seeds:
+        if (self.upper < 0 and self.seeds_negative == self.seeds
+                and (one or self.seed_upper < 0)):
             return FAILS
         return UNRESOLVED
 
     def record(self) -> dict[str, Any]:
         return {"section": self.section, "a": self.a, "b": self.b, "diff": _num(self.diff),
-                "lower": self.lower, "upper": self.upper, "seeds": self.seeds,
+                "lower": self.lower, "upper": self.upper, "seed_lower": self.seed_lower,
+                "seed_upper": self.seed_upper, "seeds": self.seeds,
                 "seeds_positive": self.seeds_positive,
                 "seeds_negative": self.seeds_negative, "verdict": self.verdict,
                 "missing": self.missing or None,
@@ -147,6 +155,18 @@ def untrained(founds: dict[str, Any]) -> bool:
     return info is not None and "trainable" not in info.capabilities and info.family != SALIENCY
 
 
+def seed_interval(diffs: list[float]) -> tuple[float | None, float | None]:
+    """The paired t-interval (95%) of the mean over seeds of a - b; (None, None) with one seed.
+    Seeds that all give the same difference make a zero-width interval."""
+    if len(diffs) < 2:
+        return None, None
+    from scipy import stats
+
+    d = np.asarray(diffs, dtype=np.float64)
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+    return _num(d.mean() - half), _num(d.mean() + half)
+
+
 def compare(view: Any, sa: Any, sb: Any, comp: Comparison) -> None:
     fa, fb = view.find_each(sa), view.find_each(sb)
     if not fa or not fb:
@@ -169,6 +189,7 @@ def compare(view: Any, sa: Any, sb: Any, comp: Comparison) -> None:
     comp.seeds = len(pairs)
     comp.seeds_positive = sum(d > 0 for d in diffs)
     comp.seeds_negative = sum(d < 0 for d in diffs)
+    comp.seed_lower, comp.seed_upper = seed_interval(diffs)
     runs = [a.run for a, _ in pairs] + [b.run for _, b in pairs]
     try:
         reps = view.replicates(sa, runs)
@@ -192,10 +213,10 @@ def render_check(results: list[ClaimResult], digits: int = 3,
     head = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
     lines = [f"# The paper's orderings, checked ({len(results)} claims: {head})", "",
              "Each comparison: the mean over paired training seeds of a - b, its pooled 95% "
-             "CI (the same bootstrap resamples of the test units for every run), and how many "
-             "seeds have a > b. holds: the CI is above 0 and every seed has a > b; fails: the "
-             "CI is below 0 and every seed has a < b; unresolved: otherwise (the seeds "
-             "disagree or the CI covers 0).", ""]
+             "CI (the same bootstrap resamples of the test units for every run), the 95% "
+             "paired t-interval across seeds (what retraining moves; 2+ seeds), and how many "
+             "seeds have a > b. holds: both intervals are above 0 and every seed has a > b; "
+             "fails: both are below 0 and every seed has a < b; unresolved: otherwise.", ""]
     if synthetic:
         lines[1:1] = ["", "SYNTHETIC DATA: measured on " + ", ".join(synthetic) + " "
                       "(procedurally generated, not the paper's datasets). Whether an ordering "
@@ -213,7 +234,9 @@ def render_check(results: list[ClaimResult], digits: int = 3,
                 continue
             ci = ("CI not estimable" if x.lower is None or x.upper is None
                   else f"CI {x.lower:+.{digits}f}, {x.upper:+.{digits}f}")
-            lines.append(f"- {sec}{x.a} vs {x.b}: {x.diff:+.{digits}f} ({ci}); "
+            seeds = ("" if x.seed_lower is None or x.seed_upper is None else
+                     f"; across seeds {x.seed_lower:+.{digits}f}, {x.seed_upper:+.{digits}f}")
+            lines.append(f"- {sec}{x.a} vs {x.b}: {x.diff:+.{digits}f} ({ci}{seeds}); "
                          f"{x.seeds_positive}/{x.seeds} seeds a > b: {x.verdict}")
         lines.append("")
     return "\n".join(lines)

@@ -6,10 +6,14 @@ written at the end. A tiny plan on `shapes` keeps each job to seconds."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -217,3 +221,30 @@ def test_training_state_without_the_runner(tmp_path):
     assert training_state(job.out, job.command) == "done"
     (job.out / "last.pt").write_bytes(b"")
     assert training_state(job.out, job.command) == "resume"
+
+
+def test_a_stopped_run_writes_the_summary_with_how_long_the_cut_off_job_ran(tmp_path,
+                                                                            monkeypatch):
+    """Ctrl-C (or `timeout -s INT` on a GPU lease) during the second job: the first is ok, the
+    running one is interrupted with the seconds it had run, the one not started with 0."""
+    monkeypatch.setattr(runner_mod, "python_argv",
+                        lambda argv: [sys.executable, "-c", argv[1]])
+    quick = Job("eval/quick", "eval", ("bench", "pass"), tmp_path / "r")
+    slow = Job("eval/slow", "eval", ("bench", "import time; time.sleep(60)"), tmp_path / "r")
+    never = Job("eval/never", "eval", ("bench", "pass"), tmp_path / "r", ("eval/slow",))
+
+    def log(line: str) -> None:
+        if line.startswith("[2/3] eval/slow: start"):  # the user stops the run 1 s later
+            threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+    t0 = time.time()
+    with pytest.raises(KeyboardInterrupt):
+        run_plan([quick, slow, never], tmp_path / "out", tables=False, log=log)
+    assert time.time() - t0 < 30  # the sleeping child was stopped, not waited for
+    recs = {j["id"]: j for j in
+            json.loads((tmp_path / "out" / "reproduce.json").read_text())["jobs"]}
+    assert recs["eval/quick"]["status"] == "ok"
+    assert recs["eval/slow"]["status"] == "interrupted"
+    assert 1.0 <= recs["eval/slow"]["seconds"] < 30
+    assert recs["eval/never"]["status"] == "interrupted"
+    assert recs["eval/never"]["seconds"] == 0.0

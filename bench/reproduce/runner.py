@@ -46,7 +46,8 @@ REPORT_DIR = "report"
 TAIL_LINES = 15
 
 # statuses: "done" (done before, not run), "ok", "failed", "skipped" (a job it needs failed or
-# was skipped), "interrupted" (not finished when the run was stopped)
+# was skipped), "interrupted" (not finished when the run was stopped; its seconds are how long
+# it had run, 0 for one that had not started)
 
 
 @dataclass
@@ -171,6 +172,7 @@ class Runner:
         outcomes: dict[str, Outcome] = {}
         waiting = list(jobs)
         running: dict[cf.Future, Job] = {}
+        started: dict[str, float] = {}  # job id -> when it was handed to the pool
 
         def label(j: Job) -> str:
             return f"[{index[j.id]}/{n}] {j.id}"
@@ -216,6 +218,7 @@ class Runner:
                             continue
                         self.log(f"{label(j)}: start{' (resuming)' if resumed else ''}: "
                                  f"{shlex.join(argv)}")
+                        started[j.id] = time.time()
                         running[pool.submit(self.execute, j, argv, resumed)] = j
                     if not running:
                         if waiting and len(outcomes) == before:  # nothing can start (a cycle)
@@ -241,9 +244,13 @@ class Runner:
                     fut.cancel()
                 raise
             finally:
+                # a job cut off while running keeps the seconds it ran: on a budget (a GPU
+                # lease) that is what says how long the job needs
+                now = time.time()
                 for j in jobs:
                     if j.id not in outcomes:
-                        outcomes[j.id] = Outcome(j, "interrupted", j.argv)
+                        ran = now - started[j.id] if j.id in started else 0.0
+                        outcomes[j.id] = Outcome(j, "interrupted", j.argv, ran)
                 self._outcomes = [outcomes[j.id] for j in jobs]
         return self._outcomes
 
